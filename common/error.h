@@ -18,6 +18,9 @@ struct Error {
   std::string object;   // on what: a device name, a path, a field
   int err = 0;          // errno value, 0 when the failure is not a system error
   std::string detail;   // extra words when errno alone does not say it
+  // Machine-readable class a caller can act on, e.g. "out_of_data_space"
+  // (see dm/dm_error.h); empty when the failure has no special class.
+  std::string kind = {};
 
   // "suspend stepsnap-vol1: Device or resource busy (what holds it: ...)"
   std::string message() const;
@@ -32,7 +35,7 @@ using Status = tl::expected<void, Error>;
 
 inline tl::unexpected<Error> fail(std::string op, std::string object, int err,
                                   std::string detail = {}) {
-  return tl::unexpected(Error{std::move(op), std::move(object), err, std::move(detail)});
+  return tl::unexpected(Error{std::move(op), std::move(object), err, std::move(detail), {}});
 }
 
 // errno captured at the call site.
