@@ -1,4 +1,4 @@
-# stepsnap_bpf_skeleton(<name> SOURCE <file.bpf.c> [HEADERS <h>...])
+# stepsnap_bpf_skeleton(<name> SOURCE <file.bpf.c> [HEADERS <h>...] [CFLAGS <flag>...])
 #
 # Compiles a CO-RE BPF object with clang against a vmlinux.h dumped from the
 # build machine's BTF, then generates <name>.skel.h with bpftool. Everything
@@ -22,14 +22,14 @@ add_custom_command(
 add_custom_target(stepsnap_vmlinux_h DEPENDS ${STEPSNAP_BPF_GEN_DIR}/vmlinux.h)
 
 function(stepsnap_bpf_skeleton name)
-  cmake_parse_arguments(ARG "" "SOURCE" "HEADERS" ${ARGN})
+  cmake_parse_arguments(ARG "" "SOURCE" "HEADERS;CFLAGS" ${ARGN})
   get_filename_component(src ${ARG_SOURCE} ABSOLUTE)
   get_filename_component(src_dir ${src} DIRECTORY)
   set(obj ${STEPSNAP_BPF_GEN_DIR}/${name}.bpf.o)
   set(skel ${STEPSNAP_BPF_GEN_DIR}/${name}.skel.h)
   add_custom_command(
     OUTPUT ${obj}
-    COMMAND ${BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_x86
+    COMMAND ${BPF_CLANG} -g -O2 -target bpf -D__TARGET_ARCH_x86 ${ARG_CFLAGS}
             -Wall -Werror -I${STEPSNAP_BPF_GEN_DIR} -I${src_dir}
             -c ${src} -o ${obj}
     DEPENDS ${src} ${ARG_HEADERS} ${STEPSNAP_BPF_GEN_DIR}/vmlinux.h

@@ -1,0 +1,57 @@
+// stepsnapd's settings: command-line flags, optionally a config file (INI,
+// same names as the long flags without "--"; flags win over the file).
+// Parsing and validation only; the daemon's main() acts on the result.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "common/error.h"
+#include "common/log.h"
+
+namespace stepsnap::agent {
+
+struct PoolConfig {
+  std::string name = "stepsnap";
+  // Real devices (production) ...
+  std::string data_device;
+  std::string metadata_device;
+  // ... or loop files made on first start (development, tests).
+  std::string loop_dir;
+  std::uint64_t loop_data_bytes = 0;
+  std::uint64_t loop_metadata_bytes = 0;
+  std::uint64_t block_bytes = 64 * 1024;
+  unsigned low_space_percent = 80;  // pool.low_space above this
+};
+
+struct DaemonOptions {
+  std::string config_file;
+  std::string state_dir = "/var/lib/stepsnap";
+  std::string socket_path = "/run/stepsnap/stepsnapd.sock";
+  std::string socket_group = "stepsnap";  // empty: root only
+  std::string event_log_file;             // empty: events only in the catalog
+  std::uint64_t event_retention = 100000;
+  log::Level log_level = log::Level::info;
+  PoolConfig pool;
+
+  std::string catalog_path() const { return state_dir + "/catalog.db"; }
+};
+
+// `stepsnapd --help` text; the caller prints it and exits 0.
+struct HelpRequested {
+  std::string text;
+};
+
+using ParsedOptions = std::variant<DaemonOptions, HelpRequested>;
+
+// argv as main() got it. Errors are one line naming the flag, e.g.
+// "--pool-loop-data-size: \"12Q\" is not a size; use bytes or a K, M, G, T suffix".
+Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv);
+
+// "64K", "20G", "1048576" -> bytes (binary units). nullopt if malformed or 0.
+std::optional<std::uint64_t> parse_size(const std::string& text);
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,82 @@
+/* The one definition of every record the step tracer's kernel side and user
+ * side share. Fixed-width kernel types only (__u32/__u64, char arrays), so the
+ * layout is the same for clang -target bpf and for the C++ compiler.
+ *
+ * Included by step_tracer.bpf.c (after vmlinux.h) and by C++ (after
+ * <linux/types.h>). */
+#ifndef STEPSNAP_BPF_STEP_TRACER_H
+#define STEPSNAP_BPF_STEP_TRACER_H
+
+#define STEP_COMM_LEN 16
+#define STEP_FILENAME_LEN 256
+#define STEP_ARGS_LEN 256
+/* How many cgroup levels above a task's own cgroup are searched for a watched
+ * one. Bounded for the verifier; step cgroups sit a few levels deep. */
+#define STEP_MAX_CGROUP_DEPTH 16
+
+/* Record types written by the kernel side. */
+enum step_record_type {
+  STEP_REC_FORK = 1,     /* a new process (not a thread) in a watched cgroup */
+  STEP_REC_EXEC = 2,     /* an exec in a watched cgroup */
+  STEP_REC_EXIT = 3,     /* the last thread of a tracked process exited */
+  STEP_REC_STEP_END = 4, /* the last tracked process of a watched cgroup exited */
+};
+
+/* step_record.flags */
+#define STEP_F_HELD (1u << 0) /* exec: the task was sent SIGSTOP before its first instruction */
+#define STEP_F_MAIN (1u << 1) /* the record is about the step's main process */
+#define STEP_F_MAIN_EXITED (1u << 2) /* step end: main_exit_code is valid */
+
+/* One event, kernel -> user, through the ring buffer. */
+struct step_record {
+  __u32 type;
+  __u32 flags;
+  __u32 pid;               /* thread id */
+  __u32 tgid;              /* process id */
+  __u32 ppid;              /* real parent's tgid */
+  __u32 child_tgid;        /* fork: the new process */
+  __u64 cgroup_id;         /* the watched cgroup the task counts for */
+  __u64 task_cgroup_id;    /* the task's own cgroup (a descendant or the same) */
+  __u64 start_time_ns;     /* process start, CLOCK_MONOTONIC ns (key with tgid) */
+  __u64 start_boottime_ns; /* process start, CLOCK_BOOTTIME ns (/proc/PID/stat) */
+  __u64 mono_ns;           /* bpf_ktime_get_ns() when it happened */
+  __u32 exit_code;         /* exit: raw wait status ((code << 8) | signal) */
+  __u32 main_exit_code;    /* step end: the main process's raw wait status */
+  __u32 main_tgid;         /* step end: the main process */
+  __u32 live_processes;    /* tracked processes left after this record */
+  __u32 filename_len;      /* exec: bytes valid in filename, including NUL */
+  __u32 args_len;          /* exec: bytes valid in args (NUL separated) */
+  char comm[STEP_COMM_LEN];
+  char filename[STEP_FILENAME_LEN];
+  char args[STEP_ARGS_LEN];
+};
+
+/* watched map: cgroup id -> step_watch. User space creates the entry with
+ * flags and main_tgid set and everything else zero; the kernel side owns the
+ * rest. */
+#define STEP_WATCH_HOLD (1u << 0) /* SIGSTOP the first exec in this cgroup */
+
+struct step_watch {
+  __u32 flags;          /* STEP_WATCH_* (set by user space) */
+  __u32 main_tgid;      /* 0: the first process that execs becomes the main one */
+  __u64 main_start_ns;  /* start time of the main process, 0 until known */
+  __u32 hold_state;     /* 0, or 1 once the first exec was held */
+  __u32 ended;          /* 0, or 1 once the step end was sent */
+  __u32 live;           /* tracked processes alive */
+  __u32 main_exit_code; /* raw wait status of the main process */
+  __u32 main_exited;    /* 1 once main_exit_code is valid */
+  __u32 execs;          /* execs seen */
+};
+
+/* procs map key: a process, by (tgid, start time) so pid reuse can't alias. */
+struct step_proc_key {
+  __u32 tgid;
+  __u32 pad;
+  __u64 start_time_ns;
+};
+
+struct step_proc {
+  __u64 cgroup_id; /* the watched cgroup it counts for */
+};
+
+#endif /* STEPSNAP_BPF_STEP_TRACER_H */

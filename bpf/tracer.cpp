@@ -1,0 +1,466 @@
+#include "bpf/tracer.h"
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/magic.h>
+#include <linux/types.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "bpf/step_tracer.h"
+#include "common/log.h"
+#include "common/unique_fd.h"
+#include "step_tracer.skel.h"
+
+namespace stepsnap::bpf {
+namespace {
+
+constexpr const char* kVmlinuxBtf = "/sys/kernel/btf/vmlinux";
+
+// libbpf has one global print callback. It goes to our log (debug level, so
+// quiet unless asked for) and, while a load is running, into a buffer from
+// which a failed load's reason (verifier log, missing BTF type) is explained.
+std::mutex g_print_mutex;
+bool g_print_debug = false;
+std::string* g_capture = nullptr;
+
+int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
+  char buf[4096];
+  int n = std::vsnprintf(buf, sizeof(buf), format, args);
+  if (n < 0) return 0;
+  std::string text(buf, std::min<std::size_t>(n, sizeof(buf) - 1));
+  std::lock_guard lock(g_print_mutex);
+  if (g_capture) *g_capture += text;
+  if (g_print_debug || level == LIBBPF_WARN) {
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    // Warnings too stay at debug: load failures reach the user once, as our
+    // own explained error, not as libbpf's raw lines.
+    log::debug("libbpf: " + text);
+  }
+  return 0;
+}
+
+struct SkelDeleter {
+  void operator()(step_tracer* s) const { step_tracer::destroy(s); }
+};
+struct RingDeleter {
+  void operator()(ring_buffer* r) const { ring_buffer__free(r); }
+};
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_send_signal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+// The word after `marker` in text, up to a quote, space or newline.
+std::string word_after(const std::string& text, const std::string& marker) {
+  auto pos = text.find(marker);
+  if (pos == std::string::npos) return {};
+  pos += marker.size();
+  auto end = text.find_first_of("'\" \n#", pos);
+  return text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
+}
+
+std::string last_line(const std::string& text) {
+  std::istringstream in(text);
+  std::string line, last;
+  while (std::getline(in, line))
+    if (!line.empty()) last = line;
+  return last;
+}
+
+// One clear sentence for why loading failed: what is missing, what to do.
+tl::unexpected<Error> explain_load_error(int err, const std::string& log) {
+  std::string helper = word_after(log, "unknown func ");
+  if (!helper.empty())
+    return fail("load step tracer", "BPF helper " + helper, err,
+                "this kernel does not have that helper; run a kernel of 5.11 or newer");
+  std::string type = word_after(log, "failed to find kernel BTF type ID of '");
+  if (!type.empty())
+    return fail("load step tracer", "attach point " + type, err,
+                "the kernel's BTF has no such tracepoint; tp_btf programs need Linux 5.5 or "
+                "newer with CONFIG_DEBUG_INFO_BTF=y");
+  if (err == EPERM || (err == EACCES && geteuid() != 0))
+    return fail("load step tracer", "BPF programs", err,
+                "loading BPF needs root, or CAP_BPF + CAP_PERFMON (CAP_SYS_ADMIN before "
+                "Linux 5.8); run as root");
+  std::string detail = "kernel said: " + last_line(log);
+  return fail("load step tracer", "BPF programs", err, detail);
+}
+
+// "populated 1" in <dir>/cgroup.events.
+std::optional<bool> read_populated(const std::string& dir) {
+  std::ifstream in(dir + "/cgroup.events");
+  std::string key;
+  int value = 0;
+  while (in >> key >> value)
+    if (key == "populated") return value != 0;
+  return std::nullopt;
+}
+
+// Start of process `pid` in clock ticks since boot, /proc/PID/stat field 22.
+std::optional<unsigned long long> proc_start_ticks(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');  // comm may contain spaces and parentheses
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  // Field 3 (state) is the first after comm; 22 is starttime.
+  for (int i = 3; i < 22; ++i) rest >> field;
+  unsigned long long ticks = 0;
+  if (!(rest >> ticks)) return std::nullopt;
+  return ticks;
+}
+
+}  // namespace
+
+struct WatchState {
+  std::string dir;
+  WatchOptions options;
+  int events_wd = -1;
+  bool seen_running = false;  // some process was in it: populated 0 then means ended
+  bool ended = false;
+  bool held = false;
+  bool released = false;
+  std::uint32_t held_pid = 0;
+  UniqueFd held_pidfd;
+  std::chrono::steady_clock::time_point deadline;
+  std::optional<ExitStatus> main_exit;
+  std::uint32_t main_pid = 0;
+};
+
+struct StepTracer::Impl {
+  std::unique_ptr<step_tracer, SkelDeleter> skel;
+  std::unique_ptr<ring_buffer, RingDeleter> ring;
+  UniqueFd inotify;
+  UniqueFd epoll;
+  std::map<std::uint64_t, WatchState> watches;
+  std::vector<Event> pending;  // made outside poll(), delivered by the next one
+  std::uint64_t drops_reported = 0;
+  const Callback* callback = nullptr;
+  int delivered = 0;
+
+  ~Impl() {
+    for (auto& [id, w] : watches) resume(w);
+  }
+
+  void emit(const Event& e) {
+    ++delivered;
+    if (callback && *callback) (*callback)(e);
+  }
+
+  // SIGCONT through the pidfd taken when the hold was seen: a reused pid can
+  // never receive it.
+  Status resume(WatchState& w) {
+    if (!w.held || w.released) return {};
+    w.released = true;
+    if (!w.held_pidfd) return {};
+    int rc = pidfd_send_signal(w.held_pidfd.get(), SIGCONT);
+    int err = errno;
+    w.held_pidfd.reset();
+    if (rc != 0 && err != ESRCH)
+      return fail("resume held process", std::to_string(w.held_pid), err);
+    return {};
+  }
+
+  Event user_event(EventType type, std::uint64_t cgroup_id, const WatchState& w) {
+    Event e;
+    e.type = type;
+    e.source = "user";
+    e.cgroup_id = cgroup_id;
+    e.pid = e.tgid = w.held_pid;
+    e.mono_ns = monotonic_ns();
+    e.wall_ns = e.mono_ns + wall_offset_ns();
+    return e;
+  }
+
+  void on_held(WatchState& w, const Event& e) {
+    w.held = true;
+    w.held_pid = e.tgid;
+    w.deadline = std::chrono::steady_clock::now() + w.options.hold_timeout;
+    UniqueFd fd(pidfd_open(static_cast<pid_t>(e.tgid)));
+    if (!fd) {
+      log::warn("held process " + std::to_string(e.tgid) + " is gone: " + std::strerror(errno));
+      return;
+    }
+    // Make sure the pidfd is the process the kernel stopped and not a new one
+    // that got its pid: compare start times (boot clock, in clock ticks).
+    long hz = sysconf(_SC_CLK_TCK);
+    auto ticks = proc_start_ticks(static_cast<pid_t>(e.tgid));
+    unsigned long long expect = e.start_boottime_ns / (1'000'000'000ull / hz);
+    if (!ticks || *ticks != expect) {
+      log::warn("held process " + std::to_string(e.tgid) + " exited before it could be pinned");
+      return;
+    }
+    w.held_pidfd = std::move(fd);
+  }
+
+  static int on_record(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<Impl*>(ctx);
+    if (size < sizeof(step_record)) return 0;
+    step_record r;
+    std::memcpy(&r, data, sizeof(r));
+    self->handle(decode(r, wall_offset_ns()));
+    return 0;
+  }
+
+  void handle(const Event& e) {
+    auto it = watches.find(e.cgroup_id);
+    if (it == watches.end()) return;  // unwatched since the kernel wrote it
+    WatchState& w = it->second;
+    w.seen_running = true;
+    if (e.type == EventType::exec && e.held) on_held(w, e);
+    if (e.type == EventType::exit && e.main) {
+      w.main_exit = e.exit;
+      w.main_pid = e.tgid;
+    }
+    if (e.type == EventType::step_end) {
+      if (w.ended) return;
+      w.ended = true;
+    }
+    emit(e);
+  }
+
+  void consume_ring() { ring_buffer__consume(ring.get()); }
+
+  // The safety net: cgroup.events says populated 0. The kernel side writes
+  // its step_end before the last task leaves the cgroup, so after draining the
+  // ring once more a missing step_end means its record was lost.
+  void check_cgroup_events() {
+    alignas(inotify_event) char buf[4096];
+    std::vector<int> changed;
+    for (;;) {
+      ssize_t n = ::read(inotify.get(), buf, sizeof(buf));
+      if (n <= 0) break;
+      for (char* p = buf; p < buf + n;) {
+        auto* ev = reinterpret_cast<inotify_event*>(p);
+        changed.push_back(ev->wd);
+        p += sizeof(inotify_event) + ev->len;
+      }
+    }
+    if (changed.empty()) return;
+    bool drained = false;
+    for (auto& [id, w] : watches) {
+      if (std::find(changed.begin(), changed.end(), w.events_wd) == changed.end()) continue;
+      // A change means populated (or frozen) flipped; it was running at some point.
+      w.seen_running = true;
+      auto populated = read_populated(w.dir);
+      if (!populated || *populated || w.ended) continue;
+      if (!drained) {
+        consume_ring();
+        drained = true;
+      }
+      if (w.ended) continue;
+      w.ended = true;
+      Event e = user_event(EventType::step_end, id, w);
+      e.source = "cgroup.events";
+      e.exit = w.main_exit;
+      e.main_pid = w.main_pid;
+      emit(e);
+    }
+  }
+
+  void check_drops() {
+    int ncpu = libbpf_num_possible_cpus();
+    if (ncpu <= 0) return;
+    std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
+    __u32 key = 0;
+    if (bpf_map__lookup_elem(skel->maps.drops, &key, sizeof(key), values.data(),
+                             values.size() * sizeof(std::uint64_t), 0) != 0)
+      return;
+    std::uint64_t total = 0;
+    for (auto v : values) total += v;
+    if (total <= drops_reported) return;
+    Event e;
+    e.type = EventType::lost;
+    e.source = "bpf";
+    e.lost = total - drops_reported;
+    e.mono_ns = monotonic_ns();
+    e.wall_ns = e.mono_ns + wall_offset_ns();
+    drops_reported = total;
+    emit(e);
+  }
+
+  void check_deadlines() {
+    auto now = std::chrono::steady_clock::now();
+    for (auto& [id, w] : watches) {
+      if (!w.held || w.released || now < w.deadline) continue;
+      if (auto st = resume(w); !st) log::warn(st.error().message());
+      emit(user_event(EventType::hold_timeout, id, w));
+    }
+  }
+};
+
+StepTracer::StepTracer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+StepTracer::StepTracer(StepTracer&&) noexcept = default;
+StepTracer& StepTracer::operator=(StepTracer&&) noexcept = default;
+StepTracer::~StepTracer() = default;
+
+Result<StepTracer> StepTracer::open(const TracerOptions& options) {
+  if (::access(kVmlinuxBtf, R_OK) != 0)
+    return fail("load step tracer", kVmlinuxBtf, errno,
+                "the kernel has no BTF type information; CO-RE BPF programs need a kernel "
+                "built with CONFIG_DEBUG_INFO_BTF=y");
+  {
+    std::lock_guard lock(g_print_mutex);
+    g_print_debug = options.debug;
+  }
+  libbpf_set_print(libbpf_print);
+
+  auto impl = std::make_unique<Impl>();
+  impl->skel.reset(step_tracer::open());
+  if (!impl->skel) return fail_errno("open BPF object", "step_tracer");
+
+  std::string load_log;
+  {
+    std::lock_guard lock(g_print_mutex);
+    g_capture = &load_log;
+  }
+  int rc = step_tracer::load(impl->skel.get());
+  int err = errno;
+  {
+    std::lock_guard lock(g_print_mutex);
+    g_capture = nullptr;
+  }
+  if (rc != 0) return explain_load_error(rc < 0 ? -rc : err, load_log);
+
+  // Attach one by one so an error names the tracepoint the kernel refused.
+  struct {
+    bpf_program* prog;
+    bpf_link** link;
+    const char* what;
+  } progs[] = {
+      {impl->skel->progs.on_fork, &impl->skel->links.on_fork, "tp_btf/sched_process_fork"},
+      {impl->skel->progs.on_exec, &impl->skel->links.on_exec, "tp_btf/sched_process_exec"},
+      {impl->skel->progs.on_exit, &impl->skel->links.on_exit, "tp_btf/sched_process_exit"},
+      {impl->skel->progs.on_attach, &impl->skel->links.on_attach, "tp_btf/cgroup_attach_task"},
+  };
+  for (auto& p : progs) {
+    bpf_link* link = bpf_program__attach(p.prog);
+    if (!link) return fail_errno("attach", p.what);
+    *p.link = link;  // the skeleton's destroy() detaches it
+  }
+
+  impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record,
+                                    impl.get(), nullptr));
+  if (!impl->ring) return fail_errno("create ring buffer", "events");
+  impl->inotify.reset(inotify_init1(IN_NONBLOCK | IN_CLOEXEC));
+  if (!impl->inotify) return fail_errno("inotify_init1", "cgroup.events watches");
+  impl->epoll.reset(epoll_create1(EPOLL_CLOEXEC));
+  if (!impl->epoll) return fail_errno("epoll_create1", "step tracer");
+  for (int fd : {ring_buffer__epoll_fd(impl->ring.get()), impl->inotify.get()}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (epoll_ctl(impl->epoll.get(), EPOLL_CTL_ADD, fd, &ev) != 0)
+      return fail_errno("epoll_ctl add", "step tracer");
+  }
+  return StepTracer(std::move(impl));
+}
+
+Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
+                                        const WatchOptions& options) {
+  struct statfs fs {};
+  if (::statfs(cgroup_dir.c_str(), &fs) != 0) return fail_errno("watch", cgroup_dir);
+  if (fs.f_type != CGROUP2_SUPER_MAGIC)
+    return fail("watch", cgroup_dir, EINVAL, "not a cgroup v2 directory");
+  struct stat st {};
+  if (::stat(cgroup_dir.c_str(), &st) != 0) return fail_errno("watch", cgroup_dir);
+  std::uint64_t id = st.st_ino;  // what BPF sees as the cgroup id
+  if (impl_->watches.count(id)) return fail("watch", cgroup_dir, EEXIST);
+
+  WatchState w;
+  w.dir = cgroup_dir;
+  w.options = options;
+  w.events_wd =
+      inotify_add_watch(impl_->inotify.get(), (cgroup_dir + "/cgroup.events").c_str(), IN_MODIFY);
+  if (w.events_wd < 0) return fail_errno("inotify_add_watch", cgroup_dir + "/cgroup.events");
+  auto populated = read_populated(cgroup_dir);
+  w.seen_running = populated && *populated;
+
+  step_watch kw{};
+  kw.flags = options.hold_first_exec ? STEP_WATCH_HOLD : 0;
+  kw.main_tgid = static_cast<__u32>(options.main_pid);
+  if (bpf_map__update_elem(impl_->skel->maps.watched, &id, sizeof(id), &kw, sizeof(kw),
+                           BPF_NOEXIST) != 0) {
+    auto e = fail_errno("add to watched map", cgroup_dir);
+    inotify_rm_watch(impl_->inotify.get(), w.events_wd);
+    return e;
+  }
+  impl_->watches.emplace(id, std::move(w));
+  return id;
+}
+
+Status StepTracer::unwatch(std::uint64_t cgroup_id) {
+  auto it = impl_->watches.find(cgroup_id);
+  if (it == impl_->watches.end()) return fail("unwatch", std::to_string(cgroup_id), ENOENT);
+  Status resumed = impl_->resume(it->second);
+  bpf_map__delete_elem(impl_->skel->maps.watched, &cgroup_id, sizeof(cgroup_id), 0);
+  inotify_rm_watch(impl_->inotify.get(), it->second.events_wd);
+  impl_->watches.erase(it);
+  return resumed;
+}
+
+Status StepTracer::release(std::uint64_t cgroup_id) {
+  auto it = impl_->watches.find(cgroup_id);
+  std::string what = "cgroup " + std::to_string(cgroup_id);
+  if (it == impl_->watches.end()) return fail("release", what, ENOENT, "not watched");
+  WatchState& w = it->second;
+  if (!w.held) return fail("release", what, EINVAL, "nothing is held (yet)");
+  if (w.released) return fail("release", what, EALREADY);
+  if (auto st = impl_->resume(w); !st) return st;
+  impl_->pending.push_back(impl_->user_event(EventType::hold_released, cgroup_id, w));
+  return {};
+}
+
+Result<int> StepTracer::poll(std::chrono::milliseconds timeout, const Callback& callback) {
+  using namespace std::chrono;
+  if (!impl_->pending.empty()) timeout = milliseconds(0);
+  if (auto d = next_deadline()) {
+    auto left = duration_cast<milliseconds>(*d - steady_clock::now()) + milliseconds(1);
+    timeout = std::clamp(left, milliseconds(0), timeout);
+  }
+  epoll_event evs[4];
+  int n = epoll_wait(impl_->epoll.get(), evs, 4, static_cast<int>(timeout.count()));
+  if (n < 0 && errno != EINTR) return fail_errno("epoll_wait", "step tracer");
+
+  impl_->callback = &callback;
+  impl_->delivered = 0;
+  std::vector<Event> pending = std::move(impl_->pending);
+  impl_->pending.clear();
+  for (const auto& e : pending) impl_->emit(e);
+  impl_->consume_ring();
+  impl_->check_cgroup_events();
+  impl_->check_drops();
+  impl_->check_deadlines();
+  impl_->callback = nullptr;
+  return impl_->delivered;
+}
+
+int StepTracer::fd() const { return impl_->epoll.get(); }
+
+std::optional<std::chrono::steady_clock::time_point> StepTracer::next_deadline() const {
+  std::optional<std::chrono::steady_clock::time_point> next;
+  for (const auto& [id, w] : impl_->watches)
+    if (w.held && !w.released && (!next || w.deadline < *next)) next = w.deadline;
+  return next;
+}
+
+}  // namespace stepsnap::bpf

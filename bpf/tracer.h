@@ -1,0 +1,85 @@
+// StepTracer: the agent's handle on the step tracer BPF programs.
+//
+//   auto tracer = StepTracer::open({});             // load + attach, or a clear error
+//   auto id = tracer->watch(cgroup.path(), {.hold_first_exec = true});
+//   tracer->poll(100ms, [&](const Event& e) {
+//     if (e.type == EventType::exec && e.held) { pre_snapshot(); tracer->release(*id); }
+//     if (e.type == EventType::step_end) post_snapshot();
+//   });
+//
+// One object owns the BPF object, its links, the ring buffer, the pidfds of
+// held processes and an inotify watch on each cgroup's cgroup.events. libbpf
+// types never appear here. Not thread-safe: one thread polls and commands.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "bpf/event.h"
+#include "common/error.h"
+
+namespace stepsnap::bpf {
+
+struct TracerOptions {
+  // Route libbpf's own messages (and the verifier log) to log::debug.
+  bool debug = false;
+};
+
+struct WatchOptions {
+  // SIGSTOP the first process that execs in the cgroup before it runs a
+  // single instruction of the new program; release() resumes it.
+  bool hold_first_exec = false;
+  // A hold nobody releases within this time is released anyway, with a
+  // hold_timeout event: a step is never hung by the tracer.
+  std::chrono::milliseconds hold_timeout{std::chrono::seconds(60)};
+  // The step's main process (whose exit status step_end reports). 0: the
+  // first process that execs in the cgroup.
+  pid_t main_pid = 0;
+};
+
+class StepTracer {
+ public:
+  using Callback = std::function<void(const Event&)>;
+
+  // Checks BTF, opens, loads and attaches the programs. Errors name what is
+  // missing (BTF, privilege, helper, attach point) and what to do.
+  static Result<StepTracer> open(const TracerOptions& options = {});
+
+  StepTracer(StepTracer&&) noexcept;
+  StepTracer& operator=(StepTracer&&) noexcept;
+  ~StepTracer();  // releases any process still held
+
+  // Watches a cgroup v2 directory (and its descendants). Returns its id, the
+  // one events carry. Watch before putting processes in: processes already
+  // inside are not counted by the kernel side, only by the cgroup.events
+  // safety net.
+  Result<std::uint64_t> watch(const std::string& cgroup_dir, const WatchOptions& options = {});
+  // Stops watching; a process still held is released first.
+  Status unwatch(std::uint64_t cgroup_id);
+  // Resumes the held process of a cgroup, exactly once. EINVAL when nothing
+  // is held (yet), EALREADY when it was released before.
+  Status release(std::uint64_t cgroup_id);
+
+  // Waits up to timeout for events (less when a hold deadline comes first)
+  // and hands each one to callback. Returns how many were delivered.
+  Result<int> poll(std::chrono::milliseconds timeout, const Callback& callback);
+  // An fd that becomes readable when poll() has something to do; put it in
+  // an epoll loop and call poll(0ms) when it fires (and by next_deadline()).
+  int fd() const;
+  // When poll() must run next to release a hold on time, if any hold is due.
+  std::optional<std::chrono::steady_clock::time_point> next_deadline() const;
+
+  struct Impl;
+
+ private:
+  explicit StepTracer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace stepsnap::bpf

@@ -1,0 +1,277 @@
+#include "agent/catalog.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "test_db.h"
+
+namespace stepsnap::agent {
+namespace {
+
+using testing::open_db;
+using testing::TempDir;
+
+class CatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { reopen(); }
+
+  void reopen() {
+    catalog_.reset();
+    auto c = Catalog::open(open_db(dir_.file("catalog.db")));
+    ASSERT_TRUE(c) << c.error().message();
+    catalog_.emplace(std::move(*c));
+    auto pool = catalog_->find_pool("pool0");
+    ASSERT_TRUE(pool);
+    if (*pool) {
+      pool_ = **pool;
+    } else {
+      auto added = catalog_->add_pool({"pool0", "/dev/loop0", "/dev/loop1", 65536});
+      ASSERT_TRUE(added) << added.error().message();
+      pool_ = *added;
+    }
+  }
+
+  // Creates a device the way the daemon will: intent, (kernel), finish.
+  DeviceRecord make(const std::string& name, DeviceKind kind,
+                    std::optional<std::int64_t> origin = {}, std::uint64_t size = 1 << 30) {
+    CreateSpec spec{.pool_id = pool_.id,
+                    .name = name,
+                    .kind = kind,
+                    .origin_id = origin,
+                    .size_bytes = kind == DeviceKind::volume && !origin ? size : 0};
+    auto intent = catalog_->begin_create(spec);
+    EXPECT_TRUE(intent) << intent.error().message();
+    auto done = catalog_->finish_create(*intent, "stepsnap-" + name, 4096);
+    EXPECT_TRUE(done) << done.error().message();
+    return *catalog_->get_device(intent->device_id);
+  }
+
+  TempDir dir_;
+  std::optional<Catalog> catalog_;
+  PoolRecord pool_;
+};
+
+TEST_F(CatalogTest, OpensInWalModeAtLatestSchemaVersion) {
+  EXPECT_EQ(catalog_->db().pragma_text("journal_mode"), "wal");
+  EXPECT_EQ(catalog_->db().pragma_text("synchronous"), "2");  // FULL
+  EXPECT_EQ(catalog_->db().pragma_text("foreign_keys"), "1");
+  EXPECT_EQ(*catalog_->schema_version(), Catalog::latest_schema_version());
+}
+
+TEST_F(CatalogTest, ReopeningDoesNotReapplyMigrationsAndKeepsData) {
+  make("workspace", DeviceKind::volume);
+  reopen();
+  EXPECT_EQ(*catalog_->schema_version(), Catalog::latest_schema_version());
+  auto found = catalog_->find_device(pool_.id, "workspace");
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(*found);
+  EXPECT_EQ((*found)->state, DeviceState::created);
+}
+
+TEST_F(CatalogTest, RefusesASchemaNewerThanTheAgent) {
+  ASSERT_TRUE(catalog_->db().exec("INSERT INTO schema_migrations VALUES (999, 0)"));
+  auto again = Catalog::open(open_db(dir_.file("catalog.db")));
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("newer than this agent"), std::string::npos);
+}
+
+TEST_F(CatalogTest, DuplicatePoolIsEexist) {
+  auto again = catalog_->add_pool({"pool0", "/dev/a", "/dev/b", 65536});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EEXIST);
+}
+
+TEST_F(CatalogTest, CreateWritesIntentBeforeAndResultAfter) {
+  auto intent = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "data", .kind = DeviceKind::volume, .size_bytes = 1 << 20});
+  ASSERT_TRUE(intent) << intent.error().message();
+  EXPECT_EQ(catalog_->get_device(intent->device_id)->state, DeviceState::creating);
+  auto pending = catalog_->pending_operations(pool_.id);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].kind, OperationKind::create);
+  EXPECT_EQ((*pending)[0].thin_id, intent->thin_id);
+
+  ASSERT_TRUE(catalog_->finish_create(*intent, "stepsnap-data", 0));
+  EXPECT_EQ(catalog_->get_device(intent->device_id)->state, DeviceState::created);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, ThinIdsIncreaseAndAreNeverReused) {
+  auto a = make("a", DeviceKind::volume);
+  auto b = make("b", DeviceKind::volume);
+  EXPECT_EQ(b.thin_id, a.thin_id + 1);
+  auto del = catalog_->begin_delete(b.id);
+  ASSERT_TRUE(del);
+  ASSERT_TRUE(catalog_->finish_delete(*del));
+  reopen();
+  auto c = make("c", DeviceKind::volume);
+  EXPECT_EQ(c.thin_id, b.thin_id + 1);  // b's id is not handed out again
+}
+
+TEST_F(CatalogTest, ThinIdSpaceExhaustionIsEnospc) {
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, kMaxThinId));
+  make("last", DeviceKind::volume);
+  auto over = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "over", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().err, ENOSPC);
+  EXPECT_NE(over.error().message().find("new pool"), std::string::npos);
+}
+
+TEST_F(CatalogTest, AdvanceThinIdNeverLowersTheCounter) {
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, 100));
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, 50));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 100u);
+}
+
+TEST_F(CatalogTest, DuplicateNameIsEexistAndLeavesNoTrace) {
+  make("ws", DeviceKind::volume);
+  auto next_before = catalog_->get_pool(pool_.id)->next_thin_id;
+  auto again = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "ws", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EEXIST);
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, next_before);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, SnapshotRecordsOriginParentSizeAndStepMetadata) {
+  auto vol = make("ws", DeviceKind::volume, {}, 8 << 20);
+  auto first = make("ws-initial", DeviceKind::snapshot, vol.id);
+  EXPECT_EQ(first.origin_id, vol.id);
+  EXPECT_FALSE(first.parent_id);
+  EXPECT_EQ(first.size_bytes, 8u << 20);
+
+  CreateSpec spec{.pool_id = pool_.id,
+                  .name = "ws-step1-post",
+                  .kind = DeviceKind::snapshot,
+                  .origin_id = vol.id,
+                  .labels = {{"team", "ml"}, {"notebook", "train.ipynb"}},
+                  .step = StepInfo{"pipe", "run-7", "train", Phase::post, "python train.py", 3}};
+  auto intent = catalog_->begin_create(spec);
+  ASSERT_TRUE(intent) << intent.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*intent, "", 123));
+  auto snap = *catalog_->get_device(intent->device_id);
+  EXPECT_EQ(snap.parent_id, first.id);
+  EXPECT_EQ(snap.mapped_bytes, 123u);
+  EXPECT_EQ(snap.labels, (Labels{{"notebook", "train.ipynb"}, {"team", "ml"}}));
+  ASSERT_TRUE(snap.step);
+  EXPECT_EQ(snap.step->run, "run-7");
+  EXPECT_EQ(snap.step->phase, Phase::post);
+  EXPECT_EQ(snap.step->command, "python train.py");
+  EXPECT_EQ(snap.step->exit_status, 3);
+
+  auto of_run = catalog_->list_devices({.pipeline = "pipe", .run = "run-7"});
+  ASSERT_EQ(of_run->size(), 1u);
+  EXPECT_EQ((*of_run)[0].name, "ws-step1-post");
+  EXPECT_EQ(catalog_->list_devices({.kind = DeviceKind::snapshot})->size(), 2u);
+  EXPECT_EQ(catalog_->list_devices({.origin_id = vol.id})->size(), 2u);
+}
+
+TEST_F(CatalogTest, LineageRules) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("s1", DeviceKind::snapshot, vol.id);
+  auto clone = make("c1", DeviceKind::clone, snap.id);
+  EXPECT_EQ(clone.origin_id, snap.id);
+  // A snapshot of a clone is fine: steps run on clones.
+  make("c1-pre", DeviceKind::snapshot, clone.id);
+
+  auto snap_of_snap = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::snapshot, .origin_id = snap.id});
+  ASSERT_FALSE(snap_of_snap);
+  EXPECT_EQ(snap_of_snap.error().err, EINVAL);
+  auto clone_of_vol = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone, .origin_id = vol.id});
+  ASSERT_FALSE(clone_of_vol);
+  auto no_origin =
+      catalog_->begin_create({.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone});
+  ASSERT_FALSE(no_origin);
+  auto missing = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone, .origin_id = 9999});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, OriginMidTransitionIsEbusy) {
+  auto intent = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "ws", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(intent);
+  auto snap = catalog_->begin_create({.pool_id = pool_.id,
+                                      .name = "s",
+                                      .kind = DeviceKind::snapshot,
+                                      .origin_id = intent->device_id});
+  ASSERT_FALSE(snap);
+  EXPECT_EQ(snap.error().err, EBUSY);
+}
+
+TEST_F(CatalogTest, AbortCreateDropsOrKeepsAsFaulty) {
+  auto gone = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "gone", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(catalog_->abort_create(*gone, fail("create_thin", "gone", ENOSPC).value(), false));
+  EXPECT_FALSE(*catalog_->find_device(pool_.id, "gone"));
+
+  auto stuck = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "stuck", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(catalog_->abort_create(*stuck, fail("activate", "stuck", EIO).value(), true));
+  auto d = catalog_->get_device(stuck->device_id);
+  EXPECT_EQ(d->state, DeviceState::faulty);
+  EXPECT_NE(d->fault.find("Input/output error"), std::string::npos);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, DeleteTransitionsAndBusyRetry) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto del = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(catalog_->get_device(vol.id)->state, DeviceState::deleting);
+  auto twice = catalog_->begin_delete(vol.id);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().err, EBUSY);
+  // The kernel said EBUSY: the device is back to created, the op is failed.
+  ASSERT_TRUE(catalog_->abort_delete(*del, fail("delete", "ws", EBUSY).value(), true));
+  EXPECT_EQ(catalog_->get_device(vol.id)->state, DeviceState::created);
+
+  auto again = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(again);
+  ASSERT_TRUE(catalog_->finish_delete(*again));
+  auto after = catalog_->get_device(vol.id);
+  ASSERT_FALSE(after);
+  EXPECT_EQ(after.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, DeletingAnOriginKeepsItsSnapshotsWithoutOrigin) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("s1", DeviceKind::snapshot, vol.id);
+  ASSERT_TRUE(catalog_->set_labels(snap.id, {{"k", "v"}}));
+  auto del = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(catalog_->finish_delete(*del));
+  auto s = catalog_->get_device(snap.id);
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->origin_id);
+  EXPECT_EQ(s->labels.at("k"), "v");
+}
+
+TEST_F(CatalogTest, NestedTransactionRollsBackEverything) {
+  {
+    auto sp = Savepoint::begin(catalog_->db());
+    ASSERT_TRUE(sp);
+    make("inside", DeviceKind::volume);
+    // sp goes out of scope without commit: as if the agent failed mid-way.
+  }
+  EXPECT_FALSE(*catalog_->find_device(pool_.id, "inside"));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 1u);
+}
+
+TEST_F(CatalogTest, SetMappedBytesAndDmName) {
+  auto vol = make("ws", DeviceKind::volume);
+  ASSERT_TRUE(catalog_->set_mapped_bytes(vol.id, 77));
+  ASSERT_TRUE(catalog_->set_dm_name(vol.id, "x"));
+  auto d = catalog_->get_device(vol.id);
+  EXPECT_EQ(d->mapped_bytes, 77u);
+  EXPECT_EQ(d->dm_name, "x");
+  EXPECT_EQ(catalog_->set_mapped_bytes(4242, 1).error().err, ENOENT);
+}
+
+}  // namespace
+}  // namespace stepsnap::agent

@@ -1,0 +1,419 @@
+// The step tracer against the real kernel: steps are real processes run in
+// real cgroup v2 directories, and each test asserts on what the agent would
+// observe (events, exit statuses, a marker file on disk).
+//
+// How a step is started: fork; the child blocks on a pipe; the parent moves
+// it into the step's cgroup; then the child execs. So the step's first exec
+// already happens inside the cgroup, as with the runner.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bpf/tracer.h"
+#include "runner/cgroup.h"
+
+namespace stepsnap::bpf {
+namespace {
+
+using namespace std::chrono_literals;
+using runner::Cgroup;
+
+std::string unique_name(const std::string& what) {
+  return "stepsnap-test/bpf-" + std::to_string(getpid()) + "-" + what;
+}
+
+Cgroup make_cgroup(const std::string& what) {
+  auto cg = Cgroup::create(unique_name(what));
+  if (!cg) throw std::runtime_error(cg.error().message());
+  return std::move(*cg);
+}
+
+// A forked child, stopped on a pipe until go() moves it into a cgroup and
+// lets it run `body` (which execs or exits).
+class Pending {
+ public:
+  template <typename Body>
+  explicit Pending(Body body) {
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
+    pid_ = fork();
+    if (pid_ == 0) {
+      ::close(p[1]);
+      char c;
+      if (::read(p[0], &c, 1) != 1) _exit(126);
+      body();
+      _exit(127);
+    }
+    ::close(p[0]);
+    go_fd_ = p[1];
+  }
+  Pending(const Pending&) = delete;
+  Pending& operator=(const Pending&) = delete;
+  // Closing the pipe unreleased makes the child exit without running body.
+  ~Pending() {
+    if (go_fd_ >= 0) ::close(go_fd_);
+  }
+  pid_t pid() const { return pid_; }
+  void go(const Cgroup& cg) {
+    auto st = cg.add_process(pid_);
+    if (!st) throw std::runtime_error(st.error().message());
+    if (::write(go_fd_, "x", 1) != 1) throw std::runtime_error("write go pipe");
+    ::close(go_fd_);
+    go_fd_ = -1;
+  }
+  // The raw wait status.
+  int wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    return status;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int go_fd_ = -1;
+};
+
+Pending shell(const std::string& script) {
+  return Pending([script] { execl("/bin/sh", "sh", "-c", script.c_str(), nullptr); });
+}
+
+class StepTracerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = StepTracer::open();
+    ASSERT_TRUE(t) << t.error().message();
+    tracer_.emplace(std::move(*t));
+  }
+
+  std::uint64_t watch(const Cgroup& cg, WatchOptions opts = {}) {
+    auto id = tracer_->watch(cg.path(), opts);
+    if (!id) throw std::runtime_error(id.error().message());
+    return *id;
+  }
+
+  // Polls, collecting every event, until pred(events) or the timeout.
+  template <typename Pred>
+  bool poll_until(Pred pred, std::chrono::milliseconds timeout = 10s) {
+    auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!pred(events_)) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      auto r = tracer_->poll(50ms, [&](const Event& e) { events_.push_back(e); });
+      if (!r) ADD_FAILURE() << r.error().message();
+    }
+    return true;
+  }
+  bool poll_until_end(std::uint64_t id, std::chrono::milliseconds timeout = 10s) {
+    return poll_until([&](auto&) { return count(EventType::step_end, id) > 0; }, timeout);
+  }
+  // Collects anything still coming for a while (to prove nothing more comes).
+  void drain(std::chrono::milliseconds d = 200ms) {
+    poll_until([](auto&) { return false; }, d);
+  }
+
+  std::vector<Event> of(EventType type, std::uint64_t id) const {
+    std::vector<Event> out;
+    for (const auto& e : events_)
+      if (e.type == type && e.cgroup_id == id) out.push_back(e);
+    return out;
+  }
+  std::size_t count(EventType type, std::uint64_t id) const { return of(type, id).size(); }
+
+  std::optional<StepTracer> tracer_;
+  std::vector<Event> events_;
+};
+
+bool exists(const std::string& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+char proc_state(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');
+  return close == std::string::npos ? '?' : stat[close + 2];
+}
+
+TEST_F(StepTracerTest, HoldAtFirstExecStopsTheStepBeforeItsFirstInstruction) {
+  Cgroup cg = make_cgroup("hold");
+  std::string marker = "/tmp/stepsnap-bpf-marker-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true});
+
+  // touch's first act is to create the marker.
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  Event exec = of(EventType::exec, id)[0];
+  EXPECT_TRUE(exec.held);
+  EXPECT_TRUE(exec.main);
+  EXPECT_EQ(exec.tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_EQ(exec.filename, "/usr/bin/touch");
+  EXPECT_EQ(exec.argv, (std::vector<std::string>{"touch", marker}));
+
+  std::this_thread::sleep_for(300ms);
+  EXPECT_FALSE(exists(marker)) << "the held step ran before it was released";
+  EXPECT_EQ(proc_state(step.pid()), 'T');
+
+  ASSERT_TRUE(tracer_->release(id));
+  auto again = tracer_->release(id);
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EALREADY);
+
+  ASSERT_TRUE(poll_until_end(id));
+  int status = step.wait();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_TRUE(exists(marker));
+  EXPECT_EQ(count(EventType::hold_released, id), 1u);
+  EXPECT_EQ(count(EventType::hold_timeout, id), 0u);
+  ::unlink(marker.c_str());
+}
+
+TEST_F(StepTracerTest, ReleaseWithNothingHeldIsRefused) {
+  Cgroup cg = make_cgroup("nohold");
+  auto id = watch(cg, {.hold_first_exec = true});
+  auto r = tracer_->release(id);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err, EINVAL);
+}
+
+TEST_F(StepTracerTest, UnreleasedHoldIsReleasedAtTheTimeout) {
+  Cgroup cg = make_cgroup("timeout");
+  std::string marker = "/tmp/stepsnap-bpf-timeout-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true, .hold_timeout = 500ms});
+
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  auto exec = of(EventType::exec, id);
+  auto timeout = of(EventType::hold_timeout, id);
+  ASSERT_EQ(exec.size(), 1u);
+  ASSERT_EQ(timeout.size(), 1u);
+  EXPECT_TRUE(exec[0].held);
+  EXPECT_EQ(timeout[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_GE(timeout[0].mono_ns - exec[0].mono_ns, 450'000'000u);
+  EXPECT_TRUE(WIFEXITED(step.wait()));
+  EXPECT_TRUE(exists(marker));
+  ::unlink(marker.c_str());
+}
+
+TEST_F(StepTracerTest, StepOfFiftyChildrenThatEachExecAndExitEndsOnce) {
+  Cgroup cg = make_cgroup("fifty");
+  auto id = watch(cg);
+  // Only builtins besides /bin/true: exactly 50 forks and 51 execs.
+  Pending step = shell("i=0; while [ $i -lt 50 ]; do /bin/true & i=$((i+1)); done; wait");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  drain();
+  EXPECT_EQ(count(EventType::fork, id), 50u);
+  EXPECT_EQ(count(EventType::exec, id), 51u);
+  EXPECT_EQ(count(EventType::exit, id), 51u);
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+  EXPECT_EQ(count(EventType::lost, 0), 0u);
+  EXPECT_EQ(events_.back().type, EventType::step_end);
+  std::set<std::uint32_t> pids;
+  for (const auto& e : of(EventType::exit, id)) pids.insert(e.tgid);
+  EXPECT_EQ(pids.size(), 51u) << "one exit per process";
+  auto end = of(EventType::step_end, id)[0];
+  EXPECT_EQ(end.main_pid, static_cast<std::uint32_t>(step.pid()));
+  ASSERT_TRUE(end.exit);
+  EXPECT_EQ(end.exit->code, 0);
+  EXPECT_EQ(step.wait(), 0);
+}
+
+TEST_F(StepTracerTest, ChildThatOutlivesTheMainProcessDelaysStepEnd) {
+  Cgroup cg = make_cgroup("outlive");
+  auto id = watch(cg);
+  Pending step = shell("sleep 1 & exit 3");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  auto end = of(EventType::step_end, id)[0];
+  Event main_exit;
+  for (const auto& e : of(EventType::exit, id))
+    if (e.main) main_exit = e;
+  ASSERT_EQ(main_exit.tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_GE(end.mono_ns - main_exit.mono_ns, 900'000'000u);
+  ASSERT_TRUE(end.exit);
+  EXPECT_EQ(end.exit->code, 3) << "step end reports the main process, not the last one";
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 3);
+}
+
+TEST_F(StepTracerTest, DoubleForkedDaemonDelaysStepEnd) {
+  Cgroup cg = make_cgroup("daemon");
+  auto id = watch(cg);
+  // The inner shell exits at once; its sleep is reparented away from the step.
+  Pending step = shell("sh -c 'sleep 1 &'; exit 0");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  auto end = of(EventType::step_end, id)[0];
+  Event main_exit;
+  for (const auto& e : of(EventType::exit, id))
+    if (e.main) main_exit = e;
+  ASSERT_NE(main_exit.tgid, 0u);
+  EXPECT_GE(end.mono_ns - main_exit.mono_ns, 900'000'000u);
+  EXPECT_EQ(end.comm, "sleep");
+  EXPECT_EQ(step.wait(), 0);
+}
+
+TEST_F(StepTracerTest, ExitCodesAndSignalsOfTheMainProcess) {
+  struct Case {
+    std::string script;
+    std::optional<int> code, signal;
+  } cases[] = {
+      {"exit 0", 0, {}}, {"exit 1", 1, {}}, {"exit 42", 42, {}}, {"kill -KILL $$", {}, SIGKILL}};
+  int n = 0;
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.script);
+    Cgroup cg = make_cgroup("code" + std::to_string(n++));
+    auto id = watch(cg);
+    Pending step = shell(c.script);
+    step.go(cg);
+    ASSERT_TRUE(poll_until_end(id));
+    auto exits = of(EventType::exit, id);
+    ASSERT_EQ(exits.size(), 1u);
+    auto end = of(EventType::step_end, id)[0];
+    for (const Event& e : {exits[0], end}) {
+      ASSERT_TRUE(e.exit);
+      EXPECT_EQ(e.exit->code, c.code);
+      EXPECT_EQ(e.exit->signal, c.signal);
+    }
+    int status = step.wait();
+    if (c.code) {
+      EXPECT_EQ(WEXITSTATUS(status), *c.code);
+    } else {
+      EXPECT_EQ(WTERMSIG(status), *c.signal);
+    }
+    ASSERT_TRUE(tracer_->unwatch(id));
+  }
+}
+
+TEST_F(StepTracerTest, TwoWatchedCgroupsNeverMixAndUnwatchedOnesAreSilent) {
+  Cgroup a = make_cgroup("a");
+  Cgroup b = make_cgroup("b");
+  Cgroup quiet = make_cgroup("quiet");
+  auto ida = watch(a);
+  auto idb = watch(b);
+  const std::string load = "i=0; while [ $i -lt 10 ]; do /bin/true & i=$((i+1)); done; wait";
+  Pending pa = shell(load), pb = shell(load), pq = shell(load);
+  pa.go(a);
+  pb.go(b);
+  pq.go(quiet);
+  // And a process in no step cgroup at all.
+  if (pid_t outside = fork(); outside == 0) {
+    execl("/bin/true", "true", nullptr);
+    _exit(127);
+  } else {
+    waitpid(outside, nullptr, 0);
+  }
+  ASSERT_TRUE(poll_until(
+      [&](auto&) { return count(EventType::step_end, ida) && count(EventType::step_end, idb); }));
+  pq.wait();
+  drain();
+
+  std::set<std::uint32_t> pids_a, pids_b;
+  for (const auto& e : events_) {
+    ASSERT_TRUE(e.cgroup_id == ida || e.cgroup_id == idb) << to_json(e).dump();
+    if (e.type == EventType::step_end) continue;
+    EXPECT_EQ(e.task_cgroup_id, e.cgroup_id) << to_json(e).dump();
+    (e.cgroup_id == ida ? pids_a : pids_b).insert(e.tgid);
+    EXPECT_NE(e.tgid, static_cast<std::uint32_t>(pq.pid()));
+  }
+  EXPECT_EQ(pids_a.size(), 11u);
+  EXPECT_EQ(pids_b.size(), 11u);
+  for (auto p : pids_a) EXPECT_EQ(pids_b.count(p), 0u);
+  EXPECT_EQ(count(EventType::exec, ida), 11u);
+  EXPECT_EQ(count(EventType::exec, idb), 11u);
+  pa.wait();
+  pb.wait();
+}
+
+TEST_F(StepTracerTest, ProcessesInDescendantCgroupsCountForTheWatchedAncestor) {
+  Cgroup parent = make_cgroup("parent");
+  auto inner = Cgroup::create(unique_name("parent") + "/inner");
+  ASSERT_TRUE(inner) << inner.error().message();
+  auto id = watch(parent);
+  Pending step = shell("/bin/true; exit 5");
+  step.go(*inner);
+  ASSERT_TRUE(poll_until_end(id));
+  auto execs = of(EventType::exec, id);
+  ASSERT_EQ(execs.size(), 2u);
+  for (const auto& e : execs) EXPECT_EQ(e.task_cgroup_id, inner->id());
+  EXPECT_EQ(of(EventType::step_end, id)[0].exit->code, 5);
+  step.wait();
+}
+
+// Threads: one exit per process, not per thread. The leader leaves first; a
+// later thread ends the process with exit_group(7). The process never execs:
+// it is counted from its move into the cgroup, and named as main by pid.
+TEST_F(StepTracerTest, MultithreadedProcessExitsOnceWithItsGroupExitCode) {
+  Cgroup cg = make_cgroup("threads");
+  Pending step([] {
+    for (int i = 0; i < 3; ++i) {
+      pthread_t t;
+      pthread_create(
+          &t, nullptr,
+          [](void* arg) -> void* {
+            usleep(100'000);
+            if (arg) _exit(7);  // exit_group from a non-leader thread
+            return nullptr;
+          },
+          i == 0 ? reinterpret_cast<void*>(1) : nullptr);
+    }
+    syscall(SYS_exit, 0);  // the leader thread alone
+  });
+  auto id = watch(cg, {.main_pid = step.pid()});
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  drain();
+  auto exits = of(EventType::exit, id);
+  ASSERT_EQ(exits.size(), 1u);
+  EXPECT_EQ(exits[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_TRUE(exits[0].main);
+  auto end = of(EventType::step_end, id);
+  ASSERT_EQ(end.size(), 1u);
+  ASSERT_TRUE(end[0].exit);
+  EXPECT_EQ(end[0].exit->code, 7);
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 7);
+}
+
+// A process that was in the cgroup before the watch began is invisible to the
+// kernel side; cgroup.events populated 0 still ends the step.
+TEST_F(StepTracerTest, CgroupEventsEndTheStepWhenTheKernelSideSawNothing) {
+  Cgroup cg = make_cgroup("safety");
+  int p[2];
+  ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+  pid_t child = fork();
+  if (child == 0) {
+    char c;
+    [[maybe_unused]] auto n = ::read(p[0], &c, 1);
+    _exit(5);
+  }
+  ::close(p[0]);
+  ASSERT_TRUE(cg.add_process(child));
+  auto id = watch(cg);
+  ASSERT_EQ(::write(p[1], "x", 1), 1);
+  ::close(p[1]);
+  ASSERT_TRUE(poll_until_end(id));
+  auto end = of(EventType::step_end, id);
+  ASSERT_EQ(end.size(), 1u);
+  EXPECT_EQ(end[0].source, "cgroup.events");
+  int status = 0;
+  waitpid(child, &status, 0);
+}
+
+}  // namespace
+}  // namespace stepsnap::bpf
