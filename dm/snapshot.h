@@ -1,0 +1,41 @@
+// Snapshots of active thin devices: the one place dm/ suspends an origin.
+//
+// dm-thin requires the origin to be suspended during create_snap (nothing in
+// the kernel enforces it; skipping it gives a snapshot that may miss writes
+// in flight). The suspend freezes and flushes the filesystem on the origin,
+// so the snapshot holds every write made before the call, page cache
+// included. The pause an application sees is suspend + message + resume.
+//
+// These functions take ids chosen by the caller (ThinPool allocates them);
+// they are the literal sequence, with the resume guaranteed on every path.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "dm/thin_ids.h"
+
+namespace stepsnap::dm {
+
+struct ActiveOrigin {
+  std::string device;  // the active thin device's dm name
+  ThinId id = 0;       // its thin id in the pool
+};
+
+// suspend(origin, freeze+flush) -> create_snap(snap_id, origin) -> resume.
+Status snapshot_active(const std::string& pool, const ActiveOrigin& origin, ThinId snap_id);
+
+// The same for an origin active as several devices (or none: then nothing
+// is suspended, which is right for an inactive origin).
+Status snapshot_suspending(const std::string& pool, const std::vector<std::string>& devices,
+                           ThinId origin, ThinId snap_id);
+
+// Every origin suspended first, then one create_snap each, then every one
+// resumed, so the snapshots are of one instant across all the volumes (a
+// multi-volume step). Resumes all even when a step fails. `created` receives
+// the snapshot ids that exist afterwards, so the caller can roll them back.
+Status snapshot_group_active(const std::string& pool, const std::vector<ActiveOrigin>& origins,
+                             const std::vector<ThinId>& snap_ids, std::vector<ThinId>* created);
+
+}  // namespace stepsnap::dm

@@ -1,0 +1,395 @@
+#include "dm/thin_pool.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <thread>
+
+#include "common/log.h"
+#include "common/unique_fd.h"
+#include "dm/dm_task.h"
+#include "dm/holders.h"
+#include "dm/pool_messages.h"
+#include "dm/snapshot.h"
+#include "dm/suspend_guard.h"
+
+namespace stepsnap::dm {
+namespace {
+
+constexpr std::uint32_t kMinBlockSectors = 128;      // 64 KiB, the kernel's minimum
+constexpr std::uint32_t kMaxBlockSectors = 2097152;  // 1 GiB
+constexpr std::size_t kMetadataSuperblock = 4096;
+// The kernel keeps a metadata reserve and switches the pool to read-only
+// ("ro" in its status) when free metadata falls into it; a read-only pool
+// with this little metadata left is out of metadata space, not damaged.
+bool metadata_exhausted(const PoolStatus& s) {
+  std::uint64_t reserve = std::min<std::uint64_t>(s.total_metadata_blocks / 4, 1024);
+  return s.free_metadata_blocks() <= reserve;
+}
+
+std::string space_words(const PoolStatus& s) {
+  return "data " + std::to_string(s.used_data_blocks) + "/" + std::to_string(s.total_data_blocks) +
+         " blocks, metadata " + std::to_string(s.used_metadata_blocks) + "/" +
+         std::to_string(s.total_metadata_blocks) + " blocks used, mode " + to_string(s.mode) +
+         (s.needs_check ? ", needs_check" : "");
+}
+
+// What is wrong with a pool, as an error kind; none when it is usable.
+ErrorKind trouble(const PoolStatus& s) {
+  if (s.mode == PoolMode::failed) return ErrorKind::pool_failed;
+  if (s.mode == PoolMode::out_of_data_space) return ErrorKind::out_of_data_space;
+  if (s.mode == PoolMode::read_only && metadata_exhausted(s)) {
+    return ErrorKind::out_of_metadata_space;
+  }
+  if (s.needs_check) return ErrorKind::needs_check;
+  if (s.mode == PoolMode::read_only) return ErrorKind::read_only;
+  return ErrorKind::none;
+}
+
+Result<std::uint64_t> block_device_size(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open", path);
+  std::uint64_t bytes = 0;
+  if (::ioctl(fd.get(), BLKGETSIZE64, &bytes) != 0) return fail_errno("BLKGETSIZE64", path);
+  return bytes;
+}
+
+// An all-zero superblock is how the kernel recognises a device to format.
+Status zero_superblock(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("open metadata device", path);
+  char zeros[kMetadataSuperblock] = {};
+  if (::pwrite(fd.get(), zeros, sizeof zeros, 0) != static_cast<ssize_t>(sizeof zeros)) {
+    return fail_errno("zero metadata superblock", path);
+  }
+  if (::fsync(fd.get()) != 0) return fail_errno("fsync metadata device", path);
+  return {};
+}
+
+Result<std::string> dev_number(const std::string& name) {
+  auto i = info(name);
+  if (!i) return tl::unexpected(i.error());
+  return std::to_string(i->major) + ":" + std::to_string(i->minor);
+}
+
+// Removes a dm device, retrying while it is busy; then says who holds it.
+Status remove_with_retry(const std::string& name, const RetryPolicy& retry) {
+  for (int attempt = 0;; ++attempt) {
+    auto r = remove_device(name);
+    if (r || r.error().err == ENXIO) return {};
+    if (r.error().err != EBUSY) return r;
+    if (attempt + 1 >= retry.attempts) break;
+    std::this_thread::sleep_for(retry.delay);
+  }
+  std::string holders = "device is busy";
+  if (auto i = info(name)) holders = describe_holders(i->major, i->minor, i->open_count);
+  return fail_kind(ErrorKind::busy, "deactivate", name, EBUSY,
+                   holders + "; gave up after " + std::to_string(retry.attempts) + " tries");
+}
+
+}  // namespace
+
+std::string ThinVolume::path() const { return mapper_path(name); }
+
+Result<ThinPool> ThinPool::create(const PoolConfig& config) {
+  if (config.block_sectors < kMinBlockSectors || config.block_sectors > kMaxBlockSectors ||
+      config.block_sectors % kMinBlockSectors != 0) {
+    return fail("create pool", config.name, EINVAL,
+                "block size must be a multiple of 128 sectors (64 KiB), at most 1 GiB");
+  }
+  auto data_bytes = block_device_size(config.data_dev);
+  if (!data_bytes) return tl::unexpected(data_bytes.error().context("create pool " + config.name));
+  if (config.format) {
+    if (auto r = zero_superblock(config.metadata_dev); !r) {
+      return tl::unexpected(r.error().context("create pool " + config.name));
+    }
+  }
+  PoolTable t;
+  t.metadata_dev = config.metadata_dev;
+  t.data_dev = config.data_dev;
+  // The pool's length must be a whole number of blocks.
+  t.block_sectors = config.block_sectors;
+  t.data_sectors = *data_bytes / kSectorSize / t.block_sectors * t.block_sectors;
+  if (t.data_sectors == 0) return fail("create pool", config.name, EINVAL, "data device too small");
+  t.low_water_blocks = config.low_water_blocks != 0 ? config.low_water_blocks
+                                                    : t.data_sectors / t.block_sectors / 10;
+  t.zero_new_blocks = config.zero_new_blocks;
+  t.discard_passdown = config.discard_passdown;
+  t.error_if_no_space = config.error_if_no_space;
+  if (auto r = create_device(config.name, {pool_target(t)}); !r) return tl::unexpected(r.error());
+  log::info("dm: created pool " + config.name + " on " + config.data_dev + " + " +
+            config.metadata_dev);
+  return open(config.name);
+}
+
+Result<ThinPool> ThinPool::open(const std::string& name,
+                                std::optional<std::uint64_t> expected_txn) {
+  auto dev = dev_number(name);
+  if (!dev) return tl::unexpected(dev.error().context("open pool"));
+  auto lines = table(name);
+  if (!lines) return tl::unexpected(lines.error().context("open pool"));
+  if (lines->size() != 1) return fail("open pool", name, EINVAL, "not a single-target table");
+  auto t = parse_pool_target(lines->front());
+  if (!t) return tl::unexpected(t.error().context("open pool " + name));
+  ThinPool pool(name, *dev, *t, 0);
+  auto st = pool.status();
+  if (!st) return tl::unexpected(st.error().context("open pool"));
+  if (expected_txn && *expected_txn != st->transaction_id) {
+    return fail_kind(ErrorKind::stale_view, "open pool", name, 0,
+                     "transaction id is " + std::to_string(st->transaction_id) +
+                         ", the caller last saw " + std::to_string(*expected_txn));
+  }
+  pool.txn_ = st->transaction_id;
+  return pool;
+}
+
+std::string ThinPool::path() const { return mapper_path(name_); }
+
+Status ThinPool::resync() {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  txn_ = st->transaction_id;
+  return {};
+}
+
+Result<PoolStatus> ThinPool::status() const {
+  auto lines = dm::status(name_);
+  if (!lines) return tl::unexpected(lines.error());
+  if (lines->size() != 1 || lines->front().type != "thin-pool") {
+    return fail("pool status", name_, EINVAL, "not a thin-pool device");
+  }
+  auto st = parse_pool_status(lines->front().params);
+  if (!st) return tl::unexpected(st.error());
+  st->block_sectors = table_.block_sectors;
+  st->low_water_blocks = table_.low_water_blocks;
+  return st;
+}
+
+Status ThinPool::check_usable() const {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  ErrorKind kind = trouble(*st);
+  if (kind == ErrorKind::none) return {};
+  int err = (kind == ErrorKind::out_of_data_space || kind == ErrorKind::out_of_metadata_space)
+                ? ENOSPC
+                : EROFS;
+  return fail_kind(kind, "use pool", name_, err,
+                   std::string(to_string(kind)) + ": " + space_words(*st));
+}
+
+Error ThinPool::classify(Error error) const {
+  if (!error.kind.empty()) return error;
+  auto st = status();
+  if (st) {
+    ErrorKind kind = trouble(*st);
+    if (kind != ErrorKind::none) {
+      error.detail += (error.detail.empty() ? "" : "; ") + space_words(*st);
+      return with_kind(std::move(error), kind);
+    }
+  }
+  // A message that fails with ENOSPC ran out of metadata on the way.
+  if (error.err == ENOSPC) return with_kind(std::move(error), ErrorKind::out_of_metadata_space);
+  return error;
+}
+
+Status ThinPool::set_low_water_mark(std::uint64_t blocks) {
+  PoolTable t = table_;
+  t.low_water_blocks = blocks;
+  if (auto r = load_table(name_, {pool_target(t)}); !r) return r;
+  // The new table goes live on resume. No flush and no lockfs: there is no
+  // filesystem on a pool, and I/O of its thin devices must wait, not fail.
+  auto guard = SuspendGuard::suspend(name_, {.flush = false, .lockfs = false});
+  if (!guard) return tl::unexpected(guard.error().context("set low water mark"));
+  if (auto r = guard->resume(); !r) return r;
+  table_ = t;
+  return {};
+}
+
+Status ThinPool::bump_txn(std::uint64_t next) {
+  auto r = set_transaction_id(name_, txn_, next);
+  if (r) {
+    txn_ = next;
+    return {};
+  }
+  // set_transaction_id is a compare-and-swap: EINVAL means the kernel's id is
+  // not the one we hold.
+  if (r.error().err == EINVAL) {
+    return fail_kind(ErrorKind::stale_view, "change pool", name_, EINVAL,
+                     "its transaction id is no longer " + std::to_string(txn_));
+  }
+  return tl::unexpected(classify(r.error()));
+}
+
+Result<ThinId> ThinPool::reserve_id() {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  if (st->transaction_id != txn_) {
+    return fail_kind(ErrorKind::stale_view, "change pool", name_, 0,
+                     "transaction id is " + std::to_string(st->transaction_id) + ", expected " +
+                         std::to_string(txn_) + ": resync the catalog first");
+  }
+  if (auto r = check_usable(); !r) return tl::unexpected(r.error());
+  auto id = next_free_id(decode_txn(txn_).next_id, in_use_);
+  if (!id) return fail_kind(ErrorKind::ids_exhausted, "allocate thin id", name_, ENOSPC);
+  // Bump first: a crash after this and before the create leaves a gap in
+  // the ids and a visible change of transaction id, never a reused id.
+  if (auto r = bump_txn(txn_for_create(txn_, *id)); !r) return tl::unexpected(r.error());
+  return *id;
+}
+
+// Runs `make(id)` with fresh ids until the kernel accepts one: an id made by
+// someone outside this scheme answers EEXIST, and is skipped from then on.
+template <typename Make>
+static Result<ThinId> with_fresh_id(ThinPool& pool, std::set<ThinId>& in_use,
+                                    Result<ThinId> (ThinPool::*reserve)(), Make make) {
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    auto id = (pool.*reserve)();
+    if (!id) return id;
+    auto r = make(*id);
+    if (r) {
+      in_use.insert(*id);
+      return *id;
+    }
+    if (r.error().err != EEXIST) return tl::unexpected(r.error());
+    in_use.insert(*id);
+  }
+  return fail("allocate thin id", pool.name(), EEXIST, "16 ids in a row already existed");
+}
+
+Result<ThinId> ThinPool::create_thin() {
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id,
+                         [&](ThinId id) { return dm::create_thin(name_, id); });
+  if (!r) return tl::unexpected(classify(r.error()));
+  return r;
+}
+
+Result<ThinId> ThinPool::snapshot(const ThinVolume& origin) {
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, [&](ThinId id) {
+    return snapshot_active(name_, {origin.name, origin.id}, id);
+  });
+  if (!r) return tl::unexpected(classify(r.error()));
+  return r;
+}
+
+Result<ThinId> ThinPool::snapshot(ThinId origin) {
+  auto active = devices_of(origin);
+  if (!active) return tl::unexpected(active.error());
+  std::vector<std::string> devices;
+  for (const auto& v : *active) devices.push_back(v.name);
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, [&](ThinId id) {
+    return snapshot_suspending(name_, devices, origin, id);
+  });
+  if (!r) return tl::unexpected(classify(r.error()));
+  return r;
+}
+
+Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolume>& origins) {
+  std::vector<ThinId> ids;
+  std::vector<ActiveOrigin> active;
+  for (const auto& origin : origins) {
+    auto id = reserve_id();
+    if (!id) return tl::unexpected(id.error());
+    ids.push_back(*id);
+    active.push_back({origin.name, origin.id});
+  }
+  std::vector<ThinId> created;
+  auto r = snapshot_group_active(name_, active, ids, &created);
+  for (ThinId id : created) in_use_.insert(id);
+  if (r) return ids;
+  // All or nothing: a partial group is not a consistent state of the step.
+  Error error = classify(r.error());
+  for (ThinId id : created) {
+    if (auto d = delete_thin(id); !d) {
+      log::error("dm: rolling back group snapshot: " + d.error().message());
+    }
+  }
+  return tl::unexpected(error);
+}
+
+Status ThinPool::delete_thin(ThinId id) {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  if (st->transaction_id != txn_) {
+    return fail_kind(ErrorKind::stale_view, "delete thin " + std::to_string(id), name_, 0,
+                     "transaction id is " + std::to_string(st->transaction_id) + ", expected " +
+                         std::to_string(txn_));
+  }
+  // No check_usable(): deleting is how a full pool gets its space back. The
+  // kernel re-checks free space when it commits the delete and leaves
+  // out-of-data-space mode by itself.
+  if (auto r = bump_txn(txn_for_delete(txn_)); !r) return r;
+  if (auto r = dm::delete_thin(name_, id); !r) {
+    Error e = classify(r.error());
+    if (e.err == EBUSY) e.detail += " (thin id is still active)";
+    return tl::unexpected(e);
+  }
+  in_use_.erase(id);
+  return {};
+}
+
+Result<ThinVolume> ThinPool::activate(ThinId id, const std::string& name, std::uint64_t size_bytes,
+                                      const ActivateOptions& options) {
+  std::uint64_t sectors = size_bytes / kSectorSize;
+  if (sectors == 0) return fail("activate", name, EINVAL, "size is smaller than a sector");
+  // The table names the pool by device number, which stays valid however
+  // /dev/mapper is managed.
+  auto r = create_device(name, {thin_target(dev_, id, sectors)}, {.read_only = options.read_only});
+  if (!r) {
+    Error e = r.error();
+    e.detail += (e.detail.empty() ? "" : "; ") + std::string("thin id ") + std::to_string(id) +
+                " of pool " + name_;
+    return tl::unexpected(e);
+  }
+  return ThinVolume{name, id, sectors};
+}
+
+Status ThinPool::deactivate(const std::string& name, const RetryPolicy& retry) {
+  return remove_with_retry(name, retry);
+}
+
+Result<ThinVolume> ThinPool::create_volume(const std::string& name, std::uint64_t size_bytes) {
+  auto id = create_thin();
+  if (!id) return tl::unexpected(id.error());
+  auto volume = activate(*id, name, size_bytes);
+  if (!volume) (void)delete_thin(*id);
+  return volume;
+}
+
+Result<ThinVolume> ThinPool::clone(ThinId source, const std::string& name,
+                                   std::uint64_t size_bytes) {
+  auto id = snapshot(source);
+  if (!id) return tl::unexpected(id.error());
+  auto volume = activate(*id, name, size_bytes);
+  if (!volume) (void)delete_thin(*id);
+  return volume;
+}
+
+Result<std::vector<ThinVolume>> ThinPool::devices_of(ThinId id) const {
+  auto all = active_volumes();
+  if (!all) return all;
+  std::vector<ThinVolume> out;
+  for (auto& v : *all) {
+    if (v.id == id) out.push_back(std::move(v));
+  }
+  return out;
+}
+
+Result<std::vector<ThinVolume>> ThinPool::active_volumes() const {
+  auto names = list_devices();
+  if (!names) return tl::unexpected(names.error());
+  std::vector<ThinVolume> out;
+  for (const auto& name : *names) {
+    auto lines = table(name);
+    // A device removed since the list is not an error.
+    if (!lines || lines->size() != 1 || lines->front().type != "thin") continue;
+    auto t = parse_thin_target(lines->front());
+    if (t && t->pool_dev == dev_) out.push_back({name, t->id, lines->front().length});
+  }
+  return out;
+}
+
+Status ThinPool::remove(const RetryPolicy& retry) { return remove_with_retry(name_, retry); }
+
+}  // namespace stepsnap::dm

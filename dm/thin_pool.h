@@ -1,0 +1,142 @@
+// The stateful layer over one dm-thin pool: id allocation, the transaction-id
+// view of the pool, retries on EBUSY, typed space errors, rollback of group
+// snapshots. Everything below it (dm_task.h, pool_messages.h, snapshot.h) is
+// one kernel operation per function.
+//
+// A ThinPool is a view, not the pool's owner: pools and thin devices outlive
+// the process on purpose (a daemon restarts; volumes stay mounted). The
+// caller persists transaction_id() after each change and passes it back to
+// open(); a mismatch means the pool changed behind its back (ErrorKind::
+// stale_view) and its catalog must be resynced before anything else.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "dm/dm_error.h"
+#include "dm/pool_status.h"
+#include "dm/table.h"
+#include "dm/thin_ids.h"
+
+namespace stepsnap::dm {
+
+struct PoolConfig {
+  std::string name;      // dm name of the pool device
+  std::string data_dev;  // block device paths
+  std::string metadata_dev;
+  // See PoolTable for what each default guards against.
+  std::uint32_t block_sectors = 128;   // 64 KiB
+  std::uint64_t low_water_blocks = 0;  // 0: a tenth of the data blocks
+  bool zero_new_blocks = true;
+  bool discard_passdown = true;
+  bool error_if_no_space = true;
+  // Zero the metadata device's superblock so the kernel formats a new, empty
+  // pool. false: reuse the metadata already there (re-creating a pool).
+  bool format = true;
+};
+
+// An active thin device: a dm device whose table maps one thin id of a pool.
+struct ThinVolume {
+  std::string name;
+  ThinId id = 0;
+  std::uint64_t sectors = 0;
+  std::string path() const;  // /dev/mapper/<name>
+  std::uint64_t size_bytes() const { return sectors * kSectorSize; }
+};
+
+struct ActivateOptions {
+  bool read_only = false;
+};
+
+// Removal of a busy device is retried (udev, blkid or a lazy unmount may hold
+// it for a moment), then reported with what holds it. containerd's defaults.
+struct RetryPolicy {
+  int attempts = 100;
+  std::chrono::milliseconds delay{100};
+};
+
+class ThinPool {
+ public:
+  static Result<ThinPool> create(const PoolConfig& config);
+  // An active pool. With expected_txn (what the caller stored after its last
+  // change), a different kernel transaction id is a stale_view error.
+  static Result<ThinPool> open(const std::string& name,
+                               std::optional<std::uint64_t> expected_txn = std::nullopt);
+
+  const std::string& name() const { return name_; }
+  std::string path() const;
+  // The pool's transaction id as of this view's last change; persist it.
+  std::uint64_t transaction_id() const { return txn_; }
+  // Accept the kernel's current transaction id as our view (after the caller
+  // reconciled its catalog).
+  Status resync();
+  // Ids the caller knows to be in use; only consulted once the 24-bit space
+  // wraps around, or when the kernel says an id exists (EEXIST).
+  void set_ids_in_use(std::set<ThinId> ids) { in_use_ = std::move(ids); }
+
+  Result<PoolStatus> status() const;
+  // OK when new devices and snapshots can be made; otherwise an Error with
+  // kind out_of_data_space, out_of_metadata_space, needs_check, read_only or
+  // pool_failed, naming the pool and its numbers.
+  Status check_usable() const;
+  // Reloads the pool table with a new low-water mark (in data blocks).
+  Status set_low_water_mark(std::uint64_t blocks);
+
+  // A new, empty thin id.
+  Result<ThinId> create_thin();
+  // A snapshot of an active volume: frozen, flushed, suspended for the
+  // duration of one message.
+  Result<ThinId> snapshot(const ThinVolume& origin);
+  // A snapshot of an id; any active device mapping it is suspended, an
+  // inactive one is snapshotted directly.
+  Result<ThinId> snapshot(ThinId origin);
+  // All at one instant; on failure no snapshot of the group is left behind.
+  Result<std::vector<ThinId>> snapshot_group(const std::vector<ThinVolume>& origins);
+  // The id must not be active (EBUSY otherwise).
+  Status delete_thin(ThinId id);
+
+  Result<ThinVolume> activate(ThinId id, const std::string& name, std::uint64_t size_bytes,
+                              const ActivateOptions& options = {});
+  // Idempotent: a device that does not exist is already deactivated.
+  Status deactivate(const std::string& name, const RetryPolicy& retry = {});
+  // create_thin + activate.
+  Result<ThinVolume> create_volume(const std::string& name, std::uint64_t size_bytes);
+  // A writable device from a snapshot (or any id): a new snapshot of it,
+  // activated, so writes touch neither the source nor its other snapshots.
+  // Restore is the same operation: any snapshot becomes a new volume.
+  Result<ThinVolume> clone(ThinId source, const std::string& name, std::uint64_t size_bytes);
+  Result<ThinVolume> restore(ThinId snapshot, const std::string& name, std::uint64_t size_bytes) {
+    return clone(snapshot, name, size_bytes);
+  }
+  // The thin devices currently active on this pool.
+  Result<std::vector<ThinVolume>> active_volumes() const;
+  // Removes the pool device (every thin device must be deactivated first).
+  Status remove(const RetryPolicy& retry = {});
+
+ private:
+  ThinPool(std::string name, std::string dev, PoolTable table, std::uint64_t txn)
+      : name_(std::move(name)), dev_(std::move(dev)), table_(std::move(table)), txn_(txn) {}
+
+  // Compare-and-swap of the transaction id; EINVAL from the kernel means
+  // someone else changed the pool: stale_view.
+  Status bump_txn(std::uint64_t next);
+  // check_usable, then a fresh id with the transaction id bumped first.
+  Result<ThinId> reserve_id();
+  // Makes a message failure actionable: re-reads the pool's status to say
+  // whether space or metadata trouble was the cause.
+  Error classify(Error error) const;
+  Result<std::vector<ThinVolume>> devices_of(ThinId id) const;
+
+  std::string name_;
+  std::string dev_;  // "major:minor" of the pool device, as thin tables name it
+  PoolTable table_;
+  std::uint64_t txn_ = 0;
+  std::set<ThinId> in_use_;
+};
+
+}  // namespace stepsnap::dm

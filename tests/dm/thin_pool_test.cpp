@@ -1,0 +1,192 @@
+// Pool-level behaviour on raw thin devices (no filesystem): many snapshots,
+// id allocation, the suspend guard under failure, a full pool, a stale view,
+// a busy device. Runs in the vm guest (label vm).
+#include "dm/thin_pool.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <set>
+#include <stdexcept>
+
+#include "assert_ok.h"
+#include "dm/dm_task.h"
+#include "dm/snapshot.h"
+#include "dm/suspend_guard.h"
+#include "fs_helpers.h"
+#include "test_pool.h"
+
+namespace stepsnap::dm::testing {
+namespace {
+
+constexpr std::uint64_t kRawBytes = 64 * kMiB;
+
+bool node_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISBLK(st.st_mode);
+}
+
+std::string marker(int i) { return "snapshot number " + std::to_string(i); }
+
+class ThinPoolTest : public ::testing::Test {
+ protected:
+  void make_pool(std::uint64_t data_bytes = 256 * kMiB) {
+    auto tp = TestPool::make(data_bytes);
+    ASSERT_TRUE(tp) << tp.error().message();
+    tp_ = std::move(*tp);
+  }
+  void SetUp() override { make_pool(); }
+  ThinPool& pool() { return tp_->pool(); }
+  std::unique_ptr<TestPool> tp_;
+};
+
+TEST_F(ThinPoolTest, TwoHundredSnapshotsAreAllReadableAndIdsAreNeverReused) {
+  ThinVolume origin = ASSERT_OK(pool().create_volume(tp_->name("origin"), kRawBytes)).value();
+  ASSERT_TRUE(node_exists(origin.path()));
+  std::vector<ThinId> snaps;
+  std::set<ThinId> ever_used{origin.id};
+  for (int i = 0; i < 200; ++i) {
+    ASSERT_OK(write_block(origin.path(), 0, marker(i)));
+    ThinId id = ASSERT_OK(pool().snapshot(origin)).value();
+    EXPECT_TRUE(ever_used.insert(id).second) << "id " << id << " handed out twice";
+    snaps.push_back(id);
+  }
+  for (int i = 0; i < 200; ++i) {
+    auto v =
+        ASSERT_OK(pool().activate(snaps[i], tp_->name("read"), kRawBytes, {.read_only = true}));
+    std::string head = ASSERT_OK(read_block(v->path(), 0, marker(i).size())).value();
+    EXPECT_EQ(head, marker(i)) << "snapshot " << i << " (id " << snaps[i] << ")";
+    ASSERT_OK(pool().deactivate(v->name));
+    EXPECT_FALSE(node_exists(v->path()));
+  }
+
+  // Delete every other snapshot, then make more, also through a fresh view of
+  // the pool (what the agent gets after a restart): no id comes back.
+  for (int i = 0; i < 200; i += 2) ASSERT_OK(pool().delete_thin(snaps[i]));
+  for (int i = 0; i < 20; ++i) {
+    ThinId id = ASSERT_OK(pool().snapshot(origin)).value();
+    EXPECT_TRUE(ever_used.insert(id).second) << "id " << id << " reused after delete";
+  }
+  auto reopened = ASSERT_OK(ThinPool::open(pool().name(), pool().transaction_id()));
+  for (int i = 0; i < 20; ++i) {
+    ThinId id = ASSERT_OK(reopened->create_thin()).value();
+    EXPECT_TRUE(ever_used.insert(id).second) << "id " << id << " reused after reopen";
+  }
+  // The survivors are still intact.
+  for (int i = 1; i < 200; i += 66) {
+    auto v =
+        ASSERT_OK(pool().activate(snaps[i], tp_->name("read"), kRawBytes, {.read_only = true}));
+    EXPECT_EQ(read_block(v->path(), 0, marker(i).size()).value_or(""), marker(i));
+    ASSERT_OK(pool().deactivate(v->name));
+  }
+}
+
+TEST_F(ThinPoolTest, SuspendGuardResumesTheOriginAfterAnInjectedFailure) {
+  ThinVolume origin = ASSERT_OK(pool().create_volume(tp_->name("origin"), kRawBytes)).value();
+  ThinId taken = ASSERT_OK(pool().snapshot(origin)).value();
+
+  // create_snap onto an id that exists fails inside the suspended window.
+  auto r = snapshot_active(pool().name(), {origin.name, origin.id}, taken);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err, EEXIST) << r.error().message();
+  EXPECT_NE(r.error().message().find(pool().name()), std::string::npos) << r.error().message();
+
+  auto info_after = ASSERT_OK(info(origin.name));
+  EXPECT_FALSE(info_after->suspended);
+  ASSERT_OK(write_block(origin.path(), 0, "still writable"));
+  EXPECT_EQ(read_block(origin.path(), 0, 14).value_or(""), "still writable");
+
+  // An exception thrown while suspended resumes too.
+  try {
+    auto guard = ASSERT_OK(SuspendGuard::suspend(origin.name));
+    EXPECT_TRUE(info(origin.name)->suspended);
+    throw std::runtime_error("injected");
+  } catch (const std::runtime_error&) {
+  }
+  EXPECT_FALSE(ASSERT_OK(info(origin.name))->suspended);
+  ASSERT_OK(write_block(origin.path(), 4096, "after the exception"));
+  // And the pool goes on making snapshots.
+  ASSERT_OK(pool().snapshot(origin));
+}
+
+// 64 MiB of data. A volume holds 40 MiB, a snapshot pins it, and overwriting
+// the volume needs 40 MiB more: the pool runs out of data space. Deleting the
+// snapshot returns the blocks and the pool works again.
+TEST_F(ThinPoolTest, AFullPoolGivesOutOfDataSpaceAndDeletingASnapshotRecovers) {
+  tp_.reset();
+  make_pool(64 * kMiB);
+  ThinVolume v = ASSERT_OK(pool().create_volume(tp_->name("vol"), 128 * kMiB)).value();
+  std::string chunk(kMiB, 'a');
+  for (int i = 0; i < 40; ++i) ASSERT_OK(write_block(v.path(), i * kMiB, chunk));
+  ThinId snap = ASSERT_OK(pool().snapshot(v)).value();
+
+  std::fill(chunk.begin(), chunk.end(), 'b');
+  int failed_at = -1;
+  for (int i = 0; i < 40 && failed_at < 0; ++i) {
+    auto w = write_block(v.path(), i * kMiB, chunk);
+    if (!w) {
+      failed_at = i;
+      // error_if_no_space: the write fails at once instead of hanging.
+      EXPECT_TRUE(w.error().err == ENOSPC || w.error().err == EIO) << w.error().message();
+    }
+  }
+  ASSERT_GE(failed_at, 0) << "the pool never filled up";
+
+  auto st = ASSERT_OK(pool().status());
+  EXPECT_EQ(st->mode, PoolMode::out_of_data_space);
+  EXPECT_EQ(st->used_data_blocks, st->total_data_blocks);
+  auto usable = pool().check_usable();
+  ASSERT_FALSE(usable);
+  EXPECT_EQ(kind_of(usable.error()), ErrorKind::out_of_data_space) << usable.error().message();
+  auto refused = pool().create_thin();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(kind_of(refused.error()), ErrorKind::out_of_data_space) << refused.error().message();
+
+  ASSERT_OK(pool().delete_thin(snap));
+  EXPECT_EQ(ASSERT_OK(pool().status())->mode, PoolMode::write);
+  ASSERT_OK(pool().check_usable());
+  for (int i = failed_at; i < 40; ++i) ASSERT_OK(write_block(v.path(), i * kMiB, chunk));
+  EXPECT_EQ(read_block(v.path(), 39 * kMiB, 1).value_or(""), "b");
+  ASSERT_OK(pool().create_thin());
+}
+
+TEST_F(ThinPoolTest, AChangeBehindOurBackIsAStaleView) {
+  std::uint64_t saved = pool().transaction_id();
+  auto other = ASSERT_OK(ThinPool::open(pool().name()));
+  ThinId theirs = ASSERT_OK(other->create_thin()).value();
+
+  auto mine = pool().create_thin();
+  ASSERT_FALSE(mine);
+  EXPECT_EQ(kind_of(mine.error()), ErrorKind::stale_view) << mine.error().message();
+  auto reopened = ThinPool::open(pool().name(), saved);
+  ASSERT_FALSE(reopened);
+  EXPECT_EQ(kind_of(reopened.error()), ErrorKind::stale_view);
+
+  ASSERT_OK(pool().resync());
+  ThinId id = ASSERT_OK(pool().create_thin()).value();
+  EXPECT_NE(id, theirs);
+}
+
+TEST_F(ThinPoolTest, DeactivatingABusyDeviceSaysWhatHoldsIt) {
+  ThinVolume v = ASSERT_OK(pool().create_volume(tp_->name("busy"), 320 * kMiB)).value();
+  ASSERT_OK(make_fs(Fs::ext4, v.path()));
+  {
+    auto m = ASSERT_OK(Mount::mount(Fs::ext4, v.path(), tp_->dir() + "/mnt"));
+    auto r = pool().deactivate(v.name, {.attempts = 3, .delay = std::chrono::milliseconds(10)});
+    ASSERT_FALSE(r);
+    EXPECT_EQ(kind_of(r.error()), ErrorKind::busy);
+    EXPECT_NE(r.error().message().find(tp_->dir() + "/mnt"), std::string::npos)
+        << r.error().message();
+    // A delete of an active id is refused by the kernel.
+    auto d = pool().delete_thin(v.id);
+    ASSERT_FALSE(d);
+  }
+  ASSERT_OK(pool().resync());
+  ASSERT_OK(pool().deactivate(v.name));
+  EXPECT_FALSE(node_exists(v.path()));
+  ASSERT_OK(pool().deactivate(v.name));  // idempotent
+  ASSERT_OK(pool().delete_thin(v.id));
+}
+
+}  // namespace
+}  // namespace stepsnap::dm::testing
