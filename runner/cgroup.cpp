@@ -52,8 +52,7 @@ Status write_file(const std::string& path, const std::string& text) {
 Result<Cgroup> Cgroup::create(const std::string& relative_path) {
   if (relative_path.empty() || relative_path.front() == '/' ||
       relative_path.find("..") != std::string::npos)
-    return fail("create cgroup", relative_path, EINVAL,
-                "give a relative path without '..'");
+    return fail("create cgroup", relative_path, EINVAL, "give a relative path without '..'");
   auto mount = cgroup2_mount_point();
   if (!mount) return tl::unexpected(mount.error());
   fs::path path = fs::path(*mount) / relative_path;

@@ -1,14 +1,13 @@
 // Cgroup against the running kernel's cgroup v2 hierarchy (label host).
 #include "runner/cgroup.h"
 
+#include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
-
-#include <gtest/gtest.h>
 
 namespace stepsnap::runner {
 namespace {

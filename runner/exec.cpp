@@ -1,0 +1,222 @@
+#include "runner/exec.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "common/unique_fd.h"
+#include "runner/cgroup.h"
+#include "runner/mount_plan.h"
+#include "runner/step_process.h"
+
+extern char** environ;
+
+namespace stepsnap::runner {
+namespace {
+
+constexpr int kRunnerFailed = 125;
+constexpr int kTimedOut = 124;
+// A forwarded signal that the step ignores (pid 1 of a pid namespace ignores
+// every signal it has no handler for) ends the step this long afterwards.
+constexpr int kSignalGraceSeconds = 10;
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+int say(int code, const std::string& message) {
+  std::cerr << "runner: " << message << "\n";
+  return code;
+}
+
+// Limits need their controller enabled from the hierarchy's root down to the
+// step's parent; a hierarchy that does not offer it is a clear error.
+Status set_limit(const Cgroup& cg, const std::string& controller, const std::string& file,
+                 const std::string& value) {
+  namespace fs = std::filesystem;
+  auto root = cgroup2_mount_point();
+  if (!root) return tl::unexpected(root.error());
+  fs::path step(cg.path());
+  std::vector<fs::path> ancestors;
+  for (fs::path p = step.parent_path(); p.string().size() >= root->size(); p = p.parent_path()) {
+    ancestors.insert(ancestors.begin(), p);
+    if (p == fs::path(*root)) break;
+  }
+  for (const auto& dir : ancestors) {
+    std::ofstream control(dir / "cgroup.subtree_control");
+    control << "+" << controller << std::flush;
+    if (!control)
+      return fail(
+          "enable cgroup controller " + controller + " in", dir.string(), EINVAL,
+          "this cgroup v2 hierarchy does not offer it (see " + *root + "/cgroup.controllers)");
+  }
+  std::ofstream out(step / file);
+  out << value << std::flush;
+  if (!out) return fail("write " + value + " to", (step / file).string(), EINVAL);
+  return {};
+}
+
+Status apply_limits(const Cgroup& cg, const ExecOptions& o) {
+  if (o.memory_bytes) {
+    if (auto s = set_limit(cg, "memory", "memory.max", std::to_string(*o.memory_bytes)); !s)
+      return s;
+  }
+  if (o.cpus) {
+    constexpr long kPeriod = 100000;
+    long quota = std::lround(*o.cpus * kPeriod);
+    if (auto s =
+            set_limit(cg, "cpu", "cpu.max", std::to_string(quota) + " " + std::to_string(kPeriod));
+        !s)
+      return s;
+  }
+  return {};
+}
+
+Status check_host_volumes(const ExecOptions& o) {
+  for (const auto& v : o.volumes) {
+    struct stat st {};
+    if (::stat(v.name.c_str(), &st) != 0) return fail_errno("find volume directory", v.name);
+    if (!S_ISDIR(st.st_mode)) return fail("use volume", v.name, ENOTDIR);
+  }
+  return {};
+}
+
+std::vector<std::string> step_environment(const ExecOptions& o) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    bool overridden = false;
+    for (const auto& [k, v] : o.env) overridden |= kv.rfind(k + "=", 0) == 0;
+    if (!overridden) env.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : o.env) env.push_back(k + "=" + v);
+  return env;
+}
+
+UniqueFd timer_after(double seconds) {
+  UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  if (!fd) return fd;
+  struct itimerspec when {};
+  when.it_value.tv_sec = static_cast<time_t>(seconds);
+  when.it_value.tv_nsec = static_cast<long>((seconds - std::floor(seconds)) * 1e9);
+  if (when.it_value.tv_sec == 0 && when.it_value.tv_nsec == 0) when.it_value.tv_nsec = 1;
+  ::timerfd_settime(fd.get(), 0, &when, nullptr);
+  return fd;
+}
+
+// Removes the empty stepsnap/<pipeline>/<run> parents a step leaves behind;
+// a parent another step still uses is not empty and stays.
+void remove_empty_parents(const std::string& step_path) {
+  auto root = cgroup2_mount_point();
+  if (!root) return;
+  std::filesystem::path p = std::filesystem::path(step_path).parent_path();
+  // Two levels: <run> and <pipeline>; stepsnap/ itself stays for the next step.
+  for (int i = 0; i < 2 && p.string().size() > root->size(); ++i, p = p.parent_path())
+    if (::rmdir(p.c_str()) != 0) break;
+}
+
+// Starts the step in its cgroup, forwards signals, enforces the timeout, and
+// returns the exit status runner reports.
+int run_step(const ExecOptions& o, const std::vector<MountOp>& plan, const Cgroup& step_cgroup) {
+  // Forwarded signals are taken through a signalfd; blocked before the
+  // step starts so none is lost in between.
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  sigset_t old_mask;
+  ::sigprocmask(SIG_BLOCK, &forwarded, &old_mask);
+  UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
+
+  StepSpec spec{
+      plan,     o.hostname, o.net == NetMode::none, o.workdir.value_or(""), step_environment(o),
+      o.command};
+  auto step = StepProcess::start(spec, step_cgroup.dir_fd());
+  if (!step) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    return say(exit_code_of_start_failure(step.error()), step.error().message());
+  }
+
+  UniqueFd deadline = o.timeout_seconds ? timer_after(*o.timeout_seconds) : UniqueFd();
+  UniqueFd grace;
+  int forwarded_signal = 0;
+  bool timed_out = false;
+  for (;;) {
+    struct pollfd fds[4] = {{step->pidfd(), POLLIN, 0},
+                            {signals.get(), POLLIN, 0},
+                            {deadline.get(), POLLIN, 0},
+                            {grace.get(), POLLIN, 0}};
+    if (::poll(fds, 4, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents) break;
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo si {};
+      if (::read(signals.get(), &si, sizeof(si)) == sizeof(si)) {
+        forwarded_signal = static_cast<int>(si.ssi_signo);
+        (void)step->signal(forwarded_signal);
+        if (!grace) grace = timer_after(kSignalGraceSeconds);
+      }
+    }
+    if (fds[2].revents & POLLIN) {
+      timed_out = true;
+      std::cerr << "runner: step " << o.step << " ran out of its " << *o.timeout_seconds
+                << " s timeout; killing every process of its cgroup\n";
+      (void)step_cgroup.kill();
+      deadline.reset();
+    }
+    if (fds[3].revents & POLLIN) {
+      std::cerr << "runner: step " << o.step << " ignored signal " << forwarded_signal << " for "
+                << kSignalGraceSeconds << " s; killing its cgroup\n";
+      (void)step_cgroup.kill();
+      grace.reset();
+    }
+  }
+  auto status = step->wait();
+  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  if (!status) return say(kRunnerFailed, status.error().message());
+  return timed_out ? kTimedOut : *status;
+}
+
+}  // namespace
+
+int run_exec(const ExecOptions& o) {
+  if (!o.no_agent)
+    return say(kRunnerFailed,
+               "the stepsnapd client is not built yet; run with --no-agent (no snapshots)");
+  if (::geteuid() != 0)
+    return say(kRunnerFailed, "must run as root (namespaces, mounts and cgroups need it)");
+  std::cerr << "runner: --no-agent: volumes are host directories bind-mounted as they are; "
+               "NO SNAPSHOTS are taken\n";
+
+  if (auto s = check_host_volumes(o); !s) return say(kRunnerFailed, s.error().message());
+  auto plan = build_mount_plan(o);
+  if (!plan) return say(kRunnerFailed, plan.error().message());
+
+  auto cg = Cgroup::create("stepsnap/" + o.pipeline + "/" + o.run + "/" + o.step);
+  if (!cg) {
+    auto e = cg.error();
+    if (e.err == EEXIST)
+      e.detail = "a step " + o.pipeline + "/" + o.run + "/" + o.step + " is already running";
+    return say(kRunnerFailed, e.message());
+  }
+  int code = kRunnerFailed;
+  if (auto s = apply_limits(*cg, o); !s)
+    say(kRunnerFailed, s.error().message());
+  else
+    code = run_step(o, *plan, *cg);
+  std::string cg_path = cg->path();
+  if (auto s = cg->remove(); !s) say(0, "cleanup: " + s.error().message());
+  remove_empty_parents(cg_path);
+  return code;
+}
+
+}  // namespace stepsnap::runner

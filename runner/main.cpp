@@ -1,0 +1,30 @@
+// runner: launches pipeline steps. `runner exec` is a step's entrypoint.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "runner/exec.h"
+#include "runner/options.h"
+
+int main(int argc, char** argv) {
+  using namespace stepsnap::runner;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << runner_help();
+    return args.empty() ? 2 : 0;
+  }
+  if (args[0] != "exec") {
+    std::cerr << "runner: unknown command '" << args[0] << "' (see runner --help)\n";
+    return 2;
+  }
+  auto options = parse_exec_options({args.begin() + 1, args.end()});
+  if (!options) {
+    std::cerr << "runner: " << options.error().message() << "\n";
+    return 125;
+  }
+  if (options->help) {
+    std::cout << exec_help();
+    return 0;
+  }
+  return run_exec(*options);
+}

@@ -1,0 +1,68 @@
+// The command line of `runner exec`, parsed into plain data.
+//
+// Parsing only looks at the words: whether a host directory exists, whether
+// the agent runs or whether we are root is checked later, by exec.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/error.h"
+
+namespace stepsnap::runner {
+
+inline constexpr const char* kDefaultAgentSocket = "/run/stepsnap/agent.sock";
+inline constexpr const char* kDefaultMarshalDir = ".marshal";
+
+// --volume NAME:/path[:ro]. With the agent NAME is a volume name; with
+// --no-agent it is an absolute host directory.
+struct VolumeOption {
+  std::string name;
+  std::string target;
+  bool read_only = false;
+};
+
+enum class NetMode { none, host };
+
+struct SnapshotPhases {
+  bool pre = true;
+  bool post = true;
+};
+
+struct ExecOptions {
+  bool help = false;
+  bool no_agent = false;
+  std::string agent_socket = kDefaultAgentSocket;
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::vector<VolumeOption> volumes;  // the first one is the workspace volume
+  std::optional<std::string> workdir;
+  std::vector<std::pair<std::string, std::string>> env;
+  std::string hostname;  // defaults to the step name
+  NetMode net = NetMode::none;
+  std::optional<std::uint64_t> memory_bytes;
+  std::optional<double> cpus;
+  std::optional<double> timeout_seconds;
+  SnapshotPhases snapshots;
+  std::string marshal = kDefaultMarshalDir;
+  std::vector<std::string> command;
+};
+
+// A pipeline, run or step name: [A-Za-z0-9._-]{1,63}, not "." or "..".
+// They become cgroup directory names and agent object names.
+bool valid_name(const std::string& name);
+
+// Parses the words after "exec". Every error is one line, ready to print.
+Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args);
+
+// "512M", "2G", "1048576" -> bytes.
+Result<std::uint64_t> parse_bytes(const std::string& text);
+
+std::string exec_help();
+std::string runner_help();
+
+}  // namespace stepsnap::runner

@@ -1,0 +1,134 @@
+// `runner exec --no-agent` against the running kernel (label host): real
+// namespaces, mounts and cgroups, observed the way a user would.
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "runner/cgroup.h"
+
+namespace {
+namespace fs = std::filesystem;
+
+struct Outcome {
+  int code = -1;
+  std::string out;
+  std::string err;
+};
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+class RunnerExec : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("runner-test-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Runs `runner exec <args>` through the shell; stdout and stderr captured.
+  Outcome run(const std::string& args) {
+    std::string cmd = std::string(RUNNER_PATH) + " exec " + args + " >" + (dir_ / "out").string() +
+                      " 2>" + (dir_ / "err").string() + " </dev/null";
+    int status = std::system(cmd.c_str());
+    Outcome o;
+    o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    o.out = slurp(dir_ / "out");
+    o.err = slurp(dir_ / "err");
+    return o;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(RunnerExec, StepIsPidOneWithItsHostnameAndFreshProc) {
+  auto o =
+      run("--no-agent --hostname stephost -- sh -c 'echo $$ $(hostname) $(ls /proc | grep -c "
+          "\"^[0-9]\")'");
+  ASSERT_EQ(o.code, 0) << o.err;
+  // pid 1, our hostname, and only the step's own processes in /proc (sh and
+  // its command substitution children).
+  std::istringstream words(o.out);
+  std::string pid, host;
+  int procs = 0;
+  words >> pid >> host >> procs;
+  EXPECT_EQ(pid, "1");
+  EXPECT_EQ(host, "stephost");
+  EXPECT_LE(procs, 4);
+}
+
+TEST_F(RunnerExec, ExitCodesAndDeathBySignalPropagate) {
+  EXPECT_EQ(run("--no-agent -- true").code, 0);
+  EXPECT_EQ(run("--no-agent -- false").code, 1);
+  EXPECT_EQ(run("--no-agent -- sh -c 'exit 42'").code, 42);
+  // pid 1 cannot signal itself to death, so a child dies and sh reports it.
+  EXPECT_EQ(run("--no-agent -- sh -c 'sh -c \"kill -9 \\$\\$\"; exit $?'").code, 137);
+  EXPECT_EQ(run("--no-agent -- /nonexistent/cmd").code, 127);
+}
+
+TEST_F(RunnerExec, OnlyRequestedVolumesAreMountedAndNothingLeaks) {
+  fs::create_directories(dir_ / "vol");
+  fs::create_directories(dir_ / "mnt");
+  fs::create_directories(dir_ / "ro");
+  std::ofstream(dir_ / "vol" / "input") << "hello\n";
+  std::string before = slurp("/proc/self/mountinfo");
+
+  auto o = run("--no-agent --volume " + (dir_ / "vol").string() + ":" + (dir_ / "mnt").string() +
+               " --volume " + (dir_ / "vol").string() + ":" + (dir_ / "ro").string() + ":ro" +
+               " -- sh -c 'cat " + (dir_ / "mnt/input").string() + "; echo out > " +
+               (dir_ / "mnt/output").string() + "; touch " + (dir_ / "ro/x").string() +
+               " 2>/dev/null && echo ro-writable; test -d " + (dir_ / "mnt/.marshal").string() +
+               " && echo marshal'");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "hello\nmarshal\n");
+  EXPECT_EQ(slurp(dir_ / "vol" / "output"), "out\n");
+  EXPECT_FALSE(fs::exists(dir_ / "mnt" / "input")) << "the mount showed on the host";
+  EXPECT_EQ(slurp("/proc/self/mountinfo"), before);
+}
+
+TEST_F(RunnerExec, TimeoutKillsTheWholeTreeAndRemovesTheCgroup) {
+  auto started = std::chrono::steady_clock::now();
+  auto o = run("--no-agent --pipeline p --run timeout" + std::to_string(::getpid()) +
+               " --step s --timeout 1 -- sh -c '(sleep 300 &); sleep 300 & sh -c \"sleep 300\" & "
+               "sleep 300'");
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_EQ(o.code, 124) << o.err;
+  EXPECT_LT(took, std::chrono::seconds(60));
+  EXPECT_NE(o.err.find("timeout"), std::string::npos) << o.err;
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  EXPECT_FALSE(fs::exists(*root + "/stepsnap/p/timeout" + std::to_string(::getpid())));
+}
+
+TEST_F(RunnerExec, UserErrorsAreOneLineAndMakeNothing) {
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  for (const std::string args :
+       {"--no-agent --volume relative:/x -- true",
+        "--no-agent --volume /nonexistent-dir:/mnt -- true",
+        "--no-agent --volume /tmp:relative -- true", "--no-agent --step ../x -- true",
+        "--no-agent --bogus -- true", "--no-agent"}) {
+    auto o = run(args);
+    EXPECT_EQ(o.code, 125) << args;
+    // The --no-agent warning may come first; the error is one line after it.
+    std::string last = o.err.substr(o.err.rfind("runner:"));
+    EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << o.err;
+  }
+  EXPECT_FALSE(fs::exists(*root + "/stepsnap/no-agent"));
+}
+
+}  // namespace
