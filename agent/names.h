@@ -1,30 +1,23 @@
-// The rules for user-chosen names (volumes, snapshots, pipelines, runs,
-// steps, label keys). One definition, used by request parsing and the CLI.
+// Limits on the names and labels users give the agent. The name rule itself
+// is shared with the runner: common/names.h.
 #pragma once
 
+#include <cstddef>
 #include <map>
-#include <optional>
 #include <string>
-#include <string_view>
+
+#include "common/names.h"
 
 namespace stepsnap::agent {
 
 using Labels = std::map<std::string, std::string>;
 
-inline constexpr std::size_t kMaxNameLength = 63;
+using stepsnap::is_valid_name;
+using stepsnap::kMaxNameLength;
+using stepsnap::kNameRule;
+using stepsnap::name_problem;
+
 inline constexpr std::size_t kMaxLabels = 64;
 inline constexpr std::size_t kMaxLabelValueLength = 1024;
-
-// [A-Za-z0-9._-]{1,63}, and never "." or "..": names end up in device-mapper
-// names and paths, where those two mean something else.
-bool is_valid_name(std::string_view name);
-
-// Why a name is invalid, as the end of a one-line message
-// ("is empty", "is longer than 63 characters", ...); nullopt when valid.
-std::optional<std::string> name_problem(std::string_view name);
-
-// The sentence every name error ends with.
-inline constexpr std::string_view kNameRule =
-    "use 1-63 characters from A-Z a-z 0-9 . _ - (not \".\" or \"..\")";
 
 }  // namespace stepsnap::agent

@@ -11,6 +11,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "common/size.h"
 
 namespace stepsnap::agent {
 
@@ -51,7 +52,6 @@ using ParsedOptions = std::variant<DaemonOptions, HelpRequested>;
 // "--pool-loop-data-size: \"12Q\" is not a size; use bytes or a K, M, G, T suffix".
 Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv);
 
-// "64K", "20G", "1048576" -> bytes (binary units). nullopt if malformed or 0.
-std::optional<std::uint64_t> parse_size(const std::string& text);
+using stepsnap::parse_size;  // common/size.h
 
 }  // namespace stepsnap::agent

@@ -7,17 +7,16 @@
 
 #include <stdexcept>
 #include <string>
-#include <utility>
-
 #include <tl/expected.hpp>
+#include <utility>
 
 namespace stepsnap {
 
 struct Error {
-  std::string op;       // what was being done: "suspend", "open", "parse request"
-  std::string object;   // on what: a device name, a path, a field
-  int err = 0;          // errno value, 0 when the failure is not a system error
-  std::string detail;   // extra words when errno alone does not say it
+  std::string op;      // what was being done: "suspend", "open", "parse request"
+  std::string object;  // on what: a device name, a path, a field
+  int err = 0;         // errno value, 0 when the failure is not a system error
+  std::string detail;  // extra words when errno alone does not say it
   // Machine-readable class a caller can act on, e.g. "out_of_data_space"
   // (see dm/dm_error.h); empty when the failure has no special class.
   std::string kind = {};

@@ -6,6 +6,9 @@
 #include <cmath>
 #include <sstream>
 
+#include "common/names.h"
+#include "common/size.h"
+
 namespace stepsnap::runner {
 namespace po = boost::program_options;
 
@@ -79,36 +82,10 @@ Result<double> parse_positive(const std::string& option, const std::string& text
 
 }  // namespace
 
-bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 63 || name == "." || name == "..") return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 Result<std::uint64_t> parse_bytes(const std::string& text) {
-  std::uint64_t value = 0;
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  if (ec != std::errc() || end == text.data())
-    return fail("bad --memory", text, 0, "expected BYTES, optionally with K, M, G or T");
-  std::string suffix(end, text.data() + text.size());
-  int shift = 0;
-  if (suffix == "K" || suffix == "k")
-    shift = 10;
-  else if (suffix == "M" || suffix == "m")
-    shift = 20;
-  else if (suffix == "G" || suffix == "g")
-    shift = 30;
-  else if (suffix == "T" || suffix == "t")
-    shift = 40;
-  else if (!suffix.empty())
-    return fail("bad --memory", text, 0, "unknown suffix '" + suffix + "'");
-  if (value == 0 || (value << shift) >> shift != value)
-    return fail("bad --memory", text, 0, "out of range");
-  return value << shift;
+  auto bytes = parse_size(text);
+  if (!bytes) return fail("bad --memory", text, 0, "expected BYTES, optionally with K, M, G or T");
+  return *bytes;
 }
 
 Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
@@ -161,9 +138,8 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
   if (!name("step", &o.step, "step")) return usage("missing --step S");
   for (auto [key, value] :
        {std::pair{"pipeline", &o.pipeline}, std::pair{"run", &o.run}, std::pair{"step", &o.step}}) {
-    if (!valid_name(*value))
-      return fail(std::string("bad --") + key, "'" + *value + "'", 0,
-                  "names are 1 to 63 of [A-Za-z0-9._-], not '.' or '..'");
+    if (!is_valid_name(*value))
+      return fail(std::string("bad --") + key, "'" + *value + "'", 0, std::string(kNameRule));
   }
 
   if (vm.count("volume")) {
@@ -174,9 +150,8 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
         if (v->name.front() != '/')
           return fail("bad --volume", text, 0,
                       "with --no-agent the volume is an absolute host directory");
-      } else if (!valid_name(v->name)) {
-        return fail("bad --volume", text, 0,
-                    "volume names are 1 to 63 of [A-Za-z0-9._-], not '.' or '..'");
+      } else if (!is_valid_name(v->name)) {
+        return fail("bad --volume", text, 0, std::string(kNameRule));
       }
       o.volumes.push_back(std::move(*v));
     }

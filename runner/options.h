@@ -52,10 +52,6 @@ struct ExecOptions {
   std::vector<std::string> command;
 };
 
-// A pipeline, run or step name: [A-Za-z0-9._-]{1,63}, not "." or "..".
-// They become cgroup directory names and agent object names.
-bool valid_name(const std::string& name);
-
 // Parses the words after "exec". Every error is one line, ready to print.
 Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args);
 

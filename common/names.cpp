@@ -1,6 +1,6 @@
-#include "agent/names.h"
+#include "common/names.h"
 
-namespace stepsnap::agent {
+namespace stepsnap {
 
 namespace {
 
@@ -30,4 +30,4 @@ std::optional<std::string> name_problem(std::string_view name) {
 
 bool is_valid_name(std::string_view name) { return !name_problem(name); }
 
-}  // namespace stepsnap::agent
+}  // namespace stepsnap
