@@ -119,6 +119,7 @@ int BPF_PROG(on_fork, struct task_struct* parent, struct task_struct* child) {
   // A parent that entered the cgroup by migration before anything tracked it.
   if (task_cgroup(parent) == cgrp) track(parent, watched_id, w);
   track(child, watched_id, w);
+  if (w->flags & STEP_WATCH_BOUNDARIES_ONLY) return 0;
 
   struct step_record* r = reserve();
   if (!r) return 0;
@@ -156,6 +157,7 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
     bpf_send_signal(SIGSTOP_NR);
     flags |= STEP_F_HELD;
   }
+  if ((w->flags & STEP_WATCH_BOUNDARIES_ONLY) && !(flags & (STEP_F_MAIN | STEP_F_HELD))) return 0;
 
   struct step_record* r = reserve();
   if (!r) return 0;
@@ -206,7 +208,8 @@ int BPF_PROG(on_exit, struct task_struct* p) {
   }
   __u32 before = __sync_fetch_and_sub(&w->live, 1);
 
-  struct step_record* r = reserve();
+  struct step_record* r = NULL;
+  if (!(w->flags & STEP_WATCH_BOUNDARIES_ONLY) || (flags & STEP_F_MAIN)) r = reserve();
   if (r) {
     r->type = STEP_REC_EXIT;
     r->flags = flags;

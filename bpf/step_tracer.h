@@ -55,6 +55,11 @@ struct step_record {
  * flags and main_tgid set and everything else zero; the kernel side owns the
  * rest. */
 #define STEP_WATCH_HOLD (1u << 0) /* SIGSTOP the first exec in this cgroup */
+/* Only the records a snapshot policy needs: the main process's exec and exit,
+ * a held exec, and the step end. Every process is still counted; the others'
+ * fork, exec and exit records are not written, which keeps an exec-heavy step
+ * from filling the ring buffer and waking user space thousands of times. */
+#define STEP_WATCH_BOUNDARIES_ONLY (1u << 1)
 
 struct step_watch {
   __u32 flags;          /* STEP_WATCH_* (set by user space) */

@@ -53,6 +53,9 @@ int main(int argc, char** argv) {
       "release-after", po::value<double>()->value_name("S"),
       "release the hold S seconds after it happened (default: at --hold-timeout)")(
       "follow", "keep running after the step end (until Ctrl-C)")(
+      "boundaries-only",
+      "print only the step's boundaries (main exec and exit, holds, step end), as the "
+      "agent watches; every process is still counted")(
       "debug", "log libbpf messages and the verifier log to stderr");
   po::variables_map vm;
   try {
@@ -80,6 +83,7 @@ int main(int argc, char** argv) {
   }
   stepsnap::bpf::WatchOptions wopts;
   wopts.hold_first_exec = vm.count("hold") > 0;
+  wopts.boundaries_only = vm.count("boundaries-only") > 0;
   wopts.hold_timeout = duration_cast<milliseconds>(duration<double>(hold_timeout));
   auto id = tracer->watch(cgroup, wopts);
   if (!id) {

@@ -396,7 +396,8 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
   w.seen_running = populated && *populated;
 
   step_watch kw{};
-  kw.flags = options.hold_first_exec ? STEP_WATCH_HOLD : 0;
+  kw.flags = (options.hold_first_exec ? STEP_WATCH_HOLD : 0) |
+             (options.boundaries_only ? STEP_WATCH_BOUNDARIES_ONLY : 0);
   kw.main_tgid = static_cast<__u32>(options.main_pid);
   if (bpf_map__update_elem(impl_->skel->maps.watched, &id, sizeof(id), &kw, sizeof(kw),
                            BPF_NOEXIST) != 0) {

@@ -41,6 +41,10 @@ struct WatchOptions {
   // The step's main process (whose exit status step_end reports). 0: the
   // first process that execs in the cgroup.
   pid_t main_pid = 0;
+  // Only the step's boundaries: the main process's exec and exit, a held
+  // exec, hold_*, step_end and lost. Processes are still all counted. What a
+  // snapshot policy needs, at a fraction of the ring-buffer traffic.
+  bool boundaries_only = false;
 };
 
 class StepTracer {

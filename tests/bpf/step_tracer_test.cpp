@@ -235,6 +235,31 @@ TEST_F(StepTracerTest, StepOfFiftyChildrenThatEachExecAndExitEndsOnce) {
   EXPECT_EQ(step.wait(), 0);
 }
 
+TEST_F(StepTracerTest, BoundariesOnlyWatchCountsEveryProcessButReportsOnlyTheMainOne) {
+  Cgroup cg = make_cgroup("boundaries");
+  auto id = watch(cg, {.boundaries_only = true});
+  // 50 short children, then one that outlives the main process by a second.
+  Pending step = shell(
+      "i=0; while [ $i -lt 50 ]; do /bin/true & i=$((i+1)); done; wait; "
+      "sleep 1 & exit 3");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  drain();
+  EXPECT_EQ(count(EventType::fork, id), 0u);
+  EXPECT_EQ(count(EventType::exec, id), 1u);
+  ASSERT_EQ(count(EventType::exit, id), 1u);
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+  EXPECT_EQ(of(EventType::exec, id)[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  // Not reported, but counted: the end waits for the sleeper.
+  auto main_exit = of(EventType::exit, id)[0];
+  auto end = of(EventType::step_end, id)[0];
+  EXPECT_TRUE(main_exit.main);
+  EXPECT_GE(end.mono_ns - main_exit.mono_ns, 900'000'000u);
+  ASSERT_TRUE(end.exit);
+  EXPECT_EQ(end.exit->code, 3);
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 3);
+}
+
 TEST_F(StepTracerTest, ChildThatOutlivesTheMainProcessDelaysStepEnd) {
   Cgroup cg = make_cgroup("outlive");
   auto id = watch(cg);
