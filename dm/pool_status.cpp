@@ -5,25 +5,15 @@
 #include <sstream>
 #include <vector>
 
+#include "dm/line_words.h"
+
 namespace stepsnap::dm {
 namespace {
 
-std::vector<std::string> words(const std::string& text) {
-  std::istringstream in(text);
-  std::vector<std::string> out;
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
-}
-
-bool number(const std::string& text, std::uint64_t* out) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
 bool fraction(const std::string& text, std::uint64_t* used, std::uint64_t* total) {
   auto slash = text.find('/');
-  return slash != std::string::npos && number(text.substr(0, slash), used) &&
-         number(text.substr(slash + 1), total);
+  return slash != std::string::npos && parse_number(text.substr(0, slash), used) &&
+         parse_number(text.substr(slash + 1), total);
 }
 
 }  // namespace
@@ -54,12 +44,12 @@ Result<PoolStatus> parse_pool_status(const std::string& line) {
     return s;
   }
   if (w.size() < 3) return bad("fewer than 3 fields");
-  if (!number(w[0], &s.transaction_id)) return bad("transaction id");
+  if (!parse_number(w[0], &s.transaction_id)) return bad("transaction id");
   if (!fraction(w[1], &s.used_metadata_blocks, &s.total_metadata_blocks)) return bad("metadata");
   if (!fraction(w[2], &s.used_data_blocks, &s.total_data_blocks)) return bad("data");
   if (w.size() > 3 && w[3] != "-") {
     std::uint64_t root = 0;
-    if (!number(w[3], &root)) return bad("held metadata root");
+    if (!parse_number(w[3], &root)) return bad("held metadata root");
     s.held_metadata_root = root;
   }
   if (w.size() > 4) {
@@ -75,7 +65,7 @@ Result<PoolStatus> parse_pool_status(const std::string& line) {
   if (w.size() > 5) s.discard_passdown = w[5] == "discard_passdown";
   if (w.size() > 6) s.error_if_no_space = w[6] == "error_if_no_space";
   if (w.size() > 7) s.needs_check = w[7] == "needs_check";
-  if (w.size() > 8 && !number(w[8], &s.metadata_low_watermark))
+  if (w.size() > 8 && !parse_number(w[8], &s.metadata_low_watermark))
     return bad("metadata low watermark");
   return s;
 }
@@ -87,12 +77,12 @@ Result<ThinStatus> parse_thin_status(const std::string& line) {
     s.failed = true;
     return s;
   }
-  if (w.size() < 2 || !number(w[0], &s.mapped_sectors)) {
+  if (w.size() < 2 || !parse_number(w[0], &s.mapped_sectors)) {
     return fail("parse thin status", "\"" + line + "\"", EINVAL);
   }
   if (w[1] != "-") {
     std::uint64_t highest = 0;
-    if (!number(w[1], &highest)) return fail("parse thin status", "\"" + line + "\"", EINVAL);
+    if (!parse_number(w[1], &highest)) return fail("parse thin status", "\"" + line + "\"", EINVAL);
     s.highest_mapped_sector = highest;
   }
   return s;

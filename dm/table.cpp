@@ -5,23 +5,10 @@
 #include <sstream>
 #include <vector>
 
+#include "dm/line_words.h"
+
 namespace stepsnap::dm {
-namespace {
-
-std::vector<std::string> words(const std::string& text) {
-  std::istringstream in(text);
-  std::vector<std::string> out;
-  for (std::string w; in >> w;) out.push_back(w);
-  return out;
-}
-
-template <typename T>
-bool parse_number(const std::string& text, T* out) {
-  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), *out);
-  return ec == std::errc() && end == text.data() + text.size();
-}
-
-}  // namespace
+namespace {}  // namespace
 
 Target pool_target(const PoolTable& t) {
   std::vector<std::string> features;
