@@ -1,14 +1,11 @@
 #include "dm/table.h"
 
 #include <cerrno>
-#include <charconv>
-#include <sstream>
 #include <vector>
 
 #include "dm/line_words.h"
 
 namespace stepsnap::dm {
-namespace {}  // namespace
 
 Target pool_target(const PoolTable& t) {
   std::vector<std::string> features;
