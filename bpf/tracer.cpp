@@ -327,6 +327,15 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->skel.reset(step_tracer::open());
   if (!impl->skel) return fail_errno("open BPF object", "step_tracer");
+  if (options.ring_bytes != 0) {
+    auto page = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE));
+    bool power_of_two = (options.ring_bytes & (options.ring_bytes - 1)) == 0;
+    if (!power_of_two || options.ring_bytes < page)
+      return fail("size ring buffer", std::to_string(options.ring_bytes) + " bytes", EINVAL,
+                  "give a power of two of at least " + std::to_string(page));
+    if (int rc = bpf_map__set_max_entries(impl->skel->maps.events, options.ring_bytes); rc != 0)
+      return fail("size ring buffer", "events", -rc);
+  }
 
   std::string load_log;
   {

@@ -29,6 +29,9 @@ namespace stepsnap::bpf {
 struct TracerOptions {
   // Route libbpf's own messages (and the verifier log) to log::debug.
   bool debug = false;
+  // Size of the kernel-to-user ring buffer: a power of two, at least one
+  // page. 0 keeps the built-in 1 MiB (about 1,700 records).
+  std::uint32_t ring_bytes = 0;
 };
 
 struct WatchOptions {

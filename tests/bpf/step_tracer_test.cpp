@@ -260,6 +260,37 @@ TEST_F(StepTracerTest, BoundariesOnlyWatchCountsEveryProcessButReportsOnlyTheMai
   EXPECT_EQ(WEXITSTATUS(step.wait()), 3);
 }
 
+TEST_F(StepTracerTest, OverflowingTheRingIsReportedAndStillEndsTheStep) {
+  // A one-page ring holds a handful of records; nobody polls while the step
+  // forks 50 children, so most records cannot be written.
+  auto small =
+      StepTracer::open({.ring_bytes = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE))});
+  ASSERT_TRUE(small) << small.error().message();
+  tracer_.emplace(std::move(*small));
+  Cgroup cg = make_cgroup("overflow");
+  auto id = watch(cg);
+  Pending step = shell("i=0; while [ $i -lt 50 ]; do /bin/true & i=$((i+1)); done; wait");
+  step.go(cg);
+  EXPECT_EQ(step.wait(), 0);
+  ASSERT_TRUE(poll_until_end(id)) << "the step end must come, from the ring or cgroup.events";
+  drain();
+  std::uint64_t lost = 0;
+  for (const auto& e : events_)
+    if (e.type == EventType::lost) lost += e.lost;
+  // 50 forks + 51 execs + 51 exits + 1 end were due; what is missing is counted.
+  std::size_t delivered =
+      count(EventType::fork, id) + count(EventType::exec, id) + count(EventType::exit, id);
+  EXPECT_GT(lost, 0u);
+  EXPECT_GE(delivered + lost, 152u);
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+}
+
+TEST_F(StepTracerTest, RingSizeThatIsNotAPowerOfTwoIsRefused) {
+  auto bad = StepTracer::open({.ring_bytes = 5000});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().err, EINVAL);
+}
+
 TEST_F(StepTracerTest, ChildThatOutlivesTheMainProcessDelaysStepEnd) {
   Cgroup cg = make_cgroup("outlive");
   auto id = watch(cg);
