@@ -285,6 +285,31 @@ TEST_F(StepTracerTest, OverflowingTheRingIsReportedAndStillEndsTheStep) {
   EXPECT_EQ(count(EventType::step_end, id), 1u);
 }
 
+TEST(StepTracerPrivileges, WithoutPrivilegesOpenSaysWhatIsMissing) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    // Root to nobody: the kernel clears every effective capability.
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(2);
+    auto t = StepTracer::open({});
+    std::string msg = t ? "opened" : t.error().message();
+    (void)!::write(fds[1], msg.data(), msg.size());
+    _exit(0);
+  }
+  ::close(fds[1]);
+  std::string msg;
+  char buf[512];
+  for (ssize_t n; (n = ::read(fds[0], buf, sizeof(buf))) > 0;) msg.append(buf, n);
+  ::close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  ASSERT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(msg.find('\n'), std::string::npos) << "one line: " << msg;
+  EXPECT_NE(msg.find("CAP_BPF"), std::string::npos) << msg;
+}
+
 TEST_F(StepTracerTest, RingSizeThatIsNotAPowerOfTwoIsRefused) {
   auto bad = StepTracer::open({.ring_bytes = 5000});
   ASSERT_FALSE(bad);
