@@ -9,7 +9,8 @@
 
 namespace stepsnap::dm::testing {
 
-Result<std::unique_ptr<TestPool>> TestPool::make(std::uint64_t data_bytes) {
+Result<std::unique_ptr<TestPool>> TestPool::make(std::uint64_t data_bytes,
+                                                 std::uint64_t metadata_bytes) {
   static std::atomic<int> counter{0};
   std::string name = "ssdm" + std::to_string(::getpid()) + "x" + std::to_string(counter++);
   std::unique_ptr<TestPool> tp(new TestPool);
@@ -17,7 +18,7 @@ Result<std::unique_ptr<TestPool>> TestPool::make(std::uint64_t data_bytes) {
   std::filesystem::create_directories(tp->dir_);
   auto data = LoopDevice::create_file(tp->dir_ + "/data", data_bytes);
   if (!data) return tl::unexpected(data.error());
-  auto meta = LoopDevice::create_file(tp->dir_ + "/metadata", 16 * kMiB);
+  auto meta = LoopDevice::create_file(tp->dir_ + "/metadata", metadata_bytes);
   if (!meta) return tl::unexpected(meta.error());
   tp->data_ = std::make_unique<LoopDevice>(std::move(*data));
   tp->metadata_ = std::make_unique<LoopDevice>(std::move(*meta));

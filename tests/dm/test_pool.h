@@ -17,7 +17,8 @@ constexpr std::uint64_t kMiB = 1024 * 1024;
 
 class TestPool {
  public:
-  static Result<std::unique_ptr<TestPool>> make(std::uint64_t data_bytes = 256 * kMiB);
+  static Result<std::unique_ptr<TestPool>> make(std::uint64_t data_bytes = 256 * kMiB,
+                                                std::uint64_t metadata_bytes = 16 * kMiB);
   ~TestPool();
 
   ThinPool& pool() { return *pool_; }

@@ -30,8 +30,8 @@ std::string marker(int i) { return "snapshot number " + std::to_string(i); }
 
 class ThinPoolTest : public ::testing::Test {
  protected:
-  void make_pool(std::uint64_t data_bytes = 256 * kMiB) {
-    auto tp = TestPool::make(data_bytes);
+  void make_pool(std::uint64_t data_bytes = 256 * kMiB, std::uint64_t metadata_bytes = 16 * kMiB) {
+    auto tp = TestPool::make(data_bytes, metadata_bytes);
     ASSERT_TRUE(tp) << tp.error().message();
     tp_ = std::move(*tp);
   }
@@ -148,6 +148,42 @@ TEST_F(ThinPoolTest, AFullPoolGivesOutOfDataSpaceAndDeletingASnapshotRecovers) {
   for (int i = failed_at; i < 40; ++i) ASSERT_OK(write_block(v.path(), i * kMiB, chunk));
   EXPECT_EQ(read_block(v.path(), 39 * kMiB, 1).value_or(""), "b");
   ASSERT_OK(pool().create_thin());
+}
+
+TEST_F(ThinPoolTest, RunningOutOfMetadataIsItsOwnErrorAndRefusesNewSnapshots) {
+  // 256 KiB of metadata is 64 blocks: a few dozen rounds of "change 4 blocks
+  // of the origin, snapshot it" use them all (each round copies btree nodes).
+  tp_.reset();
+  make_pool(256 * kMiB, 256 * 1024);
+  ThinVolume v = ASSERT_OK(pool().create_volume(tp_->name("vol"), 200 * kMiB)).value();
+  std::string chunk(4 * 64 * 1024, 'm');
+  bool exhausted = false;
+  for (int i = 1; i < 400 && !exhausted; ++i) {
+    (void)write_block(v.path(), (i * 7 % 3000) * 64 * 1024ull, chunk);  // may fail once full
+    auto snap = pool().snapshot(v);
+    if (!snap) {
+      exhausted = true;
+      EXPECT_EQ(kind_of(snap.error()), ErrorKind::out_of_metadata_space) << snap.error().message();
+      EXPECT_EQ(snap.error().err, ENOSPC) << snap.error().message();
+    }
+  }
+  ASSERT_TRUE(exhausted) << "256 KiB of metadata never filled up";
+
+  // The kernel aborted the transaction: read-only, needs_check. Distinct
+  // from a full data device, and every later attempt is refused up front.
+  auto st = ASSERT_OK(pool().status());
+  EXPECT_EQ(st->mode, PoolMode::read_only);
+  EXPECT_TRUE(st->needs_check);
+  EXPECT_LT(st->used_data_blocks, st->total_data_blocks);
+  auto usable = pool().check_usable();
+  ASSERT_FALSE(usable);
+  EXPECT_EQ(kind_of(usable.error()), ErrorKind::out_of_metadata_space) << usable.error().message();
+  auto refused = pool().create_thin();
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(kind_of(refused.error()), ErrorKind::out_of_metadata_space);
+  // And the origin was not left suspended by the failed snapshot.
+  auto info = ASSERT_OK(dm::info(v.name));
+  EXPECT_FALSE(info->suspended);
 }
 
 TEST_F(ThinPoolTest, AChangeBehindOurBackIsAStaleView) {
