@@ -27,8 +27,9 @@ namespace {
 
 constexpr int kRunnerFailed = 125;
 constexpr int kTimedOut = 124;
-// A forwarded signal that the step ignores (pid 1 of a pid namespace ignores
-// every signal it has no handler for) ends the step this long afterwards.
+// A forwarded SIGINT, SIGTERM or SIGQUIT that the step ignores (pid 1 of a
+// pid namespace ignores every signal it has no handler for) ends the step
+// this long afterwards.
 constexpr int kSignalGraceSeconds = 10;
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
@@ -163,7 +164,11 @@ int run_step(const ExecOptions& o, const std::vector<MountOp>& plan, const Cgrou
       if (::read(signals.get(), &si, sizeof(si)) == sizeof(si)) {
         forwarded_signal = static_cast<int>(si.ssi_signo);
         (void)step->signal(forwarded_signal);
-        if (!grace) grace = timer_after(kSignalGraceSeconds);
+        // Only signals that ask the step to stop get the grace kill: a step
+        // that handles SIGHUP or SIGUSR1 and keeps running is doing its job.
+        bool asks_to_stop = forwarded_signal == SIGINT || forwarded_signal == SIGTERM ||
+                            forwarded_signal == SIGQUIT;
+        if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
       }
     }
     if (fds[2].revents & POLLIN) {

@@ -100,6 +100,30 @@ TEST_F(RunnerExec, OnlyRequestedVolumesAreMountedAndNothingLeaks) {
   EXPECT_EQ(slurp("/proc/self/mountinfo"), before);
 }
 
+// Sends SIGTERM to runner half a second after it started `runner exec ARGS`;
+// returns runner's exit code.
+int exit_code_after_sigterm(const std::string& args) {
+  std::string cmd = "sh -c '" + std::string(RUNNER_PATH) + " exec " + args +
+                    " 2>/dev/null & pid=$!; sleep 0.5; kill -TERM $pid; wait $pid'";
+  int status = std::system(cmd.c_str());
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST_F(RunnerExec, SigtermReachesTheStep) {
+  // The step handles SIGTERM and exits 7: runner passes that on.
+  EXPECT_EQ(exit_code_after_sigterm(
+                "--no-agent -- sh -c \"trap \\\"exit 7\\\" TERM; while :; do sleep 0.1; done\""),
+            7);
+}
+
+TEST_F(RunnerExec, StepIgnoringSigtermIsKilledAfterTheGracePeriod) {
+  // sleep as pid 1 has no SIGTERM handler, so the kernel drops the signal;
+  // runner kills the cgroup 10 s later.
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(exit_code_after_sigterm("--no-agent -- sleep 100"), 137);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
+}
+
 TEST_F(RunnerExec, TimeoutKillsTheWholeTreeAndRemovesTheCgroup) {
   auto started = std::chrono::steady_clock::now();
   auto o = run("--no-agent --pipeline p --run timeout" + std::to_string(::getpid()) +
