@@ -395,11 +395,20 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
                   "all 2^24 thin ids have been used (ids are never reused); make a new pool");
     }
     intent.thin_id = pool->next_thin_id;
+    if (spec.thin_id) {
+      // Ids only grow: one below the counter was handed out before.
+      if (*spec.thin_id < pool->next_thin_id || *spec.thin_id > kMaxThinId) {
+        return fail("create " + spec.name, "thin id " + std::to_string(*spec.thin_id), EINVAL,
+                    "pool " + pool->name + " has given out every id below " +
+                        std::to_string(pool->next_thin_id) + " already; ids are never reused");
+      }
+      intent.thin_id = *spec.thin_id;
+    }
     std::int64_t now = now_ns();
 
-    auto bump = db_->prepare("UPDATE pools SET next_thin_id = next_thin_id + 1 WHERE id = ?");
+    auto bump = db_->prepare("UPDATE pools SET next_thin_id = ? WHERE id = ?");
     if (!bump) return tl::unexpected(bump.error());
-    bump->bind(1, spec.pool_id);
+    bump->bind(1, std::int64_t{intent.thin_id} + 1).bind(2, spec.pool_id);
     TRY(bump->run());
 
     auto ins = db_->prepare(

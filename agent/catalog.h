@@ -103,6 +103,11 @@ struct CreateSpec {
   std::uint64_t size_bytes = 0;  // 0 for snapshots/clones: the origin's size
   Labels labels;
   std::optional<StepInfo> step;
+  // The id the pool reserved for this device (dm::ThinPool hands it to its
+  // BeforeCreate hook, which is where the agent calls begin_create). The
+  // pool's counter here moves past it. Without it the catalog picks the next
+  // id itself.
+  std::optional<std::uint32_t> thin_id;
 };
 
 // Returned by begin_*; handed back to finish_*/abort_*.

@@ -243,10 +243,14 @@ Result<ThinId> ThinPool::reserve_id() {
 // someone outside this scheme answers EEXIST, and is skipped from then on.
 template <typename Make>
 static Result<ThinId> with_fresh_id(ThinPool& pool, std::set<ThinId>& in_use,
-                                    Result<ThinId> (ThinPool::*reserve)(), Make make) {
+                                    Result<ThinId> (ThinPool::*reserve)(),
+                                    const BeforeCreate& before, Make make) {
   for (int attempt = 0; attempt < 16; ++attempt) {
     auto id = (pool.*reserve)();
     if (!id) return id;
+    if (before) {
+      if (auto b = before(*id); !b) return tl::unexpected(b.error());
+    }
     auto r = make(*id);
     if (r) {
       in_use.insert(*id);
@@ -258,34 +262,35 @@ static Result<ThinId> with_fresh_id(ThinPool& pool, std::set<ThinId>& in_use,
   return fail("allocate thin id", pool.name(), EEXIST, "16 ids in a row already existed");
 }
 
-Result<ThinId> ThinPool::create_thin() {
-  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id,
+Result<ThinId> ThinPool::create_thin(const BeforeCreate& before) {
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, before,
                          [&](ThinId id) { return dm::create_thin(name_, id); });
   if (!r) return tl::unexpected(classify(r.error()));
   return r;
 }
 
-Result<ThinId> ThinPool::snapshot(const ThinVolume& origin) {
-  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, [&](ThinId id) {
+Result<ThinId> ThinPool::snapshot(const ThinVolume& origin, const BeforeCreate& before) {
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, before, [&](ThinId id) {
     return snapshot_active(name_, {origin.name, origin.id}, id);
   });
   if (!r) return tl::unexpected(classify(r.error()));
   return r;
 }
 
-Result<ThinId> ThinPool::snapshot(ThinId origin) {
+Result<ThinId> ThinPool::snapshot(ThinId origin, const BeforeCreate& before) {
   auto active = devices_of(origin);
   if (!active) return tl::unexpected(active.error());
   std::vector<std::string> devices;
   for (const auto& v : *active) devices.push_back(v.name);
-  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, [&](ThinId id) {
+  auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, before, [&](ThinId id) {
     return snapshot_suspending(name_, devices, origin, id);
   });
   if (!r) return tl::unexpected(classify(r.error()));
   return r;
 }
 
-Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolume>& origins) {
+Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolume>& origins,
+                                                     const BeforeCreate& before) {
   std::vector<ThinId> ids;
   std::vector<ActiveOrigin> active;
   for (const auto& origin : origins) {
@@ -293,6 +298,12 @@ Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolum
     if (!id) return tl::unexpected(id.error());
     ids.push_back(*id);
     active.push_back({origin.name, origin.id});
+  }
+  // Every intent before the first suspend: nothing is paused while the
+  // caller writes its records.
+  for (ThinId id : ids) {
+    if (!before) break;
+    if (auto b = before(id); !b) return tl::unexpected(b.error());
   }
   std::vector<ThinId> created;
   auto r = snapshot_group_active(name_, active, ids, &created);
@@ -349,17 +360,18 @@ Status ThinPool::deactivate(const std::string& name, const RetryPolicy& retry) {
   return remove_with_retry(name, retry);
 }
 
-Result<ThinVolume> ThinPool::create_volume(const std::string& name, std::uint64_t size_bytes) {
-  auto id = create_thin();
+Result<ThinVolume> ThinPool::create_volume(const std::string& name, std::uint64_t size_bytes,
+                                           const BeforeCreate& before) {
+  auto id = create_thin(before);
   if (!id) return tl::unexpected(id.error());
   auto volume = activate(*id, name, size_bytes);
   if (!volume) (void)delete_thin(*id);
   return volume;
 }
 
-Result<ThinVolume> ThinPool::clone(ThinId source, const std::string& name,
-                                   std::uint64_t size_bytes) {
-  auto id = snapshot(source);
+Result<ThinVolume> ThinPool::clone(ThinId source, const std::string& name, std::uint64_t size_bytes,
+                                   const BeforeCreate& before) {
+  auto id = snapshot(source, before);
   if (!id) return tl::unexpected(id.error());
   auto volume = activate(*id, name, size_bytes);
   if (!volume) (void)delete_thin(*id);

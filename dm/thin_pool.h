@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -48,6 +49,13 @@ struct ThinVolume {
   std::string path() const;  // /dev/mapper/<name>
   std::uint64_t size_bytes() const { return sectors * kSectorSize; }
 };
+
+// Called with a thin id after it is reserved and before the kernel creates
+// anything with it: where a caller writes its intent record (agent/catalog),
+// so a crash in between leaves a record naming the id, never an unrecorded
+// device. An error from it stops the operation with nothing created; the
+// reserved id is skipped, never reused.
+using BeforeCreate = std::function<Status(ThinId)>;
 
 struct ActivateOptions {
   bool read_only = false;
@@ -88,15 +96,16 @@ class ThinPool {
   Status set_low_water_mark(std::uint64_t blocks);
 
   // A new, empty thin id.
-  Result<ThinId> create_thin();
+  Result<ThinId> create_thin(const BeforeCreate& before = {});
   // A snapshot of an active volume: frozen, flushed, suspended for the
   // duration of one message.
-  Result<ThinId> snapshot(const ThinVolume& origin);
+  Result<ThinId> snapshot(const ThinVolume& origin, const BeforeCreate& before = {});
   // A snapshot of an id; any active device mapping it is suspended, an
   // inactive one is snapshotted directly.
-  Result<ThinId> snapshot(ThinId origin);
+  Result<ThinId> snapshot(ThinId origin, const BeforeCreate& before = {});
   // All at one instant; on failure no snapshot of the group is left behind.
-  Result<std::vector<ThinId>> snapshot_group(const std::vector<ThinVolume>& origins);
+  Result<std::vector<ThinId>> snapshot_group(const std::vector<ThinVolume>& origins,
+                                             const BeforeCreate& before = {});
   // The id must not be active (EBUSY otherwise).
   Status delete_thin(ThinId id);
 
@@ -105,13 +114,16 @@ class ThinPool {
   // Idempotent: a device that does not exist is already deactivated.
   Status deactivate(const std::string& name, const RetryPolicy& retry = {});
   // create_thin + activate.
-  Result<ThinVolume> create_volume(const std::string& name, std::uint64_t size_bytes);
+  Result<ThinVolume> create_volume(const std::string& name, std::uint64_t size_bytes,
+                                   const BeforeCreate& before = {});
   // A writable device from a snapshot (or any id): a new snapshot of it,
   // activated, so writes touch neither the source nor its other snapshots.
   // Restore is the same operation: any snapshot becomes a new volume.
-  Result<ThinVolume> clone(ThinId source, const std::string& name, std::uint64_t size_bytes);
-  Result<ThinVolume> restore(ThinId snapshot, const std::string& name, std::uint64_t size_bytes) {
-    return clone(snapshot, name, size_bytes);
+  Result<ThinVolume> clone(ThinId source, const std::string& name, std::uint64_t size_bytes,
+                           const BeforeCreate& before = {});
+  Result<ThinVolume> restore(ThinId snapshot, const std::string& name, std::uint64_t size_bytes,
+                             const BeforeCreate& before = {}) {
+    return clone(snapshot, name, size_bytes, before);
   }
   // The thin devices currently active on this pool.
   Result<std::vector<ThinVolume>> active_volumes() const;

@@ -186,6 +186,38 @@ TEST_F(ThinPoolTest, RunningOutOfMetadataIsItsOwnErrorAndRefusesNewSnapshots) {
   EXPECT_FALSE(info->suspended);
 }
 
+TEST_F(ThinPoolTest, BeforeCreateSeesEveryIdFirstAndCanStopTheCreate) {
+  std::vector<ThinId> seen;
+  BeforeCreate record = [&](ThinId id) -> Status {
+    seen.push_back(id);
+    return {};
+  };
+  ThinVolume v = ASSERT_OK(pool().create_volume(tp_->name("vol"), kRawBytes, record)).value();
+  EXPECT_EQ(seen, std::vector<ThinId>{v.id});
+  ThinId snap = ASSERT_OK(pool().snapshot(v, record)).value();
+  EXPECT_EQ(seen.back(), snap);
+
+  // A caller that cannot write its intent stops the create: the id it was
+  // shown never becomes a device, and is not handed out again.
+  auto refused = pool().snapshot(v, [&](ThinId id) -> Status {
+    seen.push_back(id);
+    return fail("record intent", "catalog", EIO);
+  });
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().err, EIO);
+  ThinId skipped = seen.back();
+  EXPECT_FALSE(pool().activate(skipped, tp_->name("ghost"), kRawBytes))
+      << "thin id " << skipped << " exists although its intent failed";
+  EXPECT_FALSE(ASSERT_OK(dm::info(v.name))->suspended);
+
+  // A group: every id is shown before the first suspend, in order.
+  ThinVolume w = ASSERT_OK(pool().create_volume(tp_->name("vol2"), kRawBytes)).value();
+  seen.clear();
+  auto group = ASSERT_OK(pool().snapshot_group({v, w}, record)).value();
+  EXPECT_EQ(seen, group);
+  EXPECT_GT(group.front(), skipped);
+}
+
 TEST_F(ThinPoolTest, AChangeBehindOurBackIsAStaleView) {
   std::uint64_t saved = pool().transaction_id();
   auto other = ASSERT_OK(ThinPool::open(pool().name()));
