@@ -13,9 +13,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 
 #include "common/unique_fd.h"
+#include "runner/agent_client.h"
 #include "runner/cgroup.h"
 #include "runner/mount_plan.h"
 #include "runner/step_process.h"
@@ -81,15 +83,6 @@ Status apply_limits(const Cgroup& cg, const ExecOptions& o) {
   return {};
 }
 
-Status check_host_volumes(const ExecOptions& o) {
-  for (const auto& v : o.volumes) {
-    struct stat st {};
-    if (::stat(v.name.c_str(), &st) != 0) return fail_errno("find volume directory", v.name);
-    if (!S_ISDIR(st.st_mode)) return fail("use volume", v.name, ENOTDIR);
-  }
-  return {};
-}
-
 std::vector<std::string> step_environment(const ExecOptions& o) {
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
@@ -124,9 +117,15 @@ void remove_empty_parents(const std::string& step_path) {
     if (::rmdir(p.c_str()) != 0) break;
 }
 
+struct StepOutcome {
+  int code = kRunnerFailed;  // the exit status runner reports
+  bool ran = false;          // CMD was exec'd: the agent gets step_finished
+};
+
 // Starts the step in its cgroup, forwards signals, enforces the timeout, and
 // returns the exit status runner reports.
-int run_step(const ExecOptions& o, const std::vector<MountOp>& plan, const Cgroup& step_cgroup) {
+StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
+                     const Cgroup& step_cgroup, AgentClient& agent, const StepRef& ref) {
   // Forwarded signals are taken through a signalfd; blocked before the
   // step starts so none is lost in between.
   sigset_t forwarded;
@@ -139,10 +138,19 @@ int run_step(const ExecOptions& o, const std::vector<MountOp>& plan, const Cgrou
   StepSpec spec{
       plan,     o.hostname, o.net == NetMode::none, o.workdir.value_or(""), step_environment(o),
       o.command};
-  auto step = StepProcess::start(spec, step_cgroup.dir_fd());
+  // The pre-snapshot sits between the step's setup and CMD's first
+  // instruction: a step whose pre-snapshot failed never runs.
+  std::function<Status()> pre_snapshot;
+  if (agent.takes_snapshots() && o.snapshots.pre)
+    pre_snapshot = [&] { return agent.await_pre_snapshot(ref); };
+  auto step = StepProcess::start(spec, step_cgroup.dir_fd(), pre_snapshot);
   if (!step) {
     ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-    return say(exit_code_of_start_failure(step.error()), step.error().message());
+    if (step.error().kind == "before_exec")
+      return {say(kRunnerFailed, "pre-snapshot of step " + ref.text() +
+                                     " failed, the step did not start: " + step.error().message()),
+              false};
+    return {say(exit_code_of_start_failure(step.error()), step.error().message()), false};
   }
 
   UniqueFd deadline = o.timeout_seconds ? timer_after(*o.timeout_seconds) : UniqueFd();
@@ -187,41 +195,69 @@ int run_step(const ExecOptions& o, const std::vector<MountOp>& plan, const Cgrou
   }
   auto status = step->wait();
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
-  if (!status) return say(kRunnerFailed, status.error().message());
-  return timed_out ? kTimedOut : *status;
+  if (!status) return {say(kRunnerFailed, status.error().message()), true};
+  return {timed_out ? kTimedOut : *status, true};
 }
 
 }  // namespace
 
 int run_exec(const ExecOptions& o) {
-  if (!o.no_agent)
-    return say(kRunnerFailed,
-               "the stepsnapd client is not built yet; run with --no-agent (no snapshots)");
   if (::geteuid() != 0)
     return say(kRunnerFailed, "must run as root (namespaces, mounts and cgroups need it)");
-  std::cerr << "runner: --no-agent: volumes are host directories bind-mounted as they are; "
-               "NO SNAPSHOTS are taken\n";
+  auto agent = connect_agent(o);
+  if (!agent) return say(kRunnerFailed, agent.error().message());
+  if (!(*agent)->takes_snapshots())
+    std::cerr << "runner: --no-agent: volumes are host directories bind-mounted as they are; "
+                 "NO SNAPSHOTS are taken\n";
 
-  if (auto s = check_host_volumes(o); !s) return say(kRunnerFailed, s.error().message());
-  auto plan = build_mount_plan(o);
+  // Volume names become the directories to bind: host directories with
+  // --no-agent, this run's clones with the agent.
+  StepRef ref{o.pipeline, o.run, o.step};
+  ExecOptions resolved = o;
+  std::vector<std::string> volume_names;
+  for (auto& v : resolved.volumes) {
+    volume_names.push_back(v.name);
+    auto source = (*agent)->ensure_run_clone(ref, v.name);
+    if (!source) return say(kRunnerFailed, source.error().message());
+    v.name = *source;
+  }
+  auto plan = build_mount_plan(resolved);
   if (!plan) return say(kRunnerFailed, plan.error().message());
 
   auto cg = Cgroup::create("stepsnap/" + o.pipeline + "/" + o.run + "/" + o.step);
   if (!cg) {
     auto e = cg.error();
-    if (e.err == EEXIST)
-      e.detail = "a step " + o.pipeline + "/" + o.run + "/" + o.step + " is already running";
+    if (e.err == EEXIST) e.detail = "a step " + ref.text() + " is already running";
     return say(kRunnerFailed, e.message());
   }
-  int code = kRunnerFailed;
-  if (auto s = apply_limits(*cg, o); !s)
+  StepOutcome outcome;
+  if (auto s = apply_limits(*cg, o); !s) {
     say(kRunnerFailed, s.error().message());
-  else
-    code = run_step(o, *plan, *cg);
+  } else if (auto r = (*agent)->register_step(
+                 {ref, cg->id(), cg->path(), o.snapshots, volume_names, o.command});
+             !r) {
+    say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
+  } else {
+    outcome = run_step(resolved, *plan, *cg, **agent, ref);
+    // Every process of the step must be gone before the post-snapshot. pid 1
+    // exiting makes the kernel kill the rest; wait until they are gone.
+    if (outcome.ran && (*agent)->takes_snapshots()) {
+      if (auto p = cg->populated(); p && *p) {
+        (void)cg->kill();
+        (void)cg->wait_empty(std::chrono::seconds(10));
+      }
+    }
+    auto done =
+        outcome.ran ? (*agent)->step_finished(ref, outcome.code) : (*agent)->unregister_step(ref);
+    if (!done) {
+      say(0, "stepsnapd after step " + ref.text() + ": " + done.error().message());
+      if (outcome.ran && outcome.code == 0) outcome.code = kRunnerFailed;
+    }
+  }
   std::string cg_path = cg->path();
   if (auto s = cg->remove(); !s) say(0, "cleanup: " + s.error().message());
   remove_empty_parents(cg_path);
-  return code;
+  return outcome.code;
 }
 
 }  // namespace stepsnap::runner

@@ -40,7 +40,12 @@ Status bring_up_loopback() {
   return {};
 }
 
-[[noreturn]] void run_child(const StepSpec& spec, int report_fd) {
+// The byte a gated child writes once its setup is done, and the one runner
+// answers with to let it exec. Error reports start with a digit (errno).
+constexpr char kReady = 'R';
+constexpr char kGo = 'G';
+
+[[noreturn]] void run_child(const StepSpec& spec, int report_fd, int go_fd) {
   // runner blocks the signals it forwards; the step starts with none blocked.
   sigset_t none;
   sigemptyset(&none);
@@ -54,6 +59,18 @@ Status bring_up_loopback() {
   }
   if (!spec.workdir.empty() && ::chdir(spec.workdir.c_str()) != 0)
     child_fail(report_fd, fail_errno("change to working directory", spec.workdir).value());
+
+  if (go_fd >= 0) {
+    // Wait for runner's go; EOF (runner refused or died) ends the child
+    // before CMD runs a single instruction.
+    char go = 0;
+    if (::write(report_fd, &kReady, 1) != 1) ::_exit(125);
+    ssize_t n;
+    while ((n = ::read(go_fd, &go, 1)) < 0 && errno == EINTR) {
+    }
+    if (n != 1 || go != kGo) ::_exit(125);
+    ::close(go_fd);
+  }
 
   std::vector<char*> argv, envp;
   for (const auto& a : spec.command) argv.push_back(const_cast<char*>(a.c_str()));
@@ -76,10 +93,20 @@ int exit_code_of_start_failure(const Error& e) {
   return 125;
 }
 
-Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd) {
+Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd,
+                                       const std::function<Status()>& before_exec) {
   int pipe_fds[2];
   if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return fail_errno("create pipe for", "step start");
   UniqueFd report_read(pipe_fds[0]), report_write(pipe_fds[1]);
+  UniqueFd go_read, go_write;
+  if (before_exec) {
+    // A socket, not a pipe: send(MSG_NOSIGNAL) to a child that died meanwhile
+    // is EPIPE, never a SIGPIPE that would end runner.
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pipe_fds) != 0)
+      return fail_errno("create socket pair for", "step start");
+    go_read.reset(pipe_fds[0]);
+    go_write.reset(pipe_fds[1]);
+  }
 
   int pidfd = -1;
   struct clone_args args {};
@@ -97,13 +124,41 @@ Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd) {
   }
   if (pid == 0) {
     report_read.reset();
-    run_child(spec, report_write.get());
+    go_write.reset();
+    run_child(spec, report_write.get(), go_read.get());
   }
   report_write.reset();
+  go_read.reset();
   StepProcess step(static_cast<pid_t>(pid), UniqueFd(pidfd));
 
-  // Blocks until the child execs (pipe closed, nothing written) or fails.
+  // Everything the child wrote: nothing when CMD exec'd, else "<errno> <message>".
   std::string report;
+  if (before_exec) {
+    char first = 0;
+    ssize_t n;
+    while ((n = ::read(report_read.get(), &first, 1)) < 0 && errno == EINTR) {
+    }
+    if (n == 1 && first == kReady) {
+      if (auto s = before_exec(); !s) {
+        go_write.reset();  // the child sees EOF and exits without exec'ing
+        (void)step.wait();
+        Error e = s.error();
+        e.kind = "before_exec";
+        return tl::unexpected(e);
+      }
+      if (::send(go_write.get(), &kGo, 1, MSG_NOSIGNAL) != 1) {
+        auto e = fail_errno("release step", spec.command[0]);
+        go_write.reset();
+        (void)step.wait();
+        return e;
+      }
+    } else if (n == 1) {
+      report.push_back(first);  // a setup error's first byte
+    }
+    go_write.reset();
+  }
+
+  // Blocks until the child execs (pipe closed, nothing written) or fails.
   char buf[512];
   ssize_t n;
   while ((n = ::read(report_read.get(), buf, sizeof(buf))) != 0) {

@@ -6,6 +6,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,7 +31,13 @@ class StepProcess {
   // Starts the step and returns once CMD runs. A failure inside the child
   // (a mount, the exec) comes back as the Error, its kind "not_found",
   // "not_executable" or "setup": see exit_code_of_start_failure().
-  static Result<StepProcess> start(const StepSpec& spec, int cgroup_fd);
+  //
+  // before_exec, when given, runs in runner once the child's setup is done
+  // and before CMD's first instruction (the agent's pre-snapshot). If it
+  // fails, the child exits without exec'ing and its error comes back with
+  // kind "before_exec": the step never ran.
+  static Result<StepProcess> start(const StepSpec& spec, int cgroup_fd,
+                                   const std::function<Status()>& before_exec = {});
 
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }

@@ -40,10 +40,11 @@ class RunnerExec : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  // Runs `runner exec <args>` through the shell; stdout and stderr captured.
-  Outcome run(const std::string& args) {
-    std::string cmd = std::string(RUNNER_PATH) + " exec " + args + " >" + (dir_ / "out").string() +
-                      " 2>" + (dir_ / "err").string() + " </dev/null";
+  // Runs `[wrapper] runner exec <args>` through the shell; stdout and stderr
+  // captured.
+  Outcome run(const std::string& args, const std::string& wrapper = "") {
+    std::string cmd = wrapper + std::string(RUNNER_PATH) + " exec " + args + " >" +
+                      (dir_ / "out").string() + " 2>" + (dir_ / "err").string() + " </dev/null";
     int status = std::system(cmd.c_str());
     Outcome o;
     o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -153,6 +154,45 @@ TEST_F(RunnerExec, UserErrorsAreOneLineAndMakeNothing) {
     EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << o.err;
   }
   EXPECT_FALSE(fs::exists(*root + "/stepsnap/no-agent"));
+}
+
+// The last line of stderr is runner's error, and the only one besides the
+// --no-agent warning.
+void expect_one_error_line(const Outcome& o, const std::string& about) {
+  EXPECT_EQ(o.code, 125) << o.err;
+  auto at = o.err.rfind("runner:");
+  ASSERT_NE(at, std::string::npos) << o.err;
+  std::string last = o.err.substr(at);
+  EXPECT_EQ(std::count(last.begin(), last.end(), '\n'), 1) << o.err;
+  EXPECT_NE(last.find(about), std::string::npos) << o.err;
+  std::string before = o.err.substr(0, at);
+  EXPECT_LE(std::count(before.begin(), before.end(), '\n'), 1) << o.err;
+}
+
+TEST_F(RunnerExec, SystemErrorsAreOneLineAndLeaveNothingBehind) {
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  std::string run_id = "errors" + std::to_string(::getpid());
+  std::string mounts_before = slurp("/proc/self/mountinfo");
+
+  // Agent not running.
+  expect_one_error_line(run("--pipeline p --run " + run_id + " --step s --agent " +
+                            (dir_ / "no-agent.sock").string() + " -- true"),
+                        "is stepsnapd running");
+  // Mount failure: the mount point does not exist.
+  expect_one_error_line(run("--no-agent --pipeline p --run " + run_id + " --step s --volume " +
+                            dir_.string() + ":" + (dir_ / "missing").string() + " -- true"),
+                        (dir_ / "missing").string());
+  // Not root.
+  expect_one_error_line(
+      run("--no-agent -- true", "setpriv --reuid=65534 --regid=65534 --clear-groups "), "root");
+  // cgroup v2 not mounted (unmounted in a private mount namespace only).
+  expect_one_error_line(run("--no-agent --pipeline p --run " + run_id + " --step s -- true",
+                            "unshare -m sh -c 'umount -l " + *root + " && exec \"$0\" \"$@\"' "),
+                        "cgroup2");
+
+  EXPECT_FALSE(fs::exists(*root + "/stepsnap/p/" + run_id));
+  EXPECT_EQ(slurp("/proc/self/mountinfo"), mounts_before);
 }
 
 }  // namespace

@@ -1,0 +1,76 @@
+// What runner needs from stepsnapd, as an interface: the seam between runner/
+// and the agent's newline-delimited JSON API over its Unix socket.
+//
+// runner calls, in this order, for one step:
+//   ensure_run_clone   once per --volume, before anything else is made
+//   register_step      once the step's cgroup exists (the agent watches it)
+//   await_pre_snapshot the step's setup is done and CMD has not run yet;
+//                      an error here means the step never starts
+//   step_finished      every process of the step is gone (post-snapshot)
+//   unregister_step    instead of step_finished, when the step never ran
+// Nothing below agent/ includes agent/: the socket client implementing this
+// lives in runner/ and speaks the agent's wire format.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "runner/options.h"
+
+namespace stepsnap::runner {
+
+struct StepRef {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::string text() const { return pipeline + "/" + run + "/" + step; }
+};
+
+struct StepRegistration {
+  StepRef ref;
+  std::uint64_t cgroup_id = 0;  // inode of the cgroup directory, as BPF sees it
+  std::string cgroup_path;
+  SnapshotPhases snapshots;
+  std::vector<std::string> volumes;  // volume names, in --volume order
+  std::vector<std::string> command;
+};
+
+class AgentClient {
+ public:
+  virtual ~AgentClient() = default;
+
+  // False for --no-agent: runner then says loudly that nothing is snapshotted.
+  virtual bool takes_snapshots() const = 0;
+  // A host directory holding this run's clone of `volume` (created from the
+  // volume's latest snapshot on the run's first use, reused by later steps).
+  virtual Result<std::string> ensure_run_clone(const StepRef& ref, const std::string& volume) = 0;
+  virtual Status register_step(const StepRegistration& registration) = 0;
+  // Returns once the pre-snapshot of every volume is taken.
+  virtual Status await_pre_snapshot(const StepRef& ref) = 0;
+  // exit_status: runner's own exit status for the step (CMD's, 128+N, 124).
+  virtual Status step_finished(const StepRef& ref, int exit_status) = 0;
+  virtual Status unregister_step(const StepRef& ref) = 0;
+};
+
+// --no-agent: a volume "name" is a host directory, used as it is; no clones,
+// no registration, no snapshots.
+class NoAgentClient final : public AgentClient {
+ public:
+  bool takes_snapshots() const override { return false; }
+  Result<std::string> ensure_run_clone(const StepRef& ref, const std::string& volume) override;
+  Status register_step(const StepRegistration&) override { return {}; }
+  Status await_pre_snapshot(const StepRef&) override { return {}; }
+  Status step_finished(const StepRef&, int) override { return {}; }
+  Status unregister_step(const StepRef&) override { return {}; }
+};
+
+// NoAgentClient for --no-agent; otherwise connects to options.agent_socket
+// ("connect to stepsnapd at SOCKET: No such file or directory (is stepsnapd
+// running? ...)"). The socket client itself is not written yet: a reachable
+// agent is still an error, said as such.
+Result<std::unique_ptr<AgentClient>> connect_agent(const ExecOptions& options);
+
+}  // namespace stepsnap::runner
