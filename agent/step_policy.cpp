@@ -1,0 +1,526 @@
+#include "agent/step_policy.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <set>
+
+#include "common/log.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string step_key(const std::string& pipeline, const std::string& run, const std::string& step) {
+  return pipeline + "/" + run + "/" + step;
+}
+
+bool wants_pre(SnapshotPolicy p) { return p == SnapshotPolicy::pre || p == SnapshotPolicy::both; }
+bool wants_post(SnapshotPolicy p) { return p == SnapshotPolicy::post || p == SnapshotPolicy::both; }
+
+std::optional<int> exit_status_of(const std::optional<bpf::ExitStatus>& e) {
+  if (!e) return std::nullopt;
+  if (e->code) return *e->code;
+  if (e->signal) return 128 + *e->signal;
+  return std::nullopt;
+}
+
+json step_ref(const StepRegisterArgs& a) {
+  return {{"pipeline", a.pipeline}, {"run", a.run}, {"step", a.step}};
+}
+
+}  // namespace
+
+Status kill_cgroup(const std::string& dir) {
+  {
+    UniqueFd fd(::open((dir + "/cgroup.kill").c_str(), O_WRONLY | O_CLOEXEC));
+    if (fd && ::write(fd.get(), "1", 1) == 1) return {};
+  }
+  std::ifstream procs(dir + "/cgroup.procs");
+  if (!procs) return fail("kill cgroup", dir, ENOENT, "no cgroup.kill and no cgroup.procs");
+  pid_t pid = 0;
+  while (procs >> pid) ::kill(pid, SIGKILL);
+  return {};
+}
+
+Result<std::unique_ptr<StepPolicy>> StepPolicy::start(Volumes& volumes, EventLog& events,
+                                                      const StepPolicyOptions& options) {
+  auto tracer = bpf::StepTracer::open(options.tracer);
+  if (!tracer) return tl::unexpected(tracer.error().context("start step tracer"));
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake) return fail_errno("start step policy", "eventfd");
+  std::unique_ptr<StepPolicy> p(
+      new StepPolicy(volumes, events, std::move(*tracer), options, std::move(wake)));
+  p->tracer_thread_ = std::thread([s = p.get()] { s->tracer_loop(); });
+  p->worker_thread_ = std::thread([s = p.get()] { s->worker_loop(); });
+  return p;
+}
+
+StepPolicy::StepPolicy(Volumes& volumes, EventLog& events, bpf::StepTracer tracer,
+                       const StepPolicyOptions& options, UniqueFd wake)
+    : volumes_(volumes),
+      events_(events),
+      options_(options),
+      tracer_(std::move(tracer)),
+      wake_(std::move(wake)) {}
+
+StepPolicy::~StepPolicy() { stop(); }
+
+void StepPolicy::stop() {
+  {
+    std::lock_guard lock(queue_mutex_);
+    if (stopping_ && !worker_thread_.joinable() && !tracer_thread_.joinable()) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  // The worker first: the snapshot under way finishes and queues its
+  // release, which the tracer thread still runs before it stops.
+  if (worker_thread_.joinable()) worker_thread_.join();
+  std::uint64_t one = 1;
+  if (::write(wake_.get(), &one, sizeof one) < 0)
+    log::warn("step policy: wake tracer thread failed");
+  if (tracer_thread_.joinable()) tracer_thread_.join();
+}
+
+void StepPolicy::post_work(std::function<void()> fn) {
+  {
+    std::lock_guard lock(queue_mutex_);
+    work_queue_.push_back(std::move(fn));
+  }
+  work_cv_.notify_all();
+}
+
+void StepPolicy::post_tracer(std::function<void(bpf::StepTracer&)> fn) {
+  {
+    std::lock_guard lock(queue_mutex_);
+    tracer_queue_.push_back(std::move(fn));
+  }
+  std::uint64_t one = 1;
+  if (::write(wake_.get(), &one, sizeof one) < 0)
+    log::warn("step policy: wake tracer thread failed");
+}
+
+Status StepPolicy::on_tracer(std::function<Status(bpf::StepTracer&)> fn) {
+  auto done = std::make_shared<std::promise<Status>>();
+  auto result = done->get_future();
+  {
+    std::lock_guard lock(queue_mutex_);
+    if (stopping_) return fail("step tracer", "", ESHUTDOWN, "the agent is stopping");
+  }
+  post_tracer([fn = std::move(fn), done](bpf::StepTracer& t) { done->set_value(fn(t)); });
+  return result.get();
+}
+
+void StepPolicy::worker_loop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(queue_mutex_);
+      work_cv_.wait(lock, [&] { return stopping_ || !work_queue_.empty(); });
+      if (work_queue_.empty()) return;  // stopping and idle
+      job = std::move(work_queue_.front());
+      work_queue_.pop_front();
+    }
+    job();
+  }
+}
+
+void StepPolicy::tracer_loop() {
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_.get();
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+  ev.data.fd = tracer_->fd();
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, tracer_->fd(), &ev);
+  auto callback = [this](const bpf::Event& e) { on_event(e); };
+  for (;;) {
+    int timeout_ms = 1000;
+    if (auto d = tracer_->next_deadline()) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      *d - std::chrono::steady_clock::now())
+                      .count();
+      timeout_ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 1000));
+    }
+    epoll_event events[4];
+    int n = ::epoll_wait(ep.get(), events, 4, timeout_ms);
+    if (n < 0 && errno != EINTR)
+      log::error(std::string("step tracer: epoll: ") + std::strerror(errno));
+    std::uint64_t count = 0;
+    if (::read(wake_.get(), &count, sizeof count) < 0 && errno != EAGAIN) {
+      log::warn("step tracer: read eventfd failed");
+    }
+    std::deque<std::function<void(bpf::StepTracer&)>> commands;
+    bool stop = false;
+    {
+      std::lock_guard lock(queue_mutex_);
+      commands.swap(tracer_queue_);
+      stop = stopping_;
+    }
+    for (auto& c : commands) c(*tracer_);
+    if (auto r = tracer_->poll(std::chrono::milliseconds(0), callback); !r) {
+      log::error("step tracer: " + r.error().message());
+    }
+    if (stop) {
+      // Watches end with the tracer: a held step is released by its
+      // destructor, volumes stay as they are.
+      std::lock_guard lock(queue_mutex_);
+      for (auto& c : tracer_queue_) c(*tracer_);
+      tracer_queue_.clear();
+      tracer_.reset();
+      return;
+    }
+  }
+}
+
+void StepPolicy::emit(EventType type, json data) {
+  auto r = events_.append(type, std::move(data));
+  if (!r) log::error("event " + std::string(to_string(type)) + ": " + r.error().message());
+}
+
+Result<json> StepPolicy::register_step(const StepRegisterArgs& args) {
+  const std::string key = step_key(args.pipeline, args.run, args.step);
+  for (const auto& v : args.volumes) {
+    auto d = volumes_.find(v);
+    if (!d) return tl::unexpected(d.error().context("register step " + key));
+    if (d->kind == DeviceKind::snapshot) {
+      return fail("register step " + key, v, EINVAL,
+                  "it is a snapshot; steps run on volumes or clones (clone it first)");
+    }
+    if (d->dm_name.empty()) {
+      return fail("register step " + key, v, ENXIO, "volume is not active");
+    }
+  }
+  struct stat st {};
+  if (::stat(args.cgroup.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail("register step " + key, args.cgroup, ENOENT,
+                "no such cgroup directory; create the step's cgroup first");
+  }
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it != steps_.end() && it->second.state != StepState::finished &&
+        it->second.state != StepState::failed) {
+      return fail("register step", key, EEXIST,
+                  "the step is registered and " + std::string(to_string(it->second.state)));
+    }
+    if (by_cgroup_.count(st.st_ino)) {
+      return fail("register step " + key, args.cgroup, EEXIST,
+                  "another step is registered on that cgroup");
+    }
+    Step s;
+    s.args = args;
+    s.cgroup_id = st.st_ino;
+    s.registered_ns = now_ns();
+    steps_[key] = std::move(s);
+    by_cgroup_[st.st_ino] = key;
+  }
+  bpf::WatchOptions w{.hold_first_exec = wants_pre(args.policy),
+                      .hold_timeout = options_.hold_timeout,
+                      .boundaries_only = true};
+  std::uint64_t id = 0;
+  auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
+    auto r = t.watch(args.cgroup, w);
+    if (!r) return tl::unexpected(r.error());
+    id = *r;
+    return {};
+  });
+  std::lock_guard lock(mutex_);
+  Step& s = steps_[key];
+  if (!watched) {
+    by_cgroup_.erase(s.cgroup_id);
+    steps_.erase(key);
+    return tl::unexpected(watched.error().context("register step " + key));
+  }
+  if (id != s.cgroup_id) {
+    by_cgroup_.erase(s.cgroup_id);
+    s.cgroup_id = id;
+    by_cgroup_[id] = key;
+  }
+  s.watching = true;
+  log::info("step " + key + ": watching " + args.cgroup + " (policy " +
+            std::string(to_string(args.policy)) + ")");
+  return step_json(s);
+}
+
+void StepPolicy::on_event(const bpf::Event& e) {
+  if (e.type == bpf::EventType::lost) {
+    emit(EventType::events_lost, {{"source", "bpf"}, {"count", e.lost}});
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  auto k = by_cgroup_.find(e.cgroup_id);
+  if (k == by_cgroup_.end()) return;
+  auto it = steps_.find(k->second);
+  if (it == steps_.end()) return;
+  Step& s = it->second;
+  switch (e.type) {
+    case bpf::EventType::exec:
+      if (e.held) {
+        s.pid = e.tgid;
+        s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
+        apply(k->second, s, StepInput::held_exec);
+      } else if (e.main) {
+        s.pid = e.tgid;
+        apply(k->second, s, StepInput::exec);
+      }
+      break;
+    case bpf::EventType::hold_timeout:
+      apply(k->second, s, StepInput::hold_timeout);
+      break;
+    case bpf::EventType::step_end:
+      if (!s.exit) s.exit = e.exit;
+      if (s.state == StepState::holding) {
+        s.ended_while_holding = true;
+      } else {
+        apply(k->second, s, StepInput::step_end);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
+  StepPolicyFlags flags{wants_pre(s.args.policy), wants_post(s.args.policy)};
+  StepState before = s.state;
+  StepTransition t = step_transition(s.state, input, flags);
+  s.state = t.next;
+  if (before != t.next) {
+    log::debug("step " + key + ": " + std::string(to_string(before)) + " -> " +
+               std::string(to_string(t.next)));
+  }
+  std::uint64_t cgroup_id = s.cgroup_id;
+  switch (t.action) {
+    case StepAction::none:
+      break;
+    case StepAction::take_pre:
+      post_work([this, key] { take_snapshots(key, Phase::pre); });
+      break;
+    case StepAction::release:
+    case StepAction::mark_started: {
+      s.started_ns = now_ns();
+      if (t.action == StepAction::release && s.exec_mono_ns != 0) {
+        s.held_ns = static_cast<std::int64_t>(bpf::monotonic_ns() - s.exec_mono_ns);
+      }
+      json data = step_ref(s.args);
+      data["held_ns"] = s.held_ns;
+      data["pid"] = s.pid;
+      data["cgroup"] = s.args.cgroup;
+      data["pre_snapshots"] = s.pre_snapshots;
+      emit(EventType::step_started, data);
+      if (t.action == StepAction::release) {
+        post_tracer([cgroup_id, key](bpf::StepTracer& tr) {
+          if (auto r = tr.release(cgroup_id); !r) {
+            log::warn("step " + key + ": release: " + r.error().message());
+          }
+        });
+      }
+      log::info("step " + key + ": started (held " + std::to_string(s.held_ns / 1000000) + " ms)");
+      if (s.ended_while_holding) {
+        s.ended_while_holding = false;
+        apply(key, s, StepInput::step_end);
+      }
+      break;
+    }
+    case StepAction::kill: {
+      if (s.error.empty()) {
+        s.error = input == StepInput::hold_timeout
+                      ? "the tracer's hold timed out before the pre-snapshot was taken"
+                      : "pre-snapshot failed";
+      }
+      auto k = kill_cgroup(s.args.cgroup);
+      log::error("step " + key + ": " + s.error + "; killing its cgroup" +
+                 (k ? "" : " failed: " + k.error().message()));
+      json data = step_ref(s.args);
+      data["op"] = "step.pre_snapshot";
+      data["message"] = s.error;
+      data["cgroup"] = s.args.cgroup;
+      data["killed"] = static_cast<bool>(k);
+      emit(EventType::error, data);
+      if (s.ended_while_holding) {
+        s.ended_while_holding = false;
+        apply(key, s, StepInput::step_end);
+      }
+      break;
+    }
+    case StepAction::take_post:
+      post_work([this, key] { take_snapshots(key, Phase::post); });
+      break;
+    case StepAction::finish:
+      finish_step(key, s);
+      break;
+  }
+}
+
+void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
+  std::vector<std::string> volumes;
+  StepInfo info;
+  Labels labels;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it == steps_.end()) return;
+    const Step& s = it->second;
+    volumes = s.args.volumes;
+    info = StepInfo{s.args.pipeline, s.args.run,
+                    s.args.step,     phase,
+                    s.args.command,  phase == Phase::post ? exit_status_of(s.exit) : std::nullopt};
+    labels = s.args.labels;
+  }
+  json extra = {{"step",
+                 {{"pipeline", info.pipeline},
+                  {"run", info.run},
+                  {"step", info.step},
+                  {"phase", std::string(to_string(phase))},
+                  {"command", info.command}}}};
+  if (info.exit_status) extra["step"]["exit_status"] = *info.exit_status;
+  auto group = volumes_.snapshot_group(volumes, info, labels, extra);
+  std::lock_guard lock(mutex_);
+  auto it = steps_.find(key);
+  if (it == steps_.end()) return;
+  Step& s = it->second;
+  if (!group) {
+    s.error = std::string(to_string(phase)) + "-snapshot failed: " + group.error().message();
+    log::error("step " + key + ": " + s.error);
+    if (phase == Phase::post) {
+      json data = step_ref(s.args);
+      data["op"] = "step.post_snapshot";
+      data["message"] = s.error;
+      if (!group.error().kind.empty()) data["kind"] = group.error().kind;
+      emit(EventType::error, data);
+    }
+    apply(key, s, phase == Phase::pre ? StepInput::pre_failed : StepInput::post_failed);
+    if (phase == Phase::post) apply(key, s, StepInput::step_end);  // failed -> finish
+    return;
+  }
+  auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
+  for (const auto& d : group->snapshots) names.push_back(d.name);
+  log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, pause " +
+            std::to_string(group->pause.count() / 1000) + " us");
+  if (phase == Phase::pre) {
+    apply(key, s, StepInput::pre_done);
+  } else {
+    apply(key, s, StepInput::post_done);
+    finish_step(key, s);
+  }
+}
+
+void StepPolicy::finish_step(const std::string& key, Step& s) {
+  s.finished_ns = now_ns();
+  json data = step_ref(s.args);
+  auto status = exit_status_of(s.exit);
+  data["exit_status"] = status ? json(*status) : json(nullptr);
+  if (s.exit && s.exit->signal) data["signal"] = *s.exit->signal;
+  data["state"] = std::string(to_string(s.state));
+  data["pre_snapshots"] = s.pre_snapshots;
+  data["post_snapshots"] = s.post_snapshots;
+  if (s.started_ns) data["duration_ns"] = s.finished_ns - s.started_ns;
+  if (!s.error.empty()) data["error"] = s.error;
+  emit(EventType::step_finished, data);
+  if (s.watching) {
+    s.watching = false;
+    std::uint64_t id = s.cgroup_id;
+    post_tracer([id](bpf::StepTracer& tr) { (void)tr.unwatch(id); });
+  }
+  by_cgroup_.erase(s.cgroup_id);
+  log::info("step " + key + ": " + std::string(to_string(s.state)) + ", exit status " +
+            (status ? std::to_string(*status) : std::string("unknown")));
+}
+
+json StepPolicy::step_json(const Step& s) const {
+  json j = step_ref(s.args);
+  j["state"] = std::string(to_string(s.state));
+  j["policy"] = std::string(to_string(s.args.policy));
+  j["cgroup"] = s.args.cgroup;
+  j["cgroup_id"] = s.cgroup_id;
+  j["volumes"] = s.args.volumes;
+  j["command"] = s.args.command;
+  j["registered"] = format_rfc3339_ns(s.registered_ns);
+  if (s.started_ns) j["started"] = format_rfc3339_ns(s.started_ns);
+  if (s.finished_ns) j["finished"] = format_rfc3339_ns(s.finished_ns);
+  j["held_ns"] = s.held_ns;
+  if (auto st = exit_status_of(s.exit)) j["exit_status"] = *st;
+  if (!s.error.empty()) j["error"] = s.error;
+  j["pre_snapshots"] = s.pre_snapshots;
+  j["post_snapshots"] = s.post_snapshots;
+  return j;
+}
+
+Result<json> StepPolicy::snapshots_json(const std::string& pipeline, const std::string& run,
+                                        const std::string& step) {
+  DeviceFilter f;
+  f.kind = DeviceKind::snapshot;
+  f.pipeline = pipeline;
+  f.run = run;
+  if (!step.empty()) f.step = step;
+  auto list = volumes_.list(f);
+  if (!list) return tl::unexpected(list.error());
+  json out = json::array();
+  for (const auto& d : *list) out.push_back(device_json(d));
+  return out;
+}
+
+Result<json> StepPolicy::status(const std::string& pipeline, const std::string& run,
+                                const std::string& step) {
+  auto snaps = snapshots_json(pipeline, run, step);
+  if (!snaps) return snaps;
+  json j;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(step_key(pipeline, run, step));
+    if (it != steps_.end()) {
+      j = step_json(it->second);
+    } else if (!snaps->empty()) {
+      j = {{"pipeline", pipeline}, {"run", run}, {"step", step}, {"state", "unknown"}};
+    } else {
+      return fail("step status", step_key(pipeline, run, step), ENOENT,
+                  "no such step registered and no snapshots of it");
+    }
+  }
+  j["snapshots"] = *snaps;
+  return j;
+}
+
+Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run) {
+  auto snaps = snapshots_json(pipeline, run, "");
+  if (!snaps) return snaps;
+  std::map<std::string, json> steps;
+  {
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, s] : steps_) {
+      if (s.args.pipeline == pipeline && s.args.run == run) {
+        steps[s.args.step] = step_json(s);
+        steps[s.args.step]["snapshots"] = json::array();
+      }
+    }
+  }
+  for (const auto& snap : *snaps) {
+    std::string name = snap["step"]["step"];
+    if (!steps.count(name)) {
+      steps[name] = {{"pipeline", pipeline},
+                     {"run", run},
+                     {"step", name},
+                     {"state", "unknown"},
+                     {"snapshots", json::array()}};
+    }
+    steps[name]["snapshots"].push_back(snap);
+  }
+  if (steps.empty()) {
+    return fail("run show", pipeline + "/" + run, ENOENT, "no steps or snapshots for that run");
+  }
+  json out = {{"pipeline", pipeline}, {"run", run}, {"steps", json::array()}};
+  for (auto& [name, s] : steps) out["steps"].push_back(std::move(s));
+  return out;
+}
+
+}  // namespace stepsnap::agent

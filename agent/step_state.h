@@ -1,0 +1,59 @@
+// The life of a registered step as a pure state machine: what the step
+// policy does at each tracer event or snapshot result. No I/O here; the
+// policy (step_policy.h) performs the returned action. Unit-tested.
+//
+//   registered --held exec--> holding   (take pre-snapshots; step stopped)
+//   registered --exec-------> running   (no pre policy: just note the start)
+//   holding   --pre done----> running   (release the step)
+//   holding   --pre failed--> failed    (kill the cgroup, never release)
+//   holding   --hold timeout> failed    (the tracer let it go: kill it)
+//   running   --step end----> finishing (take post-snapshots, or finish)
+//   holding   --step end----> holding   (remembered; handled at pre done)
+//   finishing --post done---> finished
+//   finishing --post failed-> failed
+//   failed    --step end----> failed    (report step.finished, stop watching)
+#pragma once
+
+#include <string_view>
+
+namespace stepsnap::agent {
+
+enum class StepState { registered, holding, running, finishing, finished, failed };
+std::string_view to_string(StepState s);
+
+enum class StepInput {
+  held_exec,     // the tracer stopped the step's first exec
+  exec,          // the step's main process exec'd (not held)
+  pre_done,      // pre-snapshots taken
+  pre_failed,    // pre-snapshots failed
+  hold_timeout,  // the tracer released the step on its own
+  step_end,      // every process of the step is gone
+  post_done,
+  post_failed,
+};
+
+enum class StepAction {
+  none,          // ignore (duplicate or out-of-order input)
+  take_pre,      // snapshot the volumes (phase pre)
+  release,       // emit step.started, release the held process
+  mark_started,  // emit step.started (held 0)
+  kill,          // kill the cgroup, emit error
+  take_post,     // snapshot the volumes (phase post), then finish
+  finish,        // emit step.finished (no post-snapshot), stop watching
+};
+
+struct StepPolicyFlags {
+  bool pre = false;
+  bool post = false;
+};
+
+struct StepTransition {
+  StepState next;
+  StepAction action;
+};
+
+// A step_end while holding changes nothing here: the policy remembers it
+// and feeds step_end again once the step is running (or failed).
+StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags flags);
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,386 @@
+#include "agent/volumes.h"
+
+#include <cerrno>
+
+#include "common/log.h"
+#include "dm/dm_error.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr std::uint64_t kSector = 512;
+
+json labels_json(const Labels& labels) {
+  json out = json::object();
+  for (const auto& [k, v] : labels) out[k] = v;
+  return out;
+}
+
+// Commits `fn` (catalog changes + events) as one transaction.
+template <typename Fn>
+Status in_transaction(Database& db, Fn&& fn) {
+  auto sp = Savepoint::begin(db);
+  if (!sp) return tl::unexpected(sp.error());
+  if (auto r = fn(); !r) return r;
+  return sp->commit();
+}
+
+bool is_space_kind(const Error& e) {
+  auto k = dm::kind_of(e);
+  return k == dm::ErrorKind::out_of_data_space || k == dm::ErrorKind::out_of_metadata_space;
+}
+
+}  // namespace
+
+std::string pool_dm_name(const std::string& pool) { return pool + "-pool"; }
+std::string volume_dm_name(const std::string& pool, const std::string& name) {
+  return pool + "-vol-" + name;
+}
+
+json device_json(const DeviceRecord& d, const std::string& origin_name) {
+  json j = {{"name", d.name},
+            {"kind", std::string(to_string(d.kind))},
+            {"state", std::string(to_string(d.state))},
+            {"thin_id", d.thin_id},
+            {"size_bytes", d.size_bytes},
+            {"created", format_rfc3339_ns(d.created_ns)},
+            {"labels", labels_json(d.labels)}};
+  if (!d.dm_name.empty()) {
+    j["dm_name"] = d.dm_name;
+    j["path"] = "/dev/mapper/" + d.dm_name;
+  }
+  if (d.origin_id) j["origin_id"] = *d.origin_id;
+  if (!origin_name.empty()) j["origin"] = origin_name;
+  if (d.parent_id) j["parent_id"] = *d.parent_id;
+  if (!d.fault.empty()) j["fault"] = d.fault;
+  if (d.step) {
+    json s = {{"pipeline", d.step->pipeline},
+              {"run", d.step->run},
+              {"step", d.step->step},
+              {"phase", std::string(to_string(d.step->phase))},
+              {"command", d.step->command}};
+    if (d.step->exit_status) s["exit_status"] = *d.step->exit_status;
+    j["step"] = s;
+  }
+  return j;
+}
+
+Result<DeviceRecord> Volumes::find(const std::string& name) {
+  auto d = catalog_.find_device(record_.id, name);
+  if (!d) return tl::unexpected(d.error());
+  if (!*d) {
+    return fail("find", name, ENOENT,
+                "no volume, snapshot or clone of that name in pool " + record_.name);
+  }
+  return **d;
+}
+
+Result<std::vector<DeviceRecord>> Volumes::list(DeviceFilter filter) {
+  filter.pool_id = record_.id;
+  return catalog_.list_devices(filter);
+}
+
+Result<json> Volumes::pool_json() {
+  std::lock_guard lock(kernel_mutex_);
+  auto st = pool_.status();
+  if (!st) return tl::unexpected(st.error());
+  return json{{"name", record_.name},
+              {"mode", dm::to_string(st->mode)},
+              {"used_data_blocks", st->used_data_blocks},
+              {"total_data_blocks", st->total_data_blocks},
+              {"used_metadata_blocks", st->used_metadata_blocks},
+              {"total_metadata_blocks", st->total_metadata_blocks},
+              {"needs_check", st->needs_check}};
+}
+
+void Volumes::check_space() {
+  auto st = pool_.status();
+  if (!st) {
+    log::warn("pool status after create: " + st.error().message());
+    return;
+  }
+  auto percent = [](std::uint64_t used, std::uint64_t total) {
+    return total == 0 ? 0u : static_cast<unsigned>(used * 100 / total);
+  };
+  unsigned data = percent(st->used_data_blocks, st->total_data_blocks);
+  unsigned meta = percent(st->used_metadata_blocks, st->total_metadata_blocks);
+  bool low = data >= low_space_percent_ || meta >= low_space_percent_;
+  if (low && !low_space_reported_) {
+    log::warn("pool " + record_.name + " is low on space: data " + std::to_string(data) +
+              "%, metadata " + std::to_string(meta) + "%");
+    auto r = events_.append(EventType::pool_low_space, {{"pool", record_.name},
+                                                        {"data_percent", data},
+                                                        {"metadata_percent", meta},
+                                                        {"threshold_percent", low_space_percent_}});
+    if (!r) log::error("event pool.low_space: " + r.error().message());
+  }
+  low_space_reported_ = low;
+}
+
+void Volumes::report_failure(const std::string& op, const Error& error) {
+  if (!is_space_kind(error)) return;
+  auto r = events_.append(
+      EventType::pool_out_of_space,
+      {{"pool", record_.name}, {"kind", error.kind}, {"op", op}, {"message", error.message()}});
+  if (!r) log::error("event pool.out_of_space: " + r.error().message());
+}
+
+Result<DeviceRecord> Volumes::origin_for(const std::string& name, bool want_snapshot,
+                                         const std::string& op) {
+  auto d = find(name);
+  if (!d) return tl::unexpected(d.error().context(op));
+  if ((d->kind == DeviceKind::snapshot) != want_snapshot) {
+    return fail(op, name, EINVAL,
+                std::string("it is a ") + std::string(to_string(d->kind)) +
+                    (want_snapshot ? "; give a snapshot" : "; give a volume or clone"));
+  }
+  if (d->state != DeviceState::created) {
+    return fail(op, name, EBUSY, "it is " + std::string(to_string(d->state)));
+  }
+  return d;
+}
+
+Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64_t size_bytes,
+                                            const Labels& labels) {
+  const std::string op = "create volume " + name;
+  std::lock_guard lock(kernel_mutex_);
+  auto taken = catalog_.find_device(record_.id, name);
+  if (!taken) return tl::unexpected(taken.error());
+  if (*taken) return fail("create volume", name, EEXIST, "that name is taken; pick another");
+  std::optional<Intent> intent;
+  auto before = [&](dm::ThinId id) -> Status {
+    CreateSpec spec{.pool_id = record_.id,
+                    .name = name,
+                    .kind = DeviceKind::volume,
+                    .size_bytes = size_bytes,
+                    .labels = labels,
+                    .thin_id = id};
+    auto i = catalog_.begin_create(spec);
+    if (!i) return tl::unexpected(i.error());
+    intent = *i;
+    return {};
+  };
+  auto vol = pool_.create_volume(volume_dm_name(record_.name, name), size_bytes, before);
+  if (!vol) {
+    if (intent) (void)catalog_.abort_create(*intent, vol.error(), false);
+    report_failure("volume.create", vol.error());
+    return tl::unexpected(vol.error());
+  }
+  auto st = in_transaction(catalog_.db(), [&]() -> Status {
+    if (auto r = catalog_.finish_create(*intent, vol->name); !r) return r;
+    auto d = catalog_.get_device(intent->device_id);
+    if (!d) return tl::unexpected(d.error());
+    auto e = events_.append(EventType::volume_created, device_json(*d));
+    if (!e) return tl::unexpected(e.error());
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  check_space();
+  return catalog_.get_device(intent->device_id);
+}
+
+Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
+                                       const std::optional<std::string>& name,
+                                       const Labels& labels) {
+  const std::string op = "snapshot " + volume;
+  std::lock_guard lock(kernel_mutex_);
+  auto origin = origin_for(volume, false, "snapshot");
+  if (!origin) return tl::unexpected(origin.error());
+  if (name) {
+    auto taken = catalog_.find_device(record_.id, *name);
+    if (!taken) return tl::unexpected(taken.error());
+    if (*taken) return fail("create snapshot", *name, EEXIST, "that name is taken; pick another");
+  }
+  std::optional<Intent> intent;
+  std::string made_name;
+  auto before = [&](dm::ThinId id) -> Status {
+    made_name = name ? *name : volume + ".s" + std::to_string(id);
+    if (!is_valid_name(made_name)) made_name = "snap.s" + std::to_string(id);
+    CreateSpec spec{.pool_id = record_.id,
+                    .name = made_name,
+                    .kind = DeviceKind::snapshot,
+                    .origin_id = origin->id,
+                    .labels = labels,
+                    .thin_id = id};
+    auto i = catalog_.begin_create(spec);
+    if (!i) return tl::unexpected(i.error());
+    intent = *i;
+    return {};
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  auto id = pool_.snapshot(origin->thin_id, before);
+  auto pause = std::chrono::steady_clock::now() - t0;
+  if (!id) {
+    if (intent) (void)catalog_.abort_create(*intent, id.error(), false);
+    report_failure("snapshot.create", id.error());
+    return tl::unexpected(id.error().context(op));
+  }
+  auto st = in_transaction(catalog_.db(), [&]() -> Status {
+    if (auto r = catalog_.finish_create(*intent, ""); !r) return r;
+    auto d = catalog_.get_device(intent->device_id);
+    if (!d) return tl::unexpected(d.error());
+    json data = device_json(*d, origin->name);
+    data["pause_ns"] = std::chrono::duration_cast<std::chrono::nanoseconds>(pause).count();
+    auto e = events_.append(EventType::snapshot_created, data);
+    if (!e) return tl::unexpected(e.error());
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  check_space();
+  return catalog_.get_device(intent->device_id);
+}
+
+Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& volumes,
+                                              const StepInfo& step, const Labels& labels,
+                                              const json& event_extra) {
+  std::lock_guard lock(kernel_mutex_);
+  std::vector<DeviceRecord> origins;
+  std::vector<dm::ThinVolume> active;
+  for (const auto& v : volumes) {
+    auto o = origin_for(v, false, "snapshot step volume");
+    if (!o) return tl::unexpected(o.error());
+    if (o->dm_name.empty()) {
+      return fail("snapshot step volume", v, ENXIO, "it is not active");
+    }
+    active.push_back(dm::ThinVolume{o->dm_name, o->thin_id, o->size_bytes / kSector});
+    origins.push_back(*o);
+  }
+  std::vector<Intent> intents;
+  std::chrono::steady_clock::duration in_hooks{};
+  const std::string phase(to_string(step.phase));
+  auto before = [&](dm::ThinId id) -> Status {
+    auto h0 = std::chrono::steady_clock::now();
+    const DeviceRecord& origin = origins.at(intents.size());
+    std::string name = step.run + "." + step.step + "." + origin.name + "." + phase;
+    auto taken = catalog_.find_device(record_.id, name);
+    if (!taken) return tl::unexpected(taken.error());
+    if (!is_valid_name(name) || *taken) {
+      name = origin.name.substr(0, 40) + ".s" + std::to_string(id) + "." + phase;
+    }
+    CreateSpec spec{.pool_id = record_.id,
+                    .name = name,
+                    .kind = DeviceKind::snapshot,
+                    .origin_id = origin.id,
+                    .labels = labels,
+                    .step = step,
+                    .thin_id = id};
+    auto i = catalog_.begin_create(spec);
+    if (!i) return tl::unexpected(i.error());
+    intents.push_back(*i);
+    in_hooks += std::chrono::steady_clock::now() - h0;
+    return {};
+  };
+  auto t0 = std::chrono::steady_clock::now();
+  auto ids = pool_.snapshot_group(active, before);
+  auto total = std::chrono::steady_clock::now() - t0;
+  if (!ids) {
+    for (const auto& i : intents) (void)catalog_.abort_create(i, ids.error(), false);
+    report_failure("step snapshot", ids.error());
+    return tl::unexpected(ids.error());
+  }
+  GroupSnapshot out;
+  out.pause = std::chrono::duration_cast<std::chrono::nanoseconds>(total - in_hooks);
+  auto st = in_transaction(catalog_.db(), [&]() -> Status {
+    for (std::size_t k = 0; k < intents.size(); ++k) {
+      if (auto r = catalog_.finish_create(intents[k], ""); !r) return r;
+      auto d = catalog_.get_device(intents[k].device_id);
+      if (!d) return tl::unexpected(d.error());
+      json data = device_json(*d, origins[k].name);
+      data["pause_ns"] = out.pause.count();
+      data["group_size"] = intents.size();
+      if (event_extra.is_object()) data.update(event_extra);
+      auto e = events_.append(EventType::snapshot_created, data);
+      if (!e) return tl::unexpected(e.error());
+      out.snapshots.push_back(*d);
+    }
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  check_space();
+  return out;
+}
+
+Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::string& name,
+                                    const Labels& labels, DeviceKind kind) {
+  const std::string what = kind == DeviceKind::clone ? "clone" : "restore";
+  std::lock_guard lock(kernel_mutex_);
+  auto source = origin_for(snapshot, true, what);
+  if (!source) return tl::unexpected(source.error());
+  auto taken = catalog_.find_device(record_.id, name);
+  if (!taken) return tl::unexpected(taken.error());
+  if (*taken) return fail(what, name, EEXIST, "that name is taken; pick another");
+  std::optional<Intent> intent;
+  auto before = [&](dm::ThinId id) -> Status {
+    CreateSpec spec{.pool_id = record_.id,
+                    .name = name,
+                    .kind = kind,
+                    .origin_id = source->id,
+                    .labels = labels,
+                    .thin_id = id};
+    auto i = catalog_.begin_create(spec);
+    if (!i) return tl::unexpected(i.error());
+    intent = *i;
+    return {};
+  };
+  auto vol =
+      pool_.clone(source->thin_id, volume_dm_name(record_.name, name), source->size_bytes, before);
+  if (!vol) {
+    if (intent) (void)catalog_.abort_create(*intent, vol.error(), false);
+    report_failure(what, vol.error());
+    return tl::unexpected(vol.error());
+  }
+  auto st = in_transaction(catalog_.db(), [&]() -> Status {
+    if (auto r = catalog_.finish_create(*intent, vol->name); !r) return r;
+    auto d = catalog_.get_device(intent->device_id);
+    if (!d) return tl::unexpected(d.error());
+    auto e = events_.append(
+        kind == DeviceKind::clone ? EventType::clone_created : EventType::volume_created,
+        device_json(*d, source->name));
+    if (!e) return tl::unexpected(e.error());
+    return {};
+  });
+  if (!st) return tl::unexpected(st.error());
+  check_space();
+  return catalog_.get_device(intent->device_id);
+}
+
+Status Volumes::remove(const std::string& name, bool snapshot) {
+  const std::string what = snapshot ? "delete snapshot" : "delete volume";
+  std::lock_guard lock(kernel_mutex_);
+  auto d = find(name);
+  if (!d) return tl::unexpected(d.error().context(what));
+  if ((d->kind == DeviceKind::snapshot) != snapshot) {
+    return fail(what, name, EINVAL,
+                "it is a " + std::string(to_string(d->kind)) +
+                    (snapshot ? "; use volume.delete" : "; use snapshot.delete"));
+  }
+  auto intent = catalog_.begin_delete(d->id);
+  if (!intent) return tl::unexpected(intent.error());
+  if (!d->dm_name.empty()) {
+    if (auto r = pool_.deactivate(d->dm_name); !r) {
+      (void)catalog_.abort_delete(*intent, r.error(), true);
+      return tl::unexpected(r.error().context(what + " " + name));
+    }
+    (void)catalog_.set_dm_name(d->id, "");
+  }
+  if (auto r = pool_.delete_thin(d->thin_id); !r) {
+    (void)catalog_.abort_delete(*intent, r.error(), true);
+    return tl::unexpected(r.error().context(what + " " + name));
+  }
+  return in_transaction(catalog_.db(), [&]() -> Status {
+    if (auto r = catalog_.finish_delete(*intent); !r) return r;
+    json data = device_json(*d);
+    data.erase("dm_name");
+    data.erase("path");
+    data["state"] = "deleted";
+    auto e =
+        events_.append(snapshot ? EventType::snapshot_deleted : EventType::volume_deleted, data);
+    if (!e) return tl::unexpected(e.error());
+    return {};
+  });
+}
+
+}  // namespace stepsnap::agent
