@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <ctime>
+#include <nlohmann/json.hpp>
 
 #include "agent/catalog_schema.h"
 
@@ -77,11 +78,62 @@ PoolRecord read_pool(const Statement& st) {
   p.block_bytes = static_cast<std::uint64_t>(st.int64(4));
   p.next_thin_id = static_cast<std::uint32_t>(st.int64(5));
   p.created_ns = st.int64(6);
+  // Stored as SQLite's signed 64-bit integer; the bits are the dm value.
+  if (auto t = st.opt_int64(7)) p.transaction_id = static_cast<std::uint64_t>(*t);
   return p;
 }
 
 constexpr const char* kPoolColumns =
-    "id, name, data_device, metadata_device, block_bytes, next_thin_id, created_ns";
+    "id, name, data_device, metadata_device, block_bytes, next_thin_id, created_ns, "
+    "transaction_id";
+
+constexpr const char* kStepColumns =
+    "pipeline, run, step, cgroup, cgroup_id, policy, volumes, command, labels, state, "
+    "exit_status, error, registered_ns, started_ns, finished_ns, held_ns, pre_snapshots, "
+    "post_snapshots";
+
+// The JSON columns were written by save_step; a value that does not parse
+// (a hand-edited database) reads as empty rather than failing the whole list.
+std::vector<std::string> string_list(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  std::vector<std::string> out;
+  if (!j.is_array()) return out;
+  for (const auto& v : j)
+    if (v.is_string()) out.push_back(v.get<std::string>());
+  return out;
+}
+
+Labels string_map(const std::string& text) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  Labels out;
+  if (!j.is_object()) return out;
+  for (const auto& [k, v] : j.items())
+    if (v.is_string()) out.emplace(k, v.get<std::string>());
+  return out;
+}
+
+StepRecord read_step(const Statement& st) {
+  StepRecord r;
+  r.pipeline = st.text(0);
+  r.run = st.text(1);
+  r.step = st.text(2);
+  r.cgroup = st.text(3);
+  r.cgroup_id = static_cast<std::uint64_t>(st.int64(4));
+  r.policy = st.text(5);
+  r.volumes = string_list(st.text(6));
+  r.command = st.text(7);
+  r.labels = string_map(st.text(8));
+  r.state = st.text(9);
+  if (auto e = st.opt_int64(10)) r.exit_status = static_cast<int>(*e);
+  r.error = st.text(11);
+  r.registered_ns = st.int64(12);
+  r.started_ns = st.opt_int64(13).value_or(0);
+  r.finished_ns = st.opt_int64(14).value_or(0);
+  r.held_ns = st.int64(15);
+  r.pre_snapshots = string_list(st.text(16));
+  r.post_snapshots = string_list(st.text(17));
+  return r;
+}
 
 // Runs fn inside a savepoint and commits it if fn succeeded.
 template <typename Fn>
@@ -664,6 +716,95 @@ Status Catalog::advance_thin_id(std::int64_t pool_id, std::uint32_t next) {
   if (db_->changes() != 1)
     return fail("advance thin id", "pool #" + std::to_string(pool_id), ENOENT);
   return {};
+}
+
+Status Catalog::set_transaction_id(std::int64_t pool_id, std::uint64_t txn) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare("UPDATE pools SET transaction_id = ? WHERE id = ?");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, static_cast<std::int64_t>(txn)).bind(2, pool_id);
+  TRY(st->run());
+  if (db_->changes() != 1)
+    return fail("record transaction id", "pool #" + std::to_string(pool_id), ENOENT);
+  return {};
+}
+
+// ---- steps -----------------------------------------------------------------
+
+Status Catalog::save_step(const StepRecord& r) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("INSERT INTO steps (") + kStepColumns +
+                         ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                         "ON CONFLICT (pipeline, run, step) DO UPDATE SET "
+                         "cgroup = excluded.cgroup, cgroup_id = excluded.cgroup_id, "
+                         "policy = excluded.policy, volumes = excluded.volumes, "
+                         "command = excluded.command, labels = excluded.labels, "
+                         "state = excluded.state, exit_status = excluded.exit_status, "
+                         "error = excluded.error, registered_ns = excluded.registered_ns, "
+                         "started_ns = excluded.started_ns, finished_ns = excluded.finished_ns, "
+                         "held_ns = excluded.held_ns, pre_snapshots = excluded.pre_snapshots, "
+                         "post_snapshots = excluded.post_snapshots");
+  if (!st) return tl::unexpected(st.error());
+  auto opt = [](std::int64_t v) { return v ? std::optional<std::int64_t>(v) : std::nullopt; };
+  std::optional<std::int64_t> exit_status;
+  if (r.exit_status) exit_status = *r.exit_status;
+  st->bind(1, r.pipeline)
+      .bind(2, r.run)
+      .bind(3, r.step)
+      .bind(4, r.cgroup)
+      .bind(5, static_cast<std::int64_t>(r.cgroup_id))
+      .bind(6, r.policy)
+      .bind(7, nlohmann::json(r.volumes).dump())
+      .bind(8, r.command)
+      .bind(9, nlohmann::json(r.labels).dump())
+      .bind(10, r.state)
+      .bind(11, exit_status)
+      .bind(12, r.error)
+      .bind(13, r.registered_ns)
+      .bind(14, opt(r.started_ns))
+      .bind(15, opt(r.finished_ns))
+      .bind(16, r.held_ns)
+      .bind(17, nlohmann::json(r.pre_snapshots).dump())
+      .bind(18, nlohmann::json(r.post_snapshots).dump());
+  if (auto run = st->run(); !run) {
+    return tl::unexpected(
+        Error(run.error()).context("save step " + r.pipeline + "/" + r.run + "/" + r.step));
+  }
+  return {};
+}
+
+Result<std::vector<StepRecord>> Catalog::query_steps(const std::string& where,
+                                                     const std::vector<std::string>& args) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("SELECT ") + kStepColumns + " FROM steps WHERE " + where +
+                         " ORDER BY pipeline, run, step");
+  if (!st) return tl::unexpected(st.error());
+  for (std::size_t i = 0; i < args.size(); ++i) st->bind(static_cast<int>(i + 1), args[i]);
+  std::vector<StepRecord> out;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) return out;
+    out.push_back(read_step(*st));
+  }
+}
+
+Result<std::optional<StepRecord>> Catalog::find_step(const std::string& pipeline,
+                                                     const std::string& run,
+                                                     const std::string& step) {
+  auto rows = query_steps("pipeline = ? AND run = ? AND step = ?", {pipeline, run, step});
+  if (!rows) return tl::unexpected(rows.error());
+  if (rows->empty()) return std::optional<StepRecord>();
+  return std::optional<StepRecord>(std::move(rows->front()));
+}
+
+Result<std::vector<StepRecord>> Catalog::list_steps(const std::string& pipeline,
+                                                    const std::string& run) {
+  return query_steps("pipeline = ? AND run = ?", {pipeline, run});
+}
+
+Result<std::vector<StepRecord>> Catalog::unfinished_steps() {
+  return query_steps("state NOT IN ('finished', 'failed')", {});
 }
 
 }  // namespace stepsnap::agent

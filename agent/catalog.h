@@ -61,6 +61,9 @@ struct PoolRecord {
   std::uint64_t block_bytes = 0;
   std::uint32_t next_thin_id = 1;
   std::int64_t created_ns = 0;
+  // The pool's dm transaction id after the agent's last change to it; none
+  // until first recorded. Handed to dm::ThinPool::open at start.
+  std::optional<std::uint64_t> transaction_id;
 };
 
 // What a step snapshot records about the step at its boundary.
@@ -131,6 +134,32 @@ struct OperationRecord {
   std::string detail;
 };
 
+// A registered step as the catalog keeps it. State and policy are the names
+// of agent/step_state.h and the API (the schema checks them); the catalog
+// does not interpret them beyond "terminal or not".
+struct StepRecord {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::string cgroup;
+  std::uint64_t cgroup_id = 0;
+  std::string policy = "both";
+  std::vector<std::string> volumes;
+  std::string command;
+  Labels labels;
+  std::string state = "registered";
+  std::optional<int> exit_status;
+  std::string error;
+  std::int64_t registered_ns = 0;
+  std::int64_t started_ns = 0;   // 0: not started
+  std::int64_t finished_ns = 0;  // 0: not finished
+  std::int64_t held_ns = 0;
+  std::vector<std::string> pre_snapshots;
+  std::vector<std::string> post_snapshots;
+
+  bool terminal() const { return state == "finished" || state == "failed"; }
+};
+
 struct DeviceFilter {
   std::optional<std::int64_t> pool_id;
   std::optional<DeviceKind> kind;
@@ -191,6 +220,18 @@ class Catalog {
   Status drop_device(std::int64_t device_id);
   // Raises the pool's counter to at least `next` (never lowers it).
   Status advance_thin_id(std::int64_t pool_id, std::uint32_t next);
+  // Records the pool's dm transaction id after a change (see PoolRecord).
+  Status set_transaction_id(std::int64_t pool_id, std::uint64_t txn);
+
+  // Steps. save_step inserts or replaces the row of (pipeline, run, step):
+  // registering a finished step again starts a new life for it.
+  Status save_step(const StepRecord& step);
+  Result<std::optional<StepRecord>> find_step(const std::string& pipeline, const std::string& run,
+                                              const std::string& step);
+  // Every step of a run, by step name.
+  Result<std::vector<StepRecord>> list_steps(const std::string& pipeline, const std::string& run);
+  // Steps not finished or failed (after a restart: the ones whose watch died).
+  Result<std::vector<StepRecord>> unfinished_steps();
 
  private:
   explicit Catalog(std::shared_ptr<Database> db) : db_(std::move(db)) {}
@@ -198,6 +239,8 @@ class Catalog {
   Result<Labels> load_labels(std::int64_t device_id);
   Result<std::optional<StepInfo>> load_step(std::int64_t device_id);
   Result<DeviceRecord> fill(DeviceRecord record);
+  Result<std::vector<StepRecord>> query_steps(const std::string& where,
+                                              const std::vector<std::string>& args);
   Status set_operation(std::int64_t operation_id, OperationState state, const std::string& detail);
 
   std::shared_ptr<Database> db_;

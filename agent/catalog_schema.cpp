@@ -88,10 +88,47 @@ CREATE TABLE event_seq (
 INSERT INTO event_seq (one, last) VALUES (1, 0);
 )sql";
 
+// Version 2: registered steps survive a restart, and the pool's transaction
+// id is remembered so that a pool changed behind the agent's back is noticed
+// at the next start (dm/thin_pool.h, stale_view).
+constexpr std::string_view kV2 = R"sql(
+-- NULL until the agent first records it (catalogs older than version 2).
+ALTER TABLE pools ADD COLUMN transaction_id INTEGER;
+
+-- One row per registered step, written at every state change (with the
+-- event that reports it, where there is one). volumes, labels and the
+-- snapshot name lists are JSON arrays/objects: they are read whole, never
+-- queried by element.
+CREATE TABLE steps (
+  id             INTEGER PRIMARY KEY,
+  pipeline       TEXT NOT NULL,
+  run            TEXT NOT NULL,
+  step           TEXT NOT NULL,
+  cgroup         TEXT NOT NULL,
+  cgroup_id      INTEGER NOT NULL DEFAULT 0,
+  policy         TEXT NOT NULL CHECK (policy IN ('pre', 'post', 'both', 'none')),
+  volumes        TEXT NOT NULL DEFAULT '[]',
+  command        TEXT NOT NULL DEFAULT '',
+  labels         TEXT NOT NULL DEFAULT '{}',
+  state          TEXT NOT NULL CHECK (state IN
+                   ('registered', 'holding', 'running', 'finishing', 'finished', 'failed')),
+  exit_status    INTEGER,
+  error          TEXT NOT NULL DEFAULT '',
+  registered_ns  INTEGER NOT NULL,
+  started_ns     INTEGER,
+  finished_ns    INTEGER,
+  held_ns        INTEGER NOT NULL DEFAULT 0 CHECK (held_ns >= 0),
+  pre_snapshots  TEXT NOT NULL DEFAULT '[]',
+  post_snapshots TEXT NOT NULL DEFAULT '[]',
+  UNIQUE (pipeline, run, step)
+);
+CREATE INDEX steps_unfinished ON steps(state) WHERE state NOT IN ('finished', 'failed');
+)sql";
+
 }  // namespace
 
 const std::vector<std::string_view>& catalog_migrations() {
-  static const std::vector<std::string_view> migrations = {kV1};
+  static const std::vector<std::string_view> migrations = {kV1, kV2};
   return migrations;
 }
 

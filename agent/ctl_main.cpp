@@ -2,6 +2,7 @@
 // --json for scripts (the answer's result, one JSON document; events one per
 // line). Errors are one line on stderr; exit 1 for an error answer or a
 // connection failure, 2 for a usage error.
+#include <algorithm>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -9,8 +10,8 @@
 #include <string>
 #include <vector>
 
-#include "agent/ctl_client.h"
 #include "agent/ctl_format.h"
+#include "common/api_client.h"
 #include "common/size.h"
 
 using json = nlohmann::json;
@@ -25,7 +26,9 @@ constexpr const char* kUsage = R"(usage: stepsnapctl [--socket PATH] [--json] CO
 Talks to stepsnapd over its Unix socket (default /run/stepsnap/stepsnapd.sock).
 
 commands:
-  volume create NAME SIZE [--label K=V]...    a new thin volume (SIZE: bytes or 512M, 10G, ...)
+  volume create NAME SIZE [--filesystem ext4|xfs] [--label K=V]...
+                                              a new thin volume (SIZE: bytes or 512M, 10G, ...),
+                                              raw, or with a filesystem the agent makes
   volume list                                 volumes and clones, and the pool's usage
   volume delete NAME                          delete a volume or clone
   snapshot create VOLUME [--name NAME] [--label K=V]...
@@ -37,7 +40,9 @@ commands:
   step register --pipeline P --run R --step S --cgroup PATH --volume V [--volume V]...
                 [--policy pre|post|both|none] [--command TEXT] [--label K=V]...
   step status PIPELINE RUN STEP
-  run show PIPELINE RUN
+  run show PIPELINE RUN                       the run's steps and snapshots
+  run clone PIPELINE RUN VOLUME [--snapshot S]
+                                              the run's writable clone of VOLUME (made on first ask)
   events [--follow] [--since N]               the event stream (--since 0: all retained)
 
 options:
@@ -134,11 +139,12 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
   json args = json::object();
   if (group == "volume") {
     if (verb == "create") {
-      auto w = split(rest, {"label"}, {});
+      auto w = split(rest, {"label", "filesystem"}, {});
       expect_positional(w, 2, "volume create NAME SIZE");
       auto size = parse_size(w.positional[1]);
       if (!size) usage_error("\"" + w.positional[1] + "\" is not a size; use bytes or K, M, G, T");
       args = {{"name", w.positional[0]}, {"size_bytes", *size}};
+      if (w.has("filesystem")) args["filesystem"] = w.one("filesystem");
       put_labels(args, w);
       return {"volume.create", args};
     }
@@ -215,6 +221,12 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
     auto w = split(rest, {}, {});
     expect_positional(w, 2, "run show PIPELINE RUN");
     return {"run.show", {{"pipeline", w.positional[0]}, {"run", w.positional[1]}}};
+  } else if (group == "run" && verb == "clone") {
+    auto w = split(rest, {"snapshot"}, {});
+    expect_positional(w, 3, "run clone PIPELINE RUN VOLUME");
+    args = {{"pipeline", w.positional[0]}, {"run", w.positional[1]}, {"volume", w.positional[2]}};
+    if (w.has("snapshot")) args["snapshot"] = w.one("snapshot");
+    return {"run.clone", args};
   } else if (group == "events") {
     std::vector<std::string> words(cmd.begin() + 1, cmd.end());
     auto w = split(words, {"since"}, {"follow"});
@@ -253,7 +265,7 @@ int run(int argc, char** argv) {
   }
   auto [op, args] = build(cmd);
 
-  auto client = agent::CtlClient::connect(socket);
+  auto client = ApiClient::connect(socket);
   if (!client) {
     std::cerr << "stepsnapctl: " << client.error().message() << "\n";
     return 1;
@@ -275,7 +287,17 @@ int run(int argc, char** argv) {
   }
   const json result = answer->contains("result") ? (*answer)["result"] : json::object();
   if (op != "events.subscribe") {
-    std::cout << (as_json ? result.dump(2) + "\n" : agent::format_result(op, result));
+    if (as_json) {
+      std::cout << result.dump(2) << "\n";
+      return 0;
+    }
+    // Snapshots carry their origin's device id; the volume list names it
+    // (best effort: without it the tables show "#<id>").
+    agent::DeviceNames names;
+    if (op == "snapshot.list" || op == "run.show" || op == "step.status") {
+      if (auto v = client->request("volume.list", json::object())) names = agent::device_names(*v);
+    }
+    std::cout << agent::format_result(op, result, names);
     return 0;
   }
   // Events: one per line until the stream ends (follow=false) or the daemon goes.

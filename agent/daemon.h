@@ -34,6 +34,9 @@ class Daemon {
  private:
   Daemon() = default;
   Status open_pool(const DaemonOptions& options);
+  // The pool's transaction id against the one the catalog recorded (see
+  // open_pool); pool_ and pool_record_ are set.
+  Status check_transaction_id(const DaemonOptions& options);
 
   std::shared_ptr<Database> db_;
   std::optional<Catalog> catalog_;

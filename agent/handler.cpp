@@ -2,6 +2,7 @@
 
 #include <cerrno>
 
+#include "agent/mkfs.h"
 #include "common/log.h"
 #include "dm/dm_error.h"
 
@@ -86,7 +87,15 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       case Op::volume_create: {
         const auto& a = std::get<VolumeCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        return answer(volumes_.create_volume(a.name, a.size_bytes, a.labels));
+        auto made = volumes_.create_volume(a.name, a.size_bytes, a.labels);
+        if (made && a.filesystem) {
+          if (auto fs = make_filesystem("/dev/mapper/" + made->dm_name, *a.filesystem); !fs) {
+            // Nothing half-made: a volume whose mkfs failed is removed again.
+            (void)volumes_.remove(a.name, false);
+            return api_error(fs.error().context("create volume " + a.name));
+          }
+        }
+        return answer(made);
       }
       case Op::volume_list: {
         const auto& a = std::get<VolumeListArgs>(request.args);
@@ -139,14 +148,22 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
               Error{"show snapshot", a.name, EINVAL, "it is a " + std::string(to_string(d->kind))});
         }
         std::string origin;
-        if (d->origin_id) {
-          if (auto o = volumes_.list({}); o) {
-            for (const auto& x : *o) {
-              if (x.id == *d->origin_id) origin = x.name;
+        std::optional<std::int64_t> origin_source;  // a clone's or restore's snapshot
+        auto devices = volumes_.list({});
+        if (d->origin_id && devices) {
+          for (const auto& x : *devices) {
+            if (x.id == *d->origin_id) {
+              origin = x.name;
+              origin_source = x.origin_id;
             }
           }
         }
         json j = device_json(*d, origin);
+        if (origin_source && devices) {
+          for (const auto& x : *devices) {
+            if (x.id == *origin_source) j["origin_snapshot"] = x.name;
+          }
+        }
         // Lineage: the chain of earlier snapshots of the same origin.
         json lineage = json::array();
         auto parent = d->parent_id;
@@ -155,13 +172,14 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
           std::optional<std::int64_t> next;
           for (const auto& x : *all) {
             if (x.id == *parent) {
+              if (hops == 0) j["parent"] = x.name;
               lineage.push_back(x.name);
               next = x.parent_id;
             }
           }
           parent = next;
         }
-        j["lineage"] = lineage;
+        j["lineage"] = lineage;  // nearest first: parent, its parent, ...
         return j;
       }
       case Op::snapshot_delete: {
@@ -179,6 +197,11 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         const auto& a = std::get<RestoreArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
         return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::volume));
+      }
+      case Op::run_clone: {
+        const auto& a = std::get<RunCloneArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot));
       }
       case Op::step_register:
       case Op::step_status:

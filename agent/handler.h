@@ -5,6 +5,7 @@
 
 #include "agent/api_server.h"
 #include "agent/event_log.h"
+#include "agent/run_clones.h"
 #include "agent/step_policy.h"
 #include "agent/volumes.h"
 
@@ -18,7 +19,7 @@ class DaemonHandler final : public Handler {
  public:
   // policy may be null (no step tracer): step ops then fail with a clear error.
   DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy)
-      : volumes_(volumes), events_(events), policy_(policy) {}
+      : volumes_(volumes), events_(events), policy_(policy), run_clones_(volumes) {}
 
   tl::expected<nlohmann::json, ApiError> handle(const Request& request,
                                                 const PeerCred& peer) override;
@@ -29,6 +30,7 @@ class DaemonHandler final : public Handler {
   Volumes& volumes_;
   EventLog& events_;
   StepPolicy* policy_;
+  RunClones run_clones_;
 };
 
 }  // namespace stepsnap::agent

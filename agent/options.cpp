@@ -2,6 +2,7 @@
 
 #include <boost/program_options.hpp>
 #include <cerrno>
+#include <charconv>
 #include <fstream>
 #include <sstream>
 
@@ -19,7 +20,8 @@ tl::unexpected<Error> flag_error(const std::string& flag, const std::string& wha
 }
 
 po::options_description describe(DaemonOptions& o, std::string& log_level, std::string& block,
-                                 std::string& loop_data, std::string& loop_meta) {
+                                 std::string& loop_data, std::string& loop_meta,
+                                 std::string& hold) {
   po::options_description general("General");
   general.add_options()("help,h", "print this help and exit")(
       "config,c", po::value(&o.config_file)->value_name("FILE"),
@@ -36,6 +38,13 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       "also append every event as one JSON line to FILE (the catalog stays the record)")(
       "event-retention", po::value(&o.event_retention)->default_value(o.event_retention),
       "how many of the newest events to keep for subscribers resuming with since=N")(
+      "hold-timeout",
+      // A string, checked by validate(): Boost would read "-5" as a huge
+      // unsigned number and the error would name the wrong value.
+      po::value(&hold)->value_name("SECONDS")->default_value(
+          std::to_string(o.hold_timeout_seconds)),
+      "how long a step's first exec may be held for its pre-snapshot (1 to 86400); when it runs "
+      "out the step is killed, since it would run without its pre-snapshot")(
       "log-level", po::value(&log_level)->value_name("LEVEL")->default_value("info"),
       "debug, info, warn or error (logs go to stderr)");
   po::options_description pool("Thin pool (give devices, or loop files for development)");
@@ -66,7 +75,8 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
 }
 
 Status validate(DaemonOptions& o, const std::string& log_level, const std::string& block,
-                const std::string& loop_data, const std::string& loop_meta) {
+                const std::string& loop_data, const std::string& loop_meta,
+                const std::string& hold) {
   if (!log::parse_level(log_level, &o.log_level)) {
     return flag_error("log-level",
                       "\"" + log_level + "\" is not a level; use debug, info, warn or error");
@@ -91,6 +101,16 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
   if (o.event_retention == 0) {
     return flag_error("event-retention",
                       "must be at least 1; subscribers need something to resume from");
+  }
+  {
+    std::uint64_t seconds = 0;
+    auto [end, ec] = std::from_chars(hold.data(), hold.data() + hold.size(), seconds);
+    if (hold.empty() || ec != std::errc() || end != hold.data() + hold.size() ||
+        seconds < kMinHoldTimeoutSeconds || seconds > kMaxHoldTimeoutSeconds) {
+      return flag_error("hold-timeout",
+                        "\"" + hold + "\" is not a whole number of seconds from 1 to 86400");
+    }
+    o.hold_timeout_seconds = seconds;
   }
   if (auto problem = name_problem(o.pool.name)) {
     return flag_error("pool-name",
@@ -156,11 +176,10 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
 
 }  // namespace
 
-
 Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
   DaemonOptions o;
-  std::string log_level, block, loop_data, loop_meta;
-  auto desc = describe(o, log_level, block, loop_data, loop_meta);
+  std::string log_level, block, loop_data, loop_meta, hold;
+  auto desc = describe(o, log_level, block, loop_data, loop_meta, hold);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -184,7 +203,7 @@ Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
     // Boost's words already name the option ("unrecognised option '--x'").
     return tl::unexpected(fail(e.what(), "", 0, "see stepsnapd --help").value());
   }
-  if (auto r = validate(o, log_level, block, loop_data, loop_meta); !r) {
+  if (auto r = validate(o, log_level, block, loop_data, loop_meta, hold); !r) {
     return tl::unexpected(r.error());
   }
   return ParsedOptions(std::move(o));

@@ -13,6 +13,11 @@
 #include "common/log.h"
 #include "common/size.h"
 
+// Bounds of --hold-timeout: at least a second (a snapshot needs a moment),
+// at most a day (a step held longer is stuck, not slow).
+inline constexpr std::uint64_t kMinHoldTimeoutSeconds = 1;
+inline constexpr std::uint64_t kMaxHoldTimeoutSeconds = 86400;
+
 namespace stepsnap::agent {
 
 struct PoolConfig {
@@ -35,6 +40,10 @@ struct DaemonOptions {
   std::string socket_group = "stepsnap";  // empty: root only
   std::string event_log_file;             // empty: events only in the catalog
   std::uint64_t event_retention = 100000;
+  // How long a step's first exec may stay held for its pre-snapshot before
+  // the tracer lets it go (and the policy kills it: it would run without its
+  // pre-state). A step is stopped all that time.
+  std::uint64_t hold_timeout_seconds = 600;
   log::Level log_level = log::Level::info;
   PoolConfig pool;
 

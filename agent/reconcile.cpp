@@ -110,7 +110,10 @@ std::vector<RepairAction> plan_reconcile(const ReconcileInput& in) {
 
   for (std::uint32_t id : present) {
     if (known.count(id) || deleted.count(id)) continue;
-    if (id < in.next_thin_id) {
+    // Id 0 is a valid kernel id that this agent never hands out (catalog
+    // and dm/ both start at 1): now that recovery sees every id, not just
+    // those near the counter, it must not take 0 for one of its own.
+    if (id != 0 && id < in.next_thin_id) {
       deletes.push_back({.kind = K::delete_thin,
                          .thin_id = id,
                          .reason = "thin id " + std::to_string(id) +

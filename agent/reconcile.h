@@ -16,7 +16,9 @@
 //                             that is gone, but a human must hear about it
 //   faulty                 -> left alone (already reported)
 //   thin id unknown, below the counter -> we allocated it and lost track:
-//                             delete it (no thin device is ever leaked)
+//                             delete it (no thin device is ever leaked);
+//                             except id 0, which we never hand out: kept
+//                             and reported like a foreign id
 //   thin id unknown, at/above the counter -> not provably ours: keep it,
 //                             report it, and move the counter past it so we
 //                             never collide with it

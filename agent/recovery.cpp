@@ -1,8 +1,11 @@
 #include "agent/recovery.h"
 
+#include <sys/stat.h>
+
 #include <set>
 
 #include "agent/reconcile.h"
+#include "agent/step_policy.h"
 #include "agent/volumes.h"
 #include "common/log.h"
 #include "dm/dm_task.h"
@@ -56,6 +59,16 @@ Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRe
     if (n == pool.name()) {
       if (auto r = dm::resume(n); !r) return tl::unexpected(r.error().context("recovery"));
     }
+  }
+
+  // The whole list when the pool can give it.
+  if (auto listed = pool.list_thin_ids()) {
+    in.pool_thin_ids = *listed;
+    log::info("recovery: pool " + pool.name() + " holds " + std::to_string(listed->size()) +
+              " thin ids (metadata snapshot)");
+    return in;
+  } else {
+    log::warn("recovery: " + listed.error().message() + "; probing ids one by one instead");
   }
 
   std::set<dm::ThinId> candidates;
@@ -168,6 +181,52 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
       data["error"] = v.error().message();
       ++result.failures;
       log::error("recovery: reactivate " + name + ": " + v.error().message());
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+    if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
+  }
+  return result;
+}
+
+Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events) {
+  auto steps = catalog.unfinished_steps();
+  if (!steps) return tl::unexpected(steps.error());
+  RecoveryResult result;
+  for (StepRecord s : *steps) {
+    const std::string was = s.state;
+    const std::string key = s.pipeline + "/" + s.run + "/" + s.step;
+    bool before_pre =
+        (was == "registered" || was == "holding") && (s.policy == "pre" || s.policy == "both");
+    json data = {{"action", "fail_step"},
+                 {"pipeline", s.pipeline},
+                 {"run", s.run},
+                 {"step", s.step},
+                 {"was", was},
+                 {"cgroup", s.cgroup}};
+    if (before_pre) {
+      struct stat st {};
+      bool present = ::stat(s.cgroup.c_str(), &st) == 0;
+      auto k = present ? kill_cgroup(s.cgroup) : Status{};
+      data["killed"] = present && static_cast<bool>(k);
+      if (!k) log::error("recovery: step " + key + ": " + k.error().message());
+    }
+    s.state = "failed";
+    s.error = "stepsnapd restarted while the step was " + was;
+    s.finished_ns = now_ns();
+    data["reason"] = s.error;
+    auto sp = Savepoint::begin(catalog.db());
+    if (!sp) return tl::unexpected(sp.error());
+    if (auto r = catalog.save_step(s); !r) {
+      data["ok"] = false;
+      data["error"] = r.error().message();
+      ++result.failures;
+      log::error("recovery: step " + key + ": " + r.error().message());
+    } else {
+      data["ok"] = true;
+      ++result.repairs;
+      log::warn("recovery: step " + key + ": " + s.error + "; marked failed");
     }
     if (auto e = events.append(EventType::agent_recovered, data); !e) {
       return tl::unexpected(e.error());

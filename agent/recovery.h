@@ -5,10 +5,13 @@
 // the catalog change it made. Then reactivates created volumes and clones
 // that are not active (after a reboot the pool comes back without them).
 //
-// dm/ has no way to list every thin id of a pool (that needs thin_dump on a
-// metadata snapshot), so ids are probed one by one: every id the catalog
-// names, every id of a pending operation, the ids the pool handed out past
-// the catalog's counter, and the last kProbeBelow ids below the counter.
+// Which thin ids exist comes from dm::ThinPool::list_thin_ids (the pool's
+// metadata snapshot, read in process), so a leaked id is found wherever it
+// is. When that cannot run (a read-only pool takes no messages; someone else
+// holds the metadata snapshot) ids are probed one by one instead: every id
+// the catalog names, every id of a pending operation, the ids the pool
+// handed out past the catalog's counter, and the last kProbeBelow ids below
+// the counter.
 #pragma once
 
 #include <cstdint>
@@ -29,5 +32,14 @@ struct RecoveryResult {
 
 Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool& pool,
                                const PoolRecord& record);
+
+// Steps the catalog has in a non-terminal state (registered, holding,
+// running, finishing) cannot be resumed: their BPF watch died with the
+// previous daemon. Each is marked failed ("stepsnapd restarted while the
+// step was <state>") with one agent.recovered event in the same
+// transaction. A step that had not passed its pre-snapshot (registered or
+// holding, with a pre policy) would now run without one, so its cgroup is
+// killed, as a failed pre-snapshot would; a running step is left to run.
+Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events);
 
 }  // namespace stepsnap::agent

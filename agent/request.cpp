@@ -21,6 +21,7 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::step_register, "step.register"},
     {Op::step_status, "step.status"},
     {Op::run_show, "run.show"},
+    {Op::run_clone, "run.clone"},
     {Op::events_subscribe, "events.subscribe"},
 };
 
@@ -268,6 +269,11 @@ RequestArgs parse_args(Op op, Fields& f) {
         f.fail(code::invalid_value, "size_bytes",
                std::to_string(a.size_bytes) + " is more than 1 PiB; check the number of digits");
       }
+      if (auto fs = f.string("filesystem", false, 16); fs && *fs != "ext4" && *fs != "xfs") {
+        f.fail(code::invalid_value, "filesystem", shown(*fs) + " is not one of ext4, xfs");
+      } else {
+        a.filesystem = fs;
+      }
       a.labels = f.labels("labels");
       return a;
     }
@@ -358,6 +364,15 @@ RequestArgs parse_args(Op op, Fields& f) {
       RunShowArgs a;
       a.pipeline = f.required_name("pipeline");
       a.run = f.required_name("run");
+      return a;
+    }
+    case Op::run_clone: {
+      RunCloneArgs a;
+      a.pool = f.optional_name("pool");
+      a.pipeline = f.required_name("pipeline");
+      a.run = f.required_name("run");
+      a.volume = f.required_name("volume");
+      a.snapshot = f.optional_name("snapshot");
       return a;
     }
     case Op::events_subscribe: {

@@ -45,6 +45,7 @@ enum class Op {
   step_register,
   step_status,
   run_show,
+  run_clone,
   events_subscribe,
 };
 std::string_view to_string(Op op);
@@ -58,6 +59,8 @@ struct VolumeCreateArgs {
   std::optional<std::string> pool;
   std::string name;
   std::uint64_t size_bytes = 0;
+  // "ext4" or "xfs": the agent makes the filesystem; absent: a raw device.
+  std::optional<std::string> filesystem;
   Labels labels;
 };
 struct VolumeListArgs {
@@ -121,16 +124,26 @@ struct RunShowArgs {
   std::string pipeline;
   std::string run;
 };
+// run.clone: this run's writable clone of `volume`, made on the run's first
+// ask (from `snapshot`, or the volume's latest snapshot, or a snapshot taken
+// now) and returned as it is on every later ask.
+struct RunCloneArgs {
+  std::optional<std::string> pool;
+  std::string pipeline;
+  std::string run;
+  std::string volume;
+  std::optional<std::string> snapshot;
+};
 struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.
   std::optional<std::uint64_t> since;
   bool follow = true;  // false: send what is stored, then end
 };
 
-using RequestArgs =
-    std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs, SnapshotCreateArgs,
-                 SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
-                 RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, EventsSubscribeArgs>;
+using RequestArgs = std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs,
+                                 SnapshotCreateArgs, SnapshotListArgs, SnapshotShowArgs,
+                                 SnapshotDeleteArgs, CloneCreateArgs, RestoreArgs, StepRegisterArgs,
+                                 StepStatusArgs, RunShowArgs, RunCloneArgs, EventsSubscribeArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

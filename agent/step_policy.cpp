@@ -11,6 +11,7 @@
 #include <fstream>
 #include <future>
 #include <set>
+#include <sstream>
 
 #include "common/log.h"
 
@@ -38,6 +39,27 @@ json step_ref(const StepRegisterArgs& a) {
   return {{"pipeline", a.pipeline}, {"run", a.run}, {"step", a.step}};
 }
 
+// The API's view of a step, from its record: the same shape whether the
+// step is live in memory or was read back from the catalog after a restart.
+json record_json(const StepRecord& r) {
+  json j = {{"pipeline", r.pipeline}, {"run", r.run}, {"step", r.step}};
+  j["state"] = r.state;
+  j["policy"] = r.policy;
+  j["cgroup"] = r.cgroup;
+  j["cgroup_id"] = r.cgroup_id;
+  j["volumes"] = r.volumes;
+  j["command"] = r.command;
+  j["registered"] = format_rfc3339_ns(r.registered_ns);
+  if (r.started_ns) j["started"] = format_rfc3339_ns(r.started_ns);
+  if (r.finished_ns) j["finished"] = format_rfc3339_ns(r.finished_ns);
+  j["held_ns"] = r.held_ns;
+  if (r.exit_status) j["exit_status"] = *r.exit_status;
+  if (!r.error.empty()) j["error"] = r.error;
+  j["pre_snapshots"] = r.pre_snapshots;
+  j["post_snapshots"] = r.post_snapshots;
+  return j;
+}
+
 }  // namespace
 
 Status kill_cgroup(const std::string& dir) {
@@ -52,22 +74,24 @@ Status kill_cgroup(const std::string& dir) {
   return {};
 }
 
-Result<std::unique_ptr<StepPolicy>> StepPolicy::start(Volumes& volumes, EventLog& events,
+Result<std::unique_ptr<StepPolicy>> StepPolicy::start(Volumes& volumes, Catalog& catalog,
+                                                      EventLog& events,
                                                       const StepPolicyOptions& options) {
   auto tracer = bpf::StepTracer::open(options.tracer);
   if (!tracer) return tl::unexpected(tracer.error().context("start step tracer"));
   UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake) return fail_errno("start step policy", "eventfd");
   std::unique_ptr<StepPolicy> p(
-      new StepPolicy(volumes, events, std::move(*tracer), options, std::move(wake)));
+      new StepPolicy(volumes, catalog, events, std::move(*tracer), options, std::move(wake)));
   p->tracer_thread_ = std::thread([s = p.get()] { s->tracer_loop(); });
   p->worker_thread_ = std::thread([s = p.get()] { s->worker_loop(); });
   return p;
 }
 
-StepPolicy::StepPolicy(Volumes& volumes, EventLog& events, bpf::StepTracer tracer,
+StepPolicy::StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
                        const StepPolicyOptions& options, UniqueFd wake)
     : volumes_(volumes),
+      catalog_(catalog),
       events_(events),
       options_(options),
       tracer_(std::move(tracer)),
@@ -143,13 +167,15 @@ void StepPolicy::tracer_loop() {
   ev.data.fd = tracer_->fd();
   ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, tracer_->fd(), &ev);
   auto callback = [this](const bpf::Event& e) { on_event(e); };
+  std::optional<std::chrono::steady_clock::time_point> hold_due;
   for (;;) {
     int timeout_ms = 1000;
-    if (auto d = tracer_->next_deadline()) {
+    for (auto d : {tracer_->next_deadline(), hold_due}) {
+      if (!d) continue;
       auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                       *d - std::chrono::steady_clock::now())
                       .count();
-      timeout_ms = static_cast<int>(std::clamp<long long>(left + 1, 0, 1000));
+      timeout_ms = std::min(timeout_ms, static_cast<int>(std::clamp<long long>(left + 1, 0, 1000)));
     }
     epoll_event events[4];
     int n = ::epoll_wait(ep.get(), events, 4, timeout_ms);
@@ -170,6 +196,7 @@ void StepPolicy::tracer_loop() {
     if (auto r = tracer_->poll(std::chrono::milliseconds(0), callback); !r) {
       log::error("step tracer: " + r.error().message());
     }
+    hold_due = enforce_hold_deadlines();
     if (stop) {
       // Watches end with the tracer: a held step is released by its
       // destructor, volumes stay as they are.
@@ -182,9 +209,58 @@ void StepPolicy::tracer_loop() {
   }
 }
 
+std::optional<std::chrono::steady_clock::time_point> StepPolicy::enforce_hold_deadlines() {
+  std::optional<std::chrono::steady_clock::time_point> next;
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::holding) continue;
+    if (now < s.hold_deadline) {
+      if (!next || s.hold_deadline < *next) next = s.hold_deadline;
+      continue;
+    }
+    auto seconds = std::chrono::duration_cast<std::chrono::duration<double>>(options_.hold_timeout);
+    std::ostringstream text;
+    text << "the pre-snapshot was not taken within the hold timeout (" << seconds.count()
+         << " s); killed while still held";
+    s.error = text.str();
+    apply(key, s, StepInput::hold_timeout);
+  }
+  return next;
+}
+
 void StepPolicy::emit(EventType type, json data) {
   auto r = events_.append(type, std::move(data));
   if (!r) log::error("event " + std::string(to_string(type)) + ": " + r.error().message());
+}
+
+StepRecord StepPolicy::record_of(const Step& s) const {
+  StepRecord r;
+  r.pipeline = s.args.pipeline;
+  r.run = s.args.run;
+  r.step = s.args.step;
+  r.cgroup = s.args.cgroup;
+  r.cgroup_id = s.cgroup_id;
+  r.policy = std::string(to_string(s.args.policy));
+  r.volumes = s.args.volumes;
+  r.command = s.args.command;
+  r.labels = s.args.labels;
+  r.state = std::string(to_string(s.state));
+  r.exit_status = exit_status_of(s.exit);
+  r.error = s.error;
+  r.registered_ns = s.registered_ns;
+  r.started_ns = s.started_ns;
+  r.finished_ns = s.finished_ns;
+  r.held_ns = s.held_ns;
+  r.pre_snapshots = s.pre_snapshots;
+  r.post_snapshots = s.post_snapshots;
+  return r;
+}
+
+void StepPolicy::persist(const std::string& key, const Step& s) {
+  if (auto r = catalog_.save_step(record_of(s)); !r) {
+    log::error("step " + key + ": " + r.error().message());
+  }
 }
 
 Result<json> StepPolicy::register_step(const StepRegisterArgs& args) {
@@ -225,7 +301,7 @@ Result<json> StepPolicy::register_step(const StepRegisterArgs& args) {
     by_cgroup_[st.st_ino] = key;
   }
   bpf::WatchOptions w{.hold_first_exec = wants_pre(args.policy),
-                      .hold_timeout = options_.hold_timeout,
+                      .hold_timeout = options_.hold_timeout + kTracerHoldGrace,
                       .boundaries_only = true};
   std::uint64_t id = 0;
   auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
@@ -247,6 +323,9 @@ Result<json> StepPolicy::register_step(const StepRegisterArgs& args) {
     by_cgroup_[id] = key;
   }
   s.watching = true;
+  // The tracer thread may already have moved the step on (a fast exec);
+  // whatever state it is in now is what gets recorded.
+  persist(key, s);
   log::info("step " + key + ": watching " + args.cgroup + " (policy " +
             std::string(to_string(args.policy)) + ")");
   return step_json(s);
@@ -268,6 +347,7 @@ void StepPolicy::on_event(const bpf::Event& e) {
       if (e.held) {
         s.pid = e.tgid;
         s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
+        s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
         s.pid = e.tgid;
@@ -291,10 +371,20 @@ void StepPolicy::on_event(const bpf::Event& e) {
 }
 
 void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
+  // One transaction for the step's new row and the events of this change.
+  // A failed begin is logged and the change still happens: a step must be
+  // killed or released whatever the database says.
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
   StepPolicyFlags flags{wants_pre(s.args.policy), wants_post(s.args.policy)};
   StepState before = s.state;
   StepTransition t = step_transition(s.state, input, flags);
   s.state = t.next;
+  if (before == StepState::registered && t.next == StepState::failed && s.error.empty()) {
+    s.error =
+        "the step's cgroup emptied before any exec: whoever was to start it (runner) failed "
+        "during setup, so nothing ran and nothing was snapshotted";
+  }
   if (before != t.next) {
     log::debug("step " + key + ": " + std::string(to_string(before)) + " -> " +
                std::string(to_string(t.next)));
@@ -360,6 +450,10 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       finish_step(key, s);
       break;
   }
+  if (before != t.next || t.action != StepAction::none) persist(key, s);
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
 }
 
 void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
@@ -371,6 +465,9 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     auto it = steps_.find(key);
     if (it == steps_.end()) return;
     const Step& s = it->second;
+    // Given up on while queued (the hold timed out): a pre-snapshot now
+    // would be of a step that was killed, not of its starting state.
+    if (phase == Phase::pre && s.state != StepState::holding) return;
     volumes = s.args.volumes;
     info = StepInfo{s.args.pipeline, s.args.run,
                     s.args.step,     phase,
@@ -405,6 +502,10 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   }
   auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
   for (const auto& d : group->snapshots) names.push_back(d.name);
+  // Recorded even when the step was given up on meanwhile (a hold timeout
+  // while this group waited for the pool): the snapshots exist, and the
+  // transition below would then change nothing and write nothing.
+  persist(key, s);
   log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, pause " +
             std::to_string(group->pause.count() / 1000) + " us");
   if (phase == Phase::pre) {
@@ -416,6 +517,8 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
 }
 
 void StepPolicy::finish_step(const std::string& key, Step& s) {
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
   s.finished_ns = now_ns();
   json data = step_ref(s.args);
   auto status = exit_status_of(s.exit);
@@ -426,7 +529,11 @@ void StepPolicy::finish_step(const std::string& key, Step& s) {
   data["post_snapshots"] = s.post_snapshots;
   if (s.started_ns) data["duration_ns"] = s.finished_ns - s.started_ns;
   if (!s.error.empty()) data["error"] = s.error;
+  persist(key, s);
   emit(EventType::step_finished, data);
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
   if (s.watching) {
     s.watching = false;
     std::uint64_t id = s.cgroup_id;
@@ -437,24 +544,7 @@ void StepPolicy::finish_step(const std::string& key, Step& s) {
             (status ? std::to_string(*status) : std::string("unknown")));
 }
 
-json StepPolicy::step_json(const Step& s) const {
-  json j = step_ref(s.args);
-  j["state"] = std::string(to_string(s.state));
-  j["policy"] = std::string(to_string(s.args.policy));
-  j["cgroup"] = s.args.cgroup;
-  j["cgroup_id"] = s.cgroup_id;
-  j["volumes"] = s.args.volumes;
-  j["command"] = s.args.command;
-  j["registered"] = format_rfc3339_ns(s.registered_ns);
-  if (s.started_ns) j["started"] = format_rfc3339_ns(s.started_ns);
-  if (s.finished_ns) j["finished"] = format_rfc3339_ns(s.finished_ns);
-  j["held_ns"] = s.held_ns;
-  if (auto st = exit_status_of(s.exit)) j["exit_status"] = *st;
-  if (!s.error.empty()) j["error"] = s.error;
-  j["pre_snapshots"] = s.pre_snapshots;
-  j["post_snapshots"] = s.post_snapshots;
-  return j;
-}
+json StepPolicy::step_json(const Step& s) const { return record_json(record_of(s)); }
 
 Result<json> StepPolicy::snapshots_json(const std::string& pipeline, const std::string& run,
                                         const std::string& step) {
@@ -478,9 +568,16 @@ Result<json> StepPolicy::status(const std::string& pipeline, const std::string& 
   {
     std::lock_guard lock(mutex_);
     auto it = steps_.find(step_key(pipeline, run, step));
-    if (it != steps_.end()) {
-      j = step_json(it->second);
+    if (it != steps_.end()) j = step_json(it->second);
+  }
+  if (j.is_null()) {
+    // Not live: registered before a restart, so its last record tells.
+    auto rec = catalog_.find_step(pipeline, run, step);
+    if (!rec) return tl::unexpected(rec.error().context("step status"));
+    if (*rec) {
+      j = record_json(**rec);
     } else if (!snaps->empty()) {
+      // Snapshots from before the catalog kept steps (schema version 1).
       j = {{"pipeline", pipeline}, {"run", run}, {"step", step}, {"state", "unknown"}};
     } else {
       return fail("step status", step_key(pipeline, run, step), ENOENT,
@@ -495,7 +592,14 @@ Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run
   auto snaps = snapshots_json(pipeline, run, "");
   if (!snaps) return snaps;
   std::map<std::string, json> steps;
+  auto recorded = catalog_.list_steps(pipeline, run);
+  if (!recorded) return tl::unexpected(recorded.error().context("run show"));
+  for (const auto& r : *recorded) {
+    steps[r.step] = record_json(r);
+    steps[r.step]["snapshots"] = json::array();
+  }
   {
+    // Live steps win over their rows: memory is never behind the catalog.
     std::lock_guard lock(mutex_);
     for (const auto& [key, s] : steps_) {
       if (s.args.pipeline == pipeline && s.args.run == run) {

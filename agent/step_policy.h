@@ -10,8 +10,10 @@
 // and a command queue: watch, release, unwatch run there); the worker thread
 // takes snapshots, so a long snapshot never delays tracer events or API
 // calls. Step records are guarded by one mutex, never held across a kernel
-// operation. Steps live in memory (the catalog keeps their snapshots): after
-// a restart step.status still shows a step's snapshots, with state "unknown".
+// operation. Every state change of a step is written to the catalog's steps
+// table, in the same transaction as the event that reports it, so after a
+// restart step.status and run.show serve the step as it was last recorded
+// (recovery.h fails the ones that were still under way).
 #pragma once
 
 #include <chrono>
@@ -27,6 +29,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/catalog.h"
 #include "agent/event_log.h"
 #include "agent/request.h"
 #include "agent/step_state.h"
@@ -39,15 +42,21 @@ namespace stepsnap::agent {
 
 struct StepPolicyOptions {
   bpf::TracerOptions tracer;
-  // How long the tracer may hold a step for its pre-snapshot. When it runs
-  // out the tracer resumes the step itself; the policy then kills it, since
-  // it would run without a pre-snapshot.
+  // How long a step may be held for its pre-snapshot. When it runs out the
+  // policy kills the step's cgroup while the step is still stopped (it would
+  // otherwise run without a pre-snapshot). The tracer's own hold timeout,
+  // which resumes the step, is set kTracerHoldGrace later as a backstop
+  // only: resuming first and killing after would let the step run a few
+  // instructions with no pre-snapshot.
   std::chrono::milliseconds hold_timeout{std::chrono::minutes(10)};
 };
 
+inline constexpr std::chrono::milliseconds kTracerHoldGrace{2000};
+
 class StepPolicy {
  public:
-  static Result<std::unique_ptr<StepPolicy>> start(Volumes& volumes, EventLog& events,
+  static Result<std::unique_ptr<StepPolicy>> start(Volumes& volumes, Catalog& catalog,
+                                                   EventLog& events,
                                                    const StepPolicyOptions& options);
   ~StepPolicy();
   StepPolicy(const StepPolicy&) = delete;
@@ -73,6 +82,8 @@ class StepPolicy {
     std::optional<bpf::ExitStatus> exit;
     std::uint32_t pid = 0;
     std::uint64_t exec_mono_ns = 0;
+    // While holding: when the policy gives up on the pre-snapshot.
+    std::chrono::steady_clock::time_point hold_deadline{};
     std::int64_t registered_ns = 0;
     std::int64_t started_ns = 0;
     std::int64_t finished_ns = 0;
@@ -83,7 +94,7 @@ class StepPolicy {
     bool watching = false;
   };
 
-  StepPolicy(Volumes& volumes, EventLog& events, bpf::StepTracer tracer,
+  StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
              const StepPolicyOptions& options, UniqueFd wake);
 
   void tracer_loop();
@@ -95,17 +106,27 @@ class StepPolicy {
   void post_work(std::function<void()> fn);
 
   void on_event(const bpf::Event& event);
+  // Tracer thread: kills held steps whose hold_deadline passed. Returns the
+  // next deadline still pending, if any (for the epoll timeout).
+  std::optional<std::chrono::steady_clock::time_point> enforce_hold_deadlines();
   // mutex_ held.
   void apply(const std::string& key, Step& step, StepInput input);
   void take_snapshots(const std::string& key, Phase phase);
   // mutex_ held: step.finished, stop watching.
   void finish_step(const std::string& key, Step& step);
   void emit(EventType type, nlohmann::json data);
+  // mutex_ held: writes the step's row (inside the caller's transaction when
+  // one is open, so the row and the event commit together). A failed write
+  // is logged: the event still goes out, and memory stays authoritative
+  // until the next restart.
+  void persist(const std::string& key, const Step& step);
+  StepRecord record_of(const Step& step) const;
   nlohmann::json step_json(const Step& step) const;
   Result<nlohmann::json> snapshots_json(const std::string& pipeline, const std::string& run,
                                         const std::string& step);
 
   Volumes& volumes_;
+  Catalog& catalog_;
   EventLog& events_;
   StepPolicyOptions options_;
   std::optional<bpf::StepTracer> tracer_;  // the tracer thread's only

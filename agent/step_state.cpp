@@ -35,7 +35,9 @@ StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags
                          : StepTransition{S::running, A::release};
       }
       if (input == I::exec) return {S::running, A::mark_started};
-      if (input == I::step_end) return end_action();
+      // Gone before any exec: the step's launcher failed in its setup, so
+      // CMD never ran; there is no state worth a post-snapshot.
+      if (input == I::step_end) return {S::failed, A::finish};
       break;
     case S::holding:
       if (input == I::pre_done) return {S::running, A::release};

@@ -4,9 +4,10 @@
 //
 //   registered --held exec--> holding   (take pre-snapshots; step stopped)
 //   registered --exec-------> running   (no pre policy: just note the start)
+//   registered --step end---> failed    (no exec ever: its launcher failed)
 //   holding   --pre done----> running   (release the step)
 //   holding   --pre failed--> failed    (kill the cgroup, never release)
-//   holding   --hold timeout> failed    (the tracer let it go: kill it)
+//   holding   --hold timeout> failed    (kill it while still stopped)
 //   running   --step end----> finishing (take post-snapshots, or finish)
 //   holding   --step end----> holding   (remembered; handled at pre done)
 //   finishing --post done---> finished
@@ -26,7 +27,7 @@ enum class StepInput {
   exec,          // the step's main process exec'd (not held)
   pre_done,      // pre-snapshots taken
   pre_failed,    // pre-snapshots failed
-  hold_timeout,  // the tracer released the step on its own
+  hold_timeout,  // the pre-snapshot was not taken within --hold-timeout
   step_end,      // every process of the step is gone
   post_done,
   post_failed,

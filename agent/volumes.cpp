@@ -4,12 +4,25 @@
 
 #include "common/log.h"
 #include "dm/dm_error.h"
+#include "dm/dm_task.h"
+#include "dm/pool_status.h"
 
 namespace stepsnap::agent {
 
 using json = nlohmann::json;
 
 namespace {
+
+// What a new snapshot maps: its origin's mapped sectors, read from the
+// origin's thin status right after the snapshot. Blocks the origin maps
+// after its resume count too, so this is an upper bound; 0 (unknown) when
+// the status cannot be read.
+std::uint64_t mapped_bytes_of(const std::string& origin_dm_name) {
+  auto lines = dm::status(origin_dm_name);
+  if (!lines || lines->size() != 1) return 0;
+  auto st = dm::parse_thin_status(lines->front().params);
+  return st ? st->mapped_sectors * 512 : 0;
+}
 
 constexpr std::uint64_t kSector = 512;
 
@@ -41,7 +54,9 @@ std::string volume_dm_name(const std::string& pool, const std::string& name) {
 }
 
 json device_json(const DeviceRecord& d, const std::string& origin_name) {
-  json j = {{"name", d.name},
+  // "id" is the catalog's device id, the number origin_id and parent_id name.
+  json j = {{"id", d.id},
+            {"name", d.name},
             {"kind", std::string(to_string(d.kind))},
             {"state", std::string(to_string(d.state))},
             {"thin_id", d.thin_id},
@@ -56,6 +71,8 @@ json device_json(const DeviceRecord& d, const std::string& origin_name) {
   if (!origin_name.empty()) j["origin"] = origin_name;
   if (d.parent_id) j["parent_id"] = *d.parent_id;
   if (!d.fault.empty()) j["fault"] = d.fault;
+  // Absent when not measured: nothing records mapped bytes yet (0 = unknown).
+  if (d.mapped_bytes) j["mapped_bytes"] = d.mapped_bytes;
   if (d.step) {
     json s = {{"pipeline", d.step->pipeline},
               {"run", d.step->run},
@@ -219,7 +236,8 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
     return tl::unexpected(id.error().context(op));
   }
   auto st = in_transaction(catalog_.db(), [&]() -> Status {
-    if (auto r = catalog_.finish_create(*intent, ""); !r) return r;
+    if (auto r = catalog_.finish_create(*intent, "", mapped_bytes_of(origin->dm_name)); !r)
+      return r;
     auto d = catalog_.get_device(intent->device_id);
     if (!d) return tl::unexpected(d.error());
     json data = device_json(*d, origin->name);
@@ -254,7 +272,14 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
   auto before = [&](dm::ThinId id) -> Status {
     auto h0 = std::chrono::steady_clock::now();
     const DeviceRecord& origin = origins.at(intents.size());
-    std::string name = step.run + "." + step.step + "." + origin.name + "." + phase;
+    // A run's clone is named "<pipeline>.<run>.<volume>"; its snapshots say
+    // just the volume, since the run and step are in the name already.
+    std::string volume = origin.name;
+    if (auto it = origin.labels.find("volume"); it != origin.labels.end() &&
+                                                origin.labels.count("run") &&
+                                                origin.labels.at("run") == step.run)
+      volume = it->second;
+    std::string name = step.run + "." + step.step + "." + volume + "." + phase;
     auto taken = catalog_.find_device(record_.id, name);
     if (!taken) return tl::unexpected(taken.error());
     if (!is_valid_name(name) || *taken) {
@@ -285,7 +310,8 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
   out.pause = std::chrono::duration_cast<std::chrono::nanoseconds>(total - in_hooks);
   auto st = in_transaction(catalog_.db(), [&]() -> Status {
     for (std::size_t k = 0; k < intents.size(); ++k) {
-      if (auto r = catalog_.finish_create(intents[k], ""); !r) return r;
+      if (auto r = catalog_.finish_create(intents[k], "", mapped_bytes_of(origins[k].dm_name)); !r)
+        return r;
       auto d = catalog_.get_device(intents[k].device_id);
       if (!d) return tl::unexpected(d.error());
       json data = device_json(*d, origins[k].name);

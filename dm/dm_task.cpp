@@ -43,6 +43,9 @@ const char* op_name(int type) {
 }
 
 Result<Task> make_task(int type, const std::string& name) {
+  if (!name.empty()) {
+    if (auto r = check_dm_name(name); !r) return tl::unexpected(r.error().context(op_name(type)));
+  }
   ensure_libdm_ready();
   Task task(dm_task_create(type));
   if (!task) return fail(op_name(type), name, ENOMEM, "dm_task_create");
@@ -118,6 +121,16 @@ Result<std::vector<Target>> targets_of(int type, const std::string& name) {
 }  // namespace
 
 std::string mapper_path(const std::string& name) { return std::string(dm_dir()) + "/" + name; }
+
+Status check_dm_name(const std::string& name) {
+  if (name.empty()) return fail("dm name", "\"\"", EINVAL, "a device needs a name");
+  if (name.size() > kMaxDmNameBytes) {
+    return fail("dm name", name, EINVAL,
+                "is " + std::to_string(name.size()) + " bytes; device-mapper allows at most " +
+                    std::to_string(kMaxDmNameBytes) + ": use a shorter pool or volume name");
+  }
+  return {};
+}
 
 Status create_device(const std::string& name, const std::vector<Target>& table,
                      const CreateOptions& options) {

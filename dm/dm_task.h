@@ -53,6 +53,13 @@ struct CreateOptions {
 // /dev/mapper/<name>
 std::string mapper_path(const std::string& name);
 
+// The kernel's DM_NAME_LEN is 128 bytes with the terminating NUL.
+inline constexpr std::size_t kMaxDmNameBytes = 127;
+// EINVAL, one line naming the device, when `name` is empty or longer than
+// kMaxDmNameBytes. Checked before any kernel call that names a new device, so
+// a name that cannot exist never gets as far as an id reservation.
+Status check_dm_name(const std::string& name);
+
 // DM_DEVICE_CREATE with a table: creates, loads and resumes in one task.
 Status create_device(const std::string& name, const std::vector<Target>& table,
                      const CreateOptions& options = {});

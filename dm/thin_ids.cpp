@@ -26,6 +26,14 @@ std::uint64_t txn_for_delete(std::uint64_t txn) {
   return encode_txn({v.generation + 1, v.next_id});
 }
 
+TxnRelation compare_txn(std::uint64_t recorded, std::uint64_t kernel) {
+  if (recorded == kernel) return TxnRelation::same;
+  std::uint64_t r = decode_txn(recorded).generation, k = decode_txn(kernel).generation;
+  if (k > r) return TxnRelation::ahead;
+  if (k < r) return TxnRelation::behind;
+  return TxnRelation::diverged;
+}
+
 std::optional<ThinId> next_free_id(ThinId next, const std::set<ThinId>& in_use) {
   ThinId id = wrap(next);
   for (std::uint64_t tried = 0; tried < kMaxThinId; ++tried) {

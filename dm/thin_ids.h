@@ -39,6 +39,18 @@ TxnView decode_txn(std::uint64_t txn);
 std::uint64_t txn_for_create(std::uint64_t txn, ThinId id);
 std::uint64_t txn_for_delete(std::uint64_t txn);
 
+// How the pool's transaction id (`kernel`) relates to the one a caller
+// recorded after its last change.
+enum class TxnRelation {
+  same,      // nothing changed
+  ahead,     // more changes since (a crash between a bump and the caller's
+             // record of it, or another user of this scheme): reconcile
+  behind,    // fewer changes than recorded: the metadata was replaced or
+             // rolled back; ids the caller knows may be missing or reused
+  diverged,  // same count, other id: set outside this scheme
+};
+TxnRelation compare_txn(std::uint64_t recorded, std::uint64_t kernel);
+
 // The first id at or after `next` (wrapping from kMaxThinId to kFirstThinId)
 // that is not in `in_use`; nullopt when all 2^24-1 ids are taken.
 std::optional<ThinId> next_free_id(ThinId next, const std::set<ThinId>& in_use);

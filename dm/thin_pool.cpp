@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <thread>
@@ -14,6 +15,7 @@
 #include "dm/pool_messages.h"
 #include "dm/snapshot.h"
 #include "dm/suspend_guard.h"
+#include "dm/thin_metadata.h"
 
 namespace stepsnap::dm {
 namespace {
@@ -94,6 +96,8 @@ Status remove_with_retry(const std::string& name, const RetryPolicy& retry) {
 std::string ThinVolume::path() const { return mapper_path(name); }
 
 Result<ThinPool> ThinPool::create(const PoolConfig& config) {
+  if (auto r = check_dm_name(config.name); !r)
+    return tl::unexpected(r.error().context("create pool"));
   if (config.block_sectors < kMinBlockSectors || config.block_sectors > kMaxBlockSectors ||
       config.block_sectors % kMinBlockSectors != 0) {
     return fail("create pool", config.name, EINVAL,
@@ -211,6 +215,7 @@ Status ThinPool::bump_txn(std::uint64_t next) {
   auto r = set_transaction_id(name_, txn_, next);
   if (r) {
     txn_ = next;
+    if (on_txn_) on_txn_(txn_);
     return {};
   }
   // set_transaction_id is a compare-and-swap: EINVAL means the kernel's id is
@@ -342,6 +347,7 @@ Status ThinPool::delete_thin(ThinId id) {
 
 Result<ThinVolume> ThinPool::activate(ThinId id, const std::string& name, std::uint64_t size_bytes,
                                       const ActivateOptions& options) {
+  if (auto r = check_dm_name(name); !r) return tl::unexpected(r.error().context("activate"));
   std::uint64_t sectors = size_bytes / kSectorSize;
   if (sectors == 0) return fail("activate", name, EINVAL, "size is smaller than a sector");
   // The table names the pool by device number, which stays valid however
@@ -362,6 +368,9 @@ Status ThinPool::deactivate(const std::string& name, const RetryPolicy& retry) {
 
 Result<ThinVolume> ThinPool::create_volume(const std::string& name, std::uint64_t size_bytes,
                                            const BeforeCreate& before) {
+  // Before the id is reserved: a name the kernel would refuse must not cost
+  // an id, a transaction or the caller's intent record.
+  if (auto r = check_dm_name(name); !r) return tl::unexpected(r.error().context("create volume"));
   auto id = create_thin(before);
   if (!id) return tl::unexpected(id.error());
   auto volume = activate(*id, name, size_bytes);
@@ -371,6 +380,7 @@ Result<ThinVolume> ThinPool::create_volume(const std::string& name, std::uint64_
 
 Result<ThinVolume> ThinPool::clone(ThinId source, const std::string& name, std::uint64_t size_bytes,
                                    const BeforeCreate& before) {
+  if (auto r = check_dm_name(name); !r) return tl::unexpected(r.error().context("clone"));
   auto id = snapshot(source, before);
   if (!id) return tl::unexpected(id.error());
   auto volume = activate(*id, name, size_bytes);
@@ -403,5 +413,76 @@ Result<std::vector<ThinVolume>> ThinPool::active_volumes() const {
 }
 
 Status ThinPool::remove(const RetryPolicy& retry) { return remove_with_retry(name_, retry); }
+
+namespace {
+
+// The pool's one metadata snapshot, released however the reader leaves.
+class MetadataSnapGuard {
+ public:
+  static Result<MetadataSnapGuard> reserve(const std::string& pool) {
+    if (auto r = reserve_metadata_snap(pool); !r) {
+      Error e = r.error();
+      if (e.err == EBUSY || e.err == EINVAL) {
+        e.detail += (e.detail.empty() ? "" : "; ") +
+                    std::string(
+                        "a metadata snapshot may already be held (thin_ls -m?); "
+                        "release it with the release_metadata_snap message");
+      }
+      return tl::unexpected(e);
+    }
+    return MetadataSnapGuard(pool);
+  }
+  MetadataSnapGuard(MetadataSnapGuard&& o) noexcept : pool_(std::move(o.pool_)) { o.pool_.clear(); }
+  MetadataSnapGuard& operator=(MetadataSnapGuard&&) = delete;
+  ~MetadataSnapGuard() {
+    if (pool_.empty()) return;
+    if (auto r = release_metadata_snap(pool_); !r) {
+      log::error("dm: " + r.error().message() + "; the pool keeps a metadata snapshot");
+    }
+  }
+
+ private:
+  explicit MetadataSnapGuard(std::string pool) : pool_(std::move(pool)) {}
+  std::string pool_;
+};
+
+// The table names the metadata device as "major:minor" (or a path); without
+// udev there is no /dev/block/M:m, but sysfs knows the kernel's node name.
+Result<std::string> device_path(const std::string& dev) {
+  if (!dev.empty() && dev[0] == '/') return dev;
+  std::string uevent = "/sys/dev/block/" + dev + "/uevent";
+  UniqueFd fd(::open(uevent.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("find device node", uevent);
+  char buf[1024];
+  ssize_t n = ::read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return fail("find device node", uevent, EIO, "empty uevent");
+  std::string text(buf, static_cast<std::size_t>(n));
+  auto at = text.find("DEVNAME=");
+  if (at == std::string::npos) return fail("find device node", uevent, ENOENT, "no DEVNAME");
+  auto end = text.find('\n', at);
+  return "/dev/" + text.substr(at + 8, end == std::string::npos ? end : end - at - 8);
+}
+
+}  // namespace
+
+Result<std::vector<ThinId>> ThinPool::list_thin_ids() const {
+  const std::string op = "list thin ids of " + name_;
+  auto path = device_path(table_.metadata_dev);
+  if (!path) return tl::unexpected(path.error().context(op));
+  auto reader = open_metadata_device(*path);
+  if (!reader) return tl::unexpected(reader.error().context(op));
+  auto snap = MetadataSnapGuard::reserve(name_);
+  if (!snap) return tl::unexpected(classify(snap.error()).context(op));
+  // The kernel commits after the message, so the copy's location is in the
+  // status line and every block under it is on the device.
+  auto st = status();
+  if (!st) return tl::unexpected(st.error().context(op));
+  if (!st->held_metadata_root) {
+    return fail(op, "", EIO, "the pool reports no held metadata root after reserving one");
+  }
+  auto ids = thin_ids_in_snapshot(*reader, *st->held_metadata_root);
+  if (!ids) return tl::unexpected(ids.error().context(op + " (metadata device " + *path + ")"));
+  return ids;
+}
 
 }  // namespace stepsnap::dm

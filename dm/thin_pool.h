@@ -83,6 +83,11 @@ class ThinPool {
   // Accept the kernel's current transaction id as our view (after the caller
   // reconciled its catalog).
   Status resync();
+  // Called with the new transaction id after every change this view makes
+  // to it (each create and delete bumps it first), so the caller can persist
+  // it and pass it to open() next time. Runs under the caller's locks; it
+  // cannot undo the change, so it should only record the value.
+  void on_transaction_change(std::function<void(std::uint64_t)> fn) { on_txn_ = std::move(fn); }
   // Ids the caller knows to be in use; only consulted once the 24-bit space
   // wraps around, or when the kernel says an id exists (EEXIST).
   void set_ids_in_use(std::set<ThinId> ids) { in_use_ = std::move(ids); }
@@ -125,6 +130,13 @@ class ThinPool {
                              const BeforeCreate& before = {}) {
     return clone(snapshot, name, size_bytes, before);
   }
+  // Every thin id the pool's metadata holds, ascending, active or not. Holds
+  // a metadata snapshot (reserve_metadata_snap) for the duration and reads
+  // its device-details btree from the metadata device (thin_metadata.h): no
+  // tool, no change to the pool's transaction id. EBUSY when someone else
+  // (thin_ls -m, say) holds the pool's one metadata snapshot; EROFS-like
+  // errors on a read-only pool, which takes no messages.
+  Result<std::vector<ThinId>> list_thin_ids() const;
   // The thin devices currently active on this pool.
   Result<std::vector<ThinVolume>> active_volumes() const;
   // Removes the pool device (every thin device must be deactivated first).
@@ -149,6 +161,7 @@ class ThinPool {
   PoolTable table_;
   std::uint64_t txn_ = 0;
   std::set<ThinId> in_use_;
+  std::function<void(std::uint64_t)> on_txn_;
 };
 
 }  // namespace stepsnap::dm

@@ -4,6 +4,7 @@
 
 #include <cerrno>
 
+#include "agent/catalog_schema.h"
 #include "test_db.h"
 
 namespace stepsnap::agent {
@@ -295,6 +296,163 @@ TEST_F(CatalogTest, SetMappedBytesAndDmName) {
   EXPECT_EQ(d->mapped_bytes, 77u);
   EXPECT_EQ(d->dm_name, "x");
   EXPECT_EQ(catalog_->set_mapped_bytes(4242, 1).error().err, ENOENT);
+}
+
+// ---- schema version 2: steps and the pool's transaction id -----------------
+
+StepRecord sample_step(const std::string& step = "train", const std::string& state = "running") {
+  StepRecord r;
+  r.pipeline = "kale";
+  r.run = "r1";
+  r.step = step;
+  r.cgroup = "/sys/fs/cgroup/steps/" + step;
+  r.cgroup_id = 4242;
+  r.policy = "both";
+  r.volumes = {"ws", "data"};
+  r.command = "python train.py --epochs 3";
+  r.labels = {{"team", "ml"}};
+  r.state = state;
+  r.registered_ns = 1'700'000'000'000'000'000;
+  r.started_ns = r.registered_ns + 5;
+  r.held_ns = 1234567;
+  r.pre_snapshots = {"r1." + step + ".ws.pre", "r1." + step + ".data.pre"};
+  return r;
+}
+
+TEST_F(CatalogTest, AVersion1CatalogMigratesKeepingItsPools) {
+  // A catalog written by the previous agent: only migration 1 applied.
+  TempDir old;
+  {
+    auto db = open_db(old.file("catalog.db"));
+    ASSERT_TRUE(db->exec(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT "
+        "NULL)"));
+    ASSERT_TRUE(db->exec(std::string(catalog_migrations().at(0))));
+    ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES (1, 0)"));
+    ASSERT_TRUE(db->exec(
+        "INSERT INTO pools (name, data_device, metadata_device, block_bytes, next_thin_id, "
+        "created_ns) VALUES ('old', '/dev/a', '/dev/b', 65536, 7, 1)"));
+  }
+  auto c = Catalog::open(open_db(old.file("catalog.db")));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(*c->schema_version(), 2);
+  auto pool = c->find_pool("old");
+  ASSERT_TRUE(pool && *pool);
+  EXPECT_EQ((*pool)->next_thin_id, 7u);
+  EXPECT_FALSE((*pool)->transaction_id) << "never recorded by the old agent";
+  auto steps = c->unfinished_steps();
+  ASSERT_TRUE(steps) << steps.error().message();
+  EXPECT_TRUE(steps->empty());
+}
+
+TEST_F(CatalogTest, TransactionIdRoundTripsAllSixtyFourBits) {
+  EXPECT_FALSE(pool_.transaction_id);
+  // dm's transaction id is unsigned; SQLite's integers are signed.
+  const std::uint64_t txn = 0xFFFFFF0000000123ull;
+  ASSERT_TRUE(catalog_->set_transaction_id(pool_.id, txn));
+  reopen();
+  EXPECT_EQ(pool_.transaction_id, txn);
+  ASSERT_TRUE(catalog_->set_transaction_id(pool_.id, 5));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->transaction_id, 5u);
+  auto missing = catalog_->set_transaction_id(pool_.id + 100, 5);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, StepsSurviveReopenWithEveryField) {
+  StepRecord r = sample_step();
+  r.exit_status = 3;
+  r.error = "post-snapshot failed: no space";
+  r.finished_ns = r.started_ns + 99;
+  r.state = "failed";
+  r.post_snapshots = {"r1.train.ws.post"};
+  ASSERT_TRUE(catalog_->save_step(r));
+  reopen();
+  auto found = catalog_->find_step("kale", "r1", "train");
+  ASSERT_TRUE(found) << found.error().message();
+  ASSERT_TRUE(*found);
+  const StepRecord& g = **found;
+  EXPECT_EQ(g.cgroup, r.cgroup);
+  EXPECT_EQ(g.cgroup_id, r.cgroup_id);
+  EXPECT_EQ(g.policy, "both");
+  EXPECT_EQ(g.volumes, r.volumes);
+  EXPECT_EQ(g.command, r.command);
+  EXPECT_EQ(g.labels, r.labels);
+  EXPECT_EQ(g.state, "failed");
+  EXPECT_EQ(g.exit_status, 3);
+  EXPECT_EQ(g.error, r.error);
+  EXPECT_EQ(g.registered_ns, r.registered_ns);
+  EXPECT_EQ(g.started_ns, r.started_ns);
+  EXPECT_EQ(g.finished_ns, r.finished_ns);
+  EXPECT_EQ(g.held_ns, r.held_ns);
+  EXPECT_EQ(g.pre_snapshots, r.pre_snapshots);
+  EXPECT_EQ(g.post_snapshots, r.post_snapshots);
+  EXPECT_TRUE(g.terminal());
+  auto none = catalog_->find_step("kale", "r1", "nope");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+}
+
+TEST_F(CatalogTest, SavingAStepAgainUpdatesItsOneRow) {
+  StepRecord r = sample_step("prep", "registered");
+  r.started_ns = 0;
+  ASSERT_TRUE(catalog_->save_step(r));
+  auto first = *catalog_->find_step("kale", "r1", "prep");
+  EXPECT_EQ(first->started_ns, 0) << "not started is kept as not started";
+  EXPECT_FALSE(first->exit_status);
+  for (const char* state : {"holding", "running", "finishing", "finished"}) {
+    r.state = state;
+    ASSERT_TRUE(catalog_->save_step(r)) << state;
+  }
+  r.exit_status = 0;
+  ASSERT_TRUE(catalog_->save_step(r));
+  auto run = catalog_->list_steps("kale", "r1");
+  ASSERT_TRUE(run);
+  ASSERT_EQ(run->size(), 1u);
+  EXPECT_EQ((*run)[0].state, "finished");
+  EXPECT_EQ((*run)[0].exit_status, 0);
+}
+
+TEST_F(CatalogTest, UnknownStateOrPolicyIsRefusedByTheSchema) {
+  StepRecord bad = sample_step("x", "paused");
+  auto r = catalog_->save_step(bad);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("kale/r1/x"), std::string::npos) << r.error().message();
+  bad.state = "running";
+  bad.policy = "sometimes";
+  EXPECT_FALSE(catalog_->save_step(bad));
+  EXPECT_FALSE(*catalog_->find_step("kale", "r1", "x"));
+}
+
+TEST_F(CatalogTest, UnfinishedStepsAreTheNonTerminalOnesOfEveryRun) {
+  ASSERT_TRUE(catalog_->save_step(sample_step("a", "registered")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("b", "holding")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("c", "running")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("d", "finishing")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("e", "finished")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("f", "failed")));
+  StepRecord other = sample_step("a", "running");
+  other.run = "r2";
+  ASSERT_TRUE(catalog_->save_step(other));
+  auto open = catalog_->unfinished_steps();
+  ASSERT_TRUE(open);
+  std::vector<std::string> keys;
+  for (const auto& s : *open) keys.push_back(s.run + "/" + s.step + ":" + s.state);
+  EXPECT_EQ(keys, (std::vector<std::string>{"r1/a:registered", "r1/b:holding", "r1/c:running",
+                                            "r1/d:finishing", "r2/a:running"}));
+  EXPECT_EQ(catalog_->list_steps("kale", "r1")->size(), 6u);
+  EXPECT_EQ(catalog_->list_steps("kale", "r2")->size(), 1u);
+  EXPECT_TRUE(catalog_->list_steps("other", "r1")->empty());
+}
+
+TEST_F(CatalogTest, AStepRowRollsBackWithItsTransaction) {
+  {
+    auto sp = Savepoint::begin(catalog_->db());
+    ASSERT_TRUE(sp);
+    ASSERT_TRUE(catalog_->save_step(sample_step()));
+    // no commit: the event it would have gone with did not happen either
+  }
+  EXPECT_FALSE(*catalog_->find_step("kale", "r1", "train"));
 }
 
 }  // namespace

@@ -20,10 +20,11 @@
 #include <thread>
 #include <vector>
 
-#include "agent/ctl_client.h"
+#include "common/api_client.h"
 #include "common/unique_fd.h"
 #include "dm/dm_task.h"
 #include "runner/cgroup.h"
+#include "tests/support/stepsnapd_fixture.h"
 
 namespace stepsnap::agent {
 namespace {
@@ -31,163 +32,9 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-struct Output {
-  int rc = -1;
-  std::string out;
-  std::string err;
-};
+using namespace stepsnap::testing;
 
-// Runs a shell command; stdout and stderr captured separately.
-Output sh(const std::string& cmd) {
-  char err_path[] = "/tmp/stepsnap-err-XXXXXX";
-  int efd = mkstemp(err_path);
-  ::close(efd);
-  Output o;
-  FILE* p = ::popen((cmd + " 2>" + err_path).c_str(), "r");
-  if (!p) return o;
-  char buf[4096];
-  std::size_t n;
-  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) o.out.append(buf, n);
-  int status = ::pclose(p);
-  o.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128;
-  std::ifstream e(err_path);
-  o.err.assign(std::istreambuf_iterator<char>(e), {});
-  ::unlink(err_path);
-  return o;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-bool exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0;
-}
-
-class DaemonVm : public ::testing::Test {
- protected:
-  void SetUp() override {
-    if (::geteuid() != 0 || !exists("/sys/module/dm_thin_pool")) {
-      GTEST_SKIP() << "needs root and dm-thin: run inside scripts/vm";
-    }
-    static int instance = 0;
-    std::string unique = std::to_string(::getpid()) + "n" + std::to_string(++instance);
-    dir_ = "/tmp/stepsnapd-test-" + unique;
-    std::filesystem::create_directories(dir_ + "/mnt");
-    pool_ = "t" + unique;
-    socket_ = dir_ + "/sock";
-    start_daemon();
-  }
-
-  void TearDown() override {
-    for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) sh("umount " + *it);
-    stop_daemon(SIGTERM);
-    if (HasFailure()) std::cerr << "stepsnapd's log:\n" << read_file(dir_ + "/stepsnapd.log");
-    // Volumes outlive the daemon by design; the test removes them and the
-    // pool (whose loop devices then detach by themselves).
-    if (auto names = dm::list_devices()) {
-      for (const auto& n : *names) {
-        if (n.rfind(pool_ + "-vol-", 0) == 0) (void)dm::remove_device(n);
-      }
-    }
-    (void)dm::remove_device(pool_ + "-pool");
-  }
-
-  // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.
-  void start_daemon() {
-    std::string notify = dir_ + "/notify";
-    ::unlink(notify.c_str());
-    UniqueFd n(::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify.c_str());
-    ASSERT_EQ(::bind(n.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    timeval tv{60, 0};
-    ::setsockopt(n.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    pid_ = ::fork();
-    ASSERT_GE(pid_, 0);
-    if (pid_ == 0) {
-      ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
-      std::string log = dir_ + "/stepsnapd.log";
-      std::freopen(log.c_str(), "a", stderr);
-      ::execl(STEPSNAPD_PATH, "stepsnapd", "--state-dir", (dir_ + "/state").c_str(), "--socket",
-              socket_.c_str(), "--socket-group", "", "--pool-name", pool_.c_str(),
-              "--pool-loop-dir", (dir_ + "/loop").c_str(), "--pool-loop-data-size", "512M",
-              "--pool-loop-metadata-size", "16M", "--log-level", "debug", nullptr);
-      ::_exit(127);
-    }
-    char buf[256] = {};
-    ssize_t got = ::recv(n.get(), buf, sizeof buf - 1, 0);
-    ASSERT_GT(got, 0) << "no READY=1 from stepsnapd; its log:\n"
-                      << read_file(dir_ + "/stepsnapd.log");
-    EXPECT_EQ(std::string(buf).rfind("READY=1", 0), 0u) << buf;
-  }
-
-  int stop_daemon(int sig) {
-    if (pid_ <= 0) return -1;
-    ::kill(pid_, sig);
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-
-  Output ctl(const std::string& args) {
-    return sh(std::string(STEPSNAPCTL_PATH) + " --socket " + socket_ + " " + args);
-  }
-
-  json call(const std::string& op, const json& args) {
-    auto c = CtlClient::connect(socket_);
-    if (!c) {
-      ADD_FAILURE() << c.error().message();
-      return json();
-    }
-    auto r = c->call(op, args);
-    if (!r) {
-      ADD_FAILURE() << r.error().message();
-      return json();
-    }
-    return *r;
-  }
-
-  json ok(const std::string& op, const json& args) {
-    json r = call(op, args);
-    EXPECT_TRUE(r.value("ok", false)) << op << ": " << r.dump();
-    return r.value("result", json::object());
-  }
-
-  // Every event so far (follow=false).
-  std::vector<json> events() {
-    std::vector<json> out;
-    auto c = CtlClient::connect(socket_);
-    if (!c) return out;
-    if (!c->send("events.subscribe", {{"since", 0}, {"follow", false}})) return out;
-    auto first = c->read();
-    if (!first || !first->value("ok", false)) return out;
-    std::uint64_t last = (*first)["result"]["last_seq"];
-    std::uint64_t seen = 0;
-    while (seen < last) {
-      auto line = c->read();
-      if (!line || !line->contains("event")) break;
-      out.push_back((*line)["event"]);
-      seen = out.back()["seq"];
-    }
-    return out;
-  }
-
-  void mount(const std::string& dev, const std::string& where) {
-    std::filesystem::create_directories(where);
-    auto r = sh("mount " + dev + " " + where);
-    ASSERT_EQ(r.rc, 0) << r.err;
-    mounts_.push_back(where);
-  }
-
-  std::string dir_, pool_, socket_;
-  pid_t pid_ = -1;
-  std::vector<std::string> mounts_;
-};
+class DaemonVm : public StepsnapdFixture {};
 
 TEST_F(DaemonVm, StepPreAndPostSnapshotsHoldExactlyTheStepsBoundaries) {
   json vol = ok("volume.create", {{"name", "ws"}, {"size_bytes", 64 << 20}});
@@ -346,7 +193,7 @@ TEST_F(DaemonVm, Kill9DuringSnapshotsRecoversWithoutGapsOrSuspendedDevices) {
   for (int round = 0; round < 3; ++round) {
     std::atomic<bool> stop{false};
     std::thread loop([&] {
-      auto c = CtlClient::connect(socket_);
+      auto c = ApiClient::connect(socket_);
       if (!c) return;
       for (int i = 0; !stop && i < 200; ++i) {
         auto r = c->call("snapshot.create", {{"volume", "loop"}});

@@ -42,6 +42,21 @@ TEST(Options, DefaultsWithDevices) {
   EXPECT_EQ(o.pool.data_device, "/dev/sdb");
   EXPECT_EQ(o.log_level, log::Level::info);
   EXPECT_EQ(o.event_retention, 100000u);
+  EXPECT_EQ(o.hold_timeout_seconds, 600u);
+}
+
+TEST(Options, HoldTimeoutIsWholeSecondsWithinBounds) {
+  auto args = kDevices;
+  args.insert(args.end(), {"--hold-timeout", "30"});
+  EXPECT_EQ(ok(args).hold_timeout_seconds, 30u);
+  for (const char* bad : {"0", "86401", "-5", "1.5", "10s", ""}) {
+    auto a = kDevices;
+    a.insert(a.end(), {"--hold-timeout", bad});
+    std::string e = error_of(a);
+    EXPECT_EQ(e.rfind("--hold-timeout", 0), 0u) << bad << ": " << e;
+    EXPECT_NE(e.find("1 to 86400"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
 }
 
 TEST(Options, LoopFiles) {
@@ -58,9 +73,9 @@ TEST(Options, HelpExplainsEveryFlag) {
   auto r = parse({"--help"});
   ASSERT_TRUE(r);
   auto text = std::get<HelpRequested>(*r).text;
-  for (const char* flag :
-       {"--config", "--state-dir", "--socket", "--socket-group", "--event-log", "--log-level",
-        "--pool-data-device", "--pool-loop-dir", "--pool-block-size", "--event-retention"}) {
+  for (const char* flag : {"--config", "--state-dir", "--socket", "--socket-group", "--event-log",
+                           "--log-level", "--pool-data-device", "--pool-loop-dir",
+                           "--pool-block-size", "--event-retention", "--hold-timeout"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
 }

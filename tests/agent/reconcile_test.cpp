@@ -119,6 +119,19 @@ TEST(Reconcile, LeakedThinIdBelowCounterIsDeleted) {
   EXPECT_NE(plan[0].reason.find("leaked"), std::string::npos);
 }
 
+TEST(Reconcile, ALeakFarBelowTheCounterIsDeletedButIdZeroIsNeverOurs) {
+  // With the pool's full list (not probes near the counter) a leak anywhere
+  // below the counter is found; id 0 is never handed out by this agent.
+  ReconcileInput in;
+  in.next_thin_id = 5000;
+  in.devices = {dev(1, 4990, DeviceState::created)};
+  in.pool_thin_ids = {0, 3, 4990};
+  auto plan = plan_reconcile(in);
+  ASSERT_EQ(kinds(plan), (std::vector<K>{K::delete_thin, K::report_foreign_thin}));
+  EXPECT_EQ(plan[0].thin_id, 3u);
+  EXPECT_EQ(plan[1].thin_id, 0u);
+}
+
 TEST(Reconcile, ForeignThinIdIsKeptReportedAndCounterAdvanced) {
   ReconcileInput in;
   in.next_thin_id = 5;

@@ -32,6 +32,12 @@ TEST(StepState, PreFailureKillsAndNeverReleases) {
   expect(step_transition(S::failed, I::pre_done, kBoth), S::failed, A::none);
 }
 
+TEST(StepState, AStepGoneBeforeAnyExecFailsWithoutSnapshots) {
+  // Its launcher failed during setup: nothing ran, nothing to snapshot.
+  for (auto flags : {kBoth, kPost, kNone})
+    expect(step_transition(S::registered, I::step_end, flags), S::failed, A::finish);
+}
+
 TEST(StepState, StepEndWhileHoldingWaitsForThePreSnapshot) {
   expect(step_transition(S::holding, I::step_end, kBoth), S::holding, A::none);
 }

@@ -1,4 +1,4 @@
-#include "agent/ctl_client.h"
+#include "common/api_client.h"
 
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -6,11 +6,11 @@
 #include <cerrno>
 #include <cstring>
 
-namespace stepsnap::agent {
+namespace stepsnap {
 
 using json = nlohmann::json;
 
-Result<CtlClient> CtlClient::connect(const std::string& path) {
+Result<ApiClient> ApiClient::connect(const std::string& path) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (path.size() >= sizeof(addr.sun_path)) {
@@ -25,10 +25,10 @@ Result<CtlClient> CtlClient::connect(const std::string& path) {
         e == EACCES ? "are you root or in the socket's group?" : "is stepsnapd running?";
     return fail("cannot connect to stepsnapd at", path, e, hint);
   }
-  return CtlClient(std::move(fd), path);
+  return ApiClient(std::move(fd), path);
 }
 
-Status CtlClient::send(const std::string& op, const json& args) {
+Status ApiClient::send(const std::string& op, const json& args) {
   json req = {{"v", 1}, {"id", next_id_++}, {"op", op}};
   if (!args.is_null() && !args.empty()) req["args"] = args;
   std::string line = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
@@ -44,7 +44,7 @@ Status CtlClient::send(const std::string& op, const json& args) {
   return {};
 }
 
-Result<json> CtlClient::read() {
+Result<json> ApiClient::read() {
   for (;;) {
     auto nl = buffer_.find('\n');
     if (nl != std::string::npos) {
@@ -68,9 +68,19 @@ Result<json> CtlClient::read() {
   }
 }
 
-Result<json> CtlClient::call(const std::string& op, const json& args) {
+Result<json> ApiClient::call(const std::string& op, const json& args) {
   if (auto r = send(op, args); !r) return tl::unexpected(r.error());
   return read();
 }
 
-}  // namespace stepsnap::agent
+Result<json> ApiClient::request(const std::string& op, const json& args) {
+  auto answer = call(op, args);
+  if (!answer) return answer;
+  if (answer->value("ok", false) && answer->contains("result")) return (*answer)["result"];
+  const json& error = answer->contains("error") ? (*answer)["error"] : json::object();
+  Error e{"stepsnapd " + op, "", 0, error.value("message", "answer without result or error")};
+  e.kind = error.value("code", "");
+  return tl::unexpected(e);
+}
+
+}  // namespace stepsnap
