@@ -8,12 +8,13 @@
 //                      an error here means the step never starts
 //   step_finished      every process of the step is gone (post-snapshot)
 //   unregister_step    instead of step_finished, when the step never ran
-// Nothing below agent/ includes agent/: the socket client implementing this
-// lives in runner/ and speaks the agent's wire format.
+// Nothing in runner/ includes agent/: the socket client implementing this
+// (stepsnapd_client.h) speaks the agent's wire format through common/.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,15 +39,24 @@ struct StepRegistration {
   std::vector<std::string> command;
 };
 
+// Where a volume's data is: a host directory (bind-mounted) or a block device
+// (mounted with its filesystem inside the step's mount namespace, so the
+// host's mount table never shows it).
+struct VolumeSource {
+  std::string path;
+  bool block_device = false;
+};
+
 class AgentClient {
  public:
   virtual ~AgentClient() = default;
 
   // False for --no-agent: runner then says loudly that nothing is snapshotted.
   virtual bool takes_snapshots() const = 0;
-  // A host directory holding this run's clone of `volume` (created from the
-  // volume's latest snapshot on the run's first use, reused by later steps).
-  virtual Result<std::string> ensure_run_clone(const StepRef& ref, const std::string& volume) = 0;
+  // This run's clone of `volume`: made on the run's first use from
+  // `snapshot`, or else the volume's newest snapshot; reused by later steps.
+  virtual Result<VolumeSource> ensure_run_clone(const StepRef& ref, const std::string& volume,
+                                                const std::optional<std::string>& snapshot) = 0;
   virtual Status register_step(const StepRegistration& registration) = 0;
   // Returns once the pre-snapshot of every volume is taken.
   virtual Status await_pre_snapshot(const StepRef& ref) = 0;
@@ -60,17 +70,17 @@ class AgentClient {
 class NoAgentClient final : public AgentClient {
  public:
   bool takes_snapshots() const override { return false; }
-  Result<std::string> ensure_run_clone(const StepRef& ref, const std::string& volume) override;
+  Result<VolumeSource> ensure_run_clone(const StepRef& ref, const std::string& volume,
+                                        const std::optional<std::string>& snapshot) override;
   Status register_step(const StepRegistration&) override { return {}; }
   Status await_pre_snapshot(const StepRef&) override { return {}; }
   Status step_finished(const StepRef&, int) override { return {}; }
   Status unregister_step(const StepRef&) override { return {}; }
 };
 
-// NoAgentClient for --no-agent; otherwise connects to options.agent_socket
-// ("connect to stepsnapd at SOCKET: No such file or directory (is stepsnapd
-// running? ...)"). The socket client itself is not written yet: a reachable
-// agent is still an error, said as such.
+// NoAgentClient for --no-agent; otherwise the stepsnapd client connected to
+// options.agent_socket ("cannot connect to stepsnapd at SOCKET: No such file
+// or directory (is stepsnapd running? ...)").
 Result<std::unique_ptr<AgentClient>> connect_agent(const ExecOptions& options);
 
 }  // namespace stepsnap::runner

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -19,8 +20,10 @@
 #include "common/unique_fd.h"
 #include "runner/agent_client.h"
 #include "runner/cgroup.h"
+#include "runner/fs_probe.h"
 #include "runner/mount_plan.h"
 #include "runner/step_process.h"
+#include "runner/stepsnapd_client.h"
 
 extern char** environ;
 
@@ -29,9 +32,9 @@ namespace {
 
 constexpr int kRunnerFailed = 125;
 constexpr int kTimedOut = 124;
-// A forwarded SIGINT, SIGTERM or SIGQUIT that the step ignores (pid 1 of a
-// pid namespace ignores every signal it has no handler for) ends the step
-// this long afterwards.
+// A forwarded SIGINT, SIGTERM or SIGQUIT that the step handles or ignores
+// without exiting ends the step this long afterwards. (One it has no
+// handler for ends it at once: pid 1 of a namespace would drop it.)
 constexpr int kSignalGraceSeconds = 10;
 constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
 
@@ -106,6 +109,22 @@ UniqueFd timer_after(double seconds) {
   return fd;
 }
 
+// Whether pid has a handler for sig or ignores it (SigCgt / SigIgn in
+// /proc/PID/status). Unknown counts as handled: the signal is then only
+// forwarded, with the grace kill behind it.
+bool handles_or_ignores(pid_t pid, int sig) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  bool known = false, handled = false;
+  while (std::getline(status, line)) {
+    if (line.rfind("SigCgt:", 0) != 0 && line.rfind("SigIgn:", 0) != 0) continue;
+    known = true;
+    unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+    handled |= (mask >> (sig - 1)) & 1;
+  }
+  return !known || handled;
+}
+
 // Removes the empty stepsnap/<pipeline>/<run> parents a step leaves behind;
 // a parent another step still uses is not empty and stays.
 void remove_empty_parents(const std::string& step_path) {
@@ -156,6 +175,7 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   UniqueFd deadline = o.timeout_seconds ? timer_after(*o.timeout_seconds) : UniqueFd();
   UniqueFd grace;
   int forwarded_signal = 0;
+  int killed_by = 0;  // a stop signal the step had no handler for
   bool timed_out = false;
   for (;;) {
     struct pollfd fds[4] = {{step->pidfd(), POLLIN, 0},
@@ -171,12 +191,19 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
       struct signalfd_siginfo si {};
       if (::read(signals.get(), &si, sizeof(si)) == sizeof(si)) {
         forwarded_signal = static_cast<int>(si.ssi_signo);
-        (void)step->signal(forwarded_signal);
         // Only signals that ask the step to stop get the grace kill: a step
         // that handles SIGHUP or SIGUSR1 and keeps running is doing its job.
         bool asks_to_stop = forwarded_signal == SIGINT || forwarded_signal == SIGTERM ||
                             forwarded_signal == SIGQUIT;
-        if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
+        if (asks_to_stop && !handles_or_ignores(step->pid(), forwarded_signal)) {
+          // The kernel drops it for pid 1 of a namespace, yet any other
+          // process would die of it: end the step as if it had.
+          killed_by = forwarded_signal;
+          (void)step_cgroup.kill();
+        } else {
+          (void)step->signal(forwarded_signal);
+          if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
+        }
       }
     }
     if (fds[2].revents & POLLIN) {
@@ -196,7 +223,8 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   auto status = step->wait();
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   if (!status) return {say(kRunnerFailed, status.error().message()), true};
-  return {timed_out ? kTimedOut : *status, true};
+  if (timed_out) return {kTimedOut, true};
+  return {killed_by ? 128 + killed_by : *status, true};
 }
 
 }  // namespace
@@ -209,17 +237,29 @@ int run_exec(const ExecOptions& o) {
   if (!(*agent)->takes_snapshots())
     std::cerr << "runner: --no-agent: volumes are host directories bind-mounted as they are; "
                  "NO SNAPSHOTS are taken\n";
+  return run_exec_with(o, **agent);
+}
 
-  // Volume names become the directories to bind: host directories with
-  // --no-agent, this run's clones with the agent.
+int run_exec_with(const ExecOptions& o, AgentClient& agent) {
+  // Volume names become what to mount: host directories with --no-agent,
+  // this run's clones (block devices) with the agent.
   StepRef ref{o.pipeline, o.run, o.step};
   ExecOptions resolved = o;
   std::vector<std::string> volume_names;
   for (auto& v : resolved.volumes) {
     volume_names.push_back(v.name);
-    auto source = (*agent)->ensure_run_clone(ref, v.name);
+    std::optional<std::string> from;
+    if (auto it = o.clone_from.find(v.name); it != o.clone_from.end()) from = it->second;
+    auto source = agent.ensure_run_clone(ref, v.name, from);
     if (!source) return say(kRunnerFailed, source.error().message());
-    v.name = *source;
+    v.name = source->path;
+    if (source->block_device) {
+      auto fstype = probe_filesystem(source->path);
+      if (!fstype)
+        return say(kRunnerFailed,
+                   "volume " + volume_names.back() + ": " + fstype.error().message());
+      v.fstype = *fstype;
+    }
   }
   auto plan = build_mount_plan(resolved);
   if (!plan) return say(kRunnerFailed, plan.error().message());
@@ -233,23 +273,27 @@ int run_exec(const ExecOptions& o) {
   StepOutcome outcome;
   if (auto s = apply_limits(*cg, o); !s) {
     say(kRunnerFailed, s.error().message());
-  } else if (auto r = (*agent)->register_step(
+  } else if (auto r = agent.register_step(
                  {ref, cg->id(), cg->path(), o.snapshots, volume_names, o.command});
              !r) {
     say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
   } else {
-    outcome = run_step(resolved, *plan, *cg, **agent, ref);
+    outcome = run_step(resolved, *plan, *cg, agent, ref);
     // Every process of the step must be gone before the post-snapshot. pid 1
     // exiting makes the kernel kill the rest; wait until they are gone.
-    if (outcome.ran && (*agent)->takes_snapshots()) {
+    if (outcome.ran && agent.takes_snapshots()) {
       if (auto p = cg->populated(); p && *p) {
         (void)cg->kill();
         (void)cg->wait_empty(std::chrono::seconds(10));
       }
     }
-    auto done =
-        outcome.ran ? (*agent)->step_finished(ref, outcome.code) : (*agent)->unregister_step(ref);
-    if (!done) {
+    auto done = outcome.ran ? agent.step_finished(ref, outcome.code) : agent.unregister_step(ref);
+    if (!done && done.error().kind == kPreSnapshotFailed) {
+      // The agent killed the step at its held first exec: CMD never ran.
+      outcome.code =
+          say(kRunnerFailed, "pre-snapshot of step " + ref.text() +
+                                 " failed, the step did not start: " + done.error().detail);
+    } else if (!done) {
       say(0, "stepsnapd after step " + ref.text() + ": " + done.error().message());
       if (outcome.ran && outcome.code == 0) outcome.code = kRunnerFailed;
     }

@@ -2,10 +2,15 @@
 // runner itself exits with (see exec_help() for the table).
 #pragma once
 
+#include "runner/agent_client.h"
 #include "runner/options.h"
 
 namespace stepsnap::runner {
 
 int run_exec(const ExecOptions& options);
+
+// The same with an agent client already connected (`runner pipeline` runs
+// every step of a run over one connection). Needs root.
+int run_exec_with(const ExecOptions& options, AgentClient& agent);
 
 }  // namespace stepsnap::runner

@@ -1,10 +1,12 @@
-// runner: launches pipeline steps. `runner exec` is a step's entrypoint.
+// runner: launches pipeline steps. `runner exec` is a step's entrypoint;
+// `runner pipeline run` runs a whole pipeline through it.
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "runner/exec.h"
 #include "runner/options.h"
+#include "runner/pipeline.h"
 
 int main(int argc, char** argv) {
   using namespace stepsnap::runner;
@@ -12,6 +14,22 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     std::cout << runner_help();
     return args.empty() ? 2 : 0;
+  }
+  if (args[0] == "pipeline") {
+    if (args.size() < 2 || args[1] != "run") {
+      std::cerr << "runner: expected 'runner pipeline run FILE' (see runner pipeline run --help)\n";
+      return 2;
+    }
+    auto options = parse_pipeline_run_options({args.begin() + 2, args.end()});
+    if (!options) {
+      std::cerr << "runner: " << options.error().message() << "\n";
+      return 125;
+    }
+    if (options->help) {
+      std::cout << pipeline_run_help();
+      return 0;
+    }
+    return run_pipeline(*options);
   }
   if (args[0] != "exec") {
     std::cerr << "runner: unknown command '" << args[0] << "' (see runner --help)\n";

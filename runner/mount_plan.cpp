@@ -21,7 +21,10 @@ Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options) {
     if (target == "/" || target == "/proc")
       return fail("bad --volume", v.name + ":" + v.target, EINVAL,
                   "cannot mount a volume over / or /proc");
-    plan.push_back({K::bind, v.name, target.string()});
+    if (v.fstype.empty())
+      plan.push_back({K::bind, v.name, target.string()});
+    else
+      plan.push_back({K::mount_device, v.name, target.string(), v.fstype});
     if (v.read_only) plan.push_back({K::remount_ro, "", target.string()});
   }
   // After the volumes, so a volume mounted at / or under /proc can't hide it.
@@ -52,6 +55,8 @@ std::string describe(const MountOp& op) {
       return "make " + op.target + " private";
     case MountOp::Kind::bind:
       return "bind " + op.source + " to " + op.target;
+    case MountOp::Kind::mount_device:
+      return "mount " + op.fstype + " on " + op.source + " at " + op.target;
     case MountOp::Kind::remount_ro:
       return "make " + op.target + " read-only";
     case MountOp::Kind::proc:
@@ -64,6 +69,23 @@ std::string describe(const MountOp& op) {
 
 namespace {
 
+// A missing mount point is created, as `mkdir -p` would: on the filesystem
+// below it, so an empty directory stays there after the step (the host's,
+// when the path is outside every volume).
+Status ensure_mount_point(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) return {};
+    return fail("mount volume at", path, ENOTDIR, "the mount point must be a directory");
+  }
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec)
+    return fail("create mount point", path, ec.value(),
+                "create it beforehand, or mount under a writable directory");
+  return {};
+}
+
 Status run_one(const MountOp& op) {
   const char* target = op.target.c_str();
   switch (op.kind) {
@@ -72,12 +94,18 @@ Status run_one(const MountOp& op) {
         return fail_errno("make mounts private", op.target);
       return {};
     case MountOp::Kind::bind: {
-      struct stat st {};
-      if (::stat(target, &st) != 0 || !S_ISDIR(st.st_mode))
-        return fail("mount volume at", op.target, ENOENT,
-                    "the mount point must be an existing directory");
+      if (auto s = ensure_mount_point(op.target); !s) return s;
       if (::mount(op.source.c_str(), target, nullptr, MS_BIND | MS_REC, nullptr) != 0)
         return fail_errno("bind " + op.source + " to", op.target);
+      return {};
+    }
+    case MountOp::Kind::mount_device: {
+      if (auto s = ensure_mount_point(op.target); !s) return s;
+      // A clone carries its origin's XFS UUID; XFS refuses a second mount of
+      // one UUID unless told the copy is deliberate.
+      const char* data = op.fstype == "xfs" ? "nouuid" : nullptr;
+      if (::mount(op.source.c_str(), target, op.fstype.c_str(), MS_NODEV | MS_NOSUID, data) != 0)
+        return fail_errno("mount " + op.fstype + " on " + op.source + " at", op.target);
       return {};
     }
     case MountOp::Kind::remount_ro:

@@ -15,7 +15,8 @@ namespace stepsnap::runner {
 struct MountOp {
   enum class Kind {
     make_private,  // MS_REC|MS_PRIVATE on /: nothing propagates back to the host
-    bind,          // source -> target (MS_BIND|MS_REC)
+    bind,          // source -> target (MS_BIND|MS_REC); a missing target is created
+    mount_device,  // the filesystem `fstype` on block device source at target
     remount_ro,    // target becomes read-only
     proc,          // a fresh procfs at target, for the new pid namespace
     mkdir,         // target and its parents, mode 0755
@@ -23,6 +24,7 @@ struct MountOp {
   Kind kind;
   std::string source;
   std::string target;
+  std::string fstype = {};  // mount_device only
 
   bool operator==(const MountOp&) const = default;
 };

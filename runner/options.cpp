@@ -20,7 +20,7 @@ po::options_description exec_description() {
   d.add_options()
     ("help,h", "show this help")
     ("agent", po::value<std::string>()->value_name("SOCKET"),
-     "stepsnapd's Unix socket (default /run/stepsnap/agent.sock)")
+     "stepsnapd's Unix socket (default /run/stepsnap/stepsnapd.sock)")
     ("no-agent", "debug mode: no agent, no snapshots; a volume is HOSTDIR:/path[:ro] and "
      "the host directory is bind-mounted as it is")
     ("pipeline", po::value<std::string>()->value_name("P"), "pipeline name")
@@ -29,6 +29,9 @@ po::options_description exec_description() {
     ("volume", po::value<std::vector<std::string>>()->value_name("NAME:/path[:ro]")->composing(),
      "mount this run's clone of volume NAME at /path (read-only with :ro); repeatable; "
      "the first volume is the workspace")
+    ("clone-from", po::value<std::vector<std::string>>()->value_name("VOLUME=SNAPSHOT")->composing(),
+     "make this run's clone of VOLUME from SNAPSHOT (default: the volume's newest snapshot, "
+     "or one taken now); only on the run's first use of VOLUME; repeatable")
     ("workdir", po::value<std::string>()->value_name("DIR"),
      "absolute working directory of the step (default: runner's own)")
     ("env", po::value<std::vector<std::string>>()->value_name("K=V")->composing(),
@@ -157,6 +160,23 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
     }
   }
 
+  if (vm.count("clone-from")) {
+    if (o.no_agent) return usage("--clone-from needs the agent; drop it with --no-agent");
+    for (const auto& text : vm["clone-from"].as<std::vector<std::string>>()) {
+      auto eq = text.find('=');
+      std::string volume = eq == std::string::npos ? "" : text.substr(0, eq);
+      std::string snapshot = eq == std::string::npos ? "" : text.substr(eq + 1);
+      if (!is_valid_name(volume) || !is_valid_name(snapshot))
+        return fail("bad --clone-from", text, 0,
+                    "expected VOLUME=SNAPSHOT; " + std::string(kNameRule));
+      bool mounted = false;
+      for (const auto& v : o.volumes) mounted |= v.name == volume;
+      if (!mounted)
+        return fail("bad --clone-from", text, 0, "no --volume " + volume + ":/path to clone for");
+      o.clone_from[volume] = snapshot;
+    }
+  }
+
   if (vm.count("workdir")) o.workdir = vm["workdir"].as<std::string>();
   if (vm.count("env")) {
     for (const auto& text : vm["env"].as<std::vector<std::string>>()) {
@@ -221,7 +241,8 @@ std::string exec_help() {
          "                   [--volume NAME:/path[:ro]]... [--workdir DIR] [--env K=V]...\n"
          "                   [--hostname H] [--net none|host] [--memory BYTES] [--cpus N]\n"
          "                   [--timeout SECONDS] [--snapshots pre,post|pre|post|none]\n"
-         "                   [--marshal DIR] [--no-agent] -- CMD [ARGS...]\n"
+         "                   [--marshal DIR] [--clone-from VOLUME=SNAPSHOT]...\n"
+         "                   [--no-agent] -- CMD [ARGS...]\n"
          "\n"
          "Runs CMD as one pipeline step: in new mount, pid, uts and ipc namespaces (and a\n"
          "new network namespace unless --net host), inside the cgroup\n"
@@ -229,6 +250,12 @@ std::string exec_help() {
          "mounted at its path, a fresh /proc, and the marshal folder created. CMD is pid 1\n"
          "of its namespace. stdin, stdout and stderr are passed through; SIGINT, SIGTERM,\n"
          "SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 go to the step.\n"
+         "\n"
+         "With the agent (stepsnapd), each volume is this run's clone of it, made on the\n"
+         "run's first use from the volume's newest snapshot (or --clone-from) and reused\n"
+         "by the run's later steps. The agent holds CMD at its first exec, snapshots every\n"
+         "volume (pre), lets it run, and snapshots them again once every process of the\n"
+         "step is gone (post); runner returns after the post-snapshot is taken.\n"
          "\n"
          "--no-agent: no stepsnapd, no clones, NO SNAPSHOTS. A volume is then\n"
          "HOSTDIR:/path[:ro] and the host directory itself is bind-mounted; --pipeline,\n"
@@ -246,9 +273,13 @@ std::string exec_help() {
 
 std::string runner_help() {
   return "usage: runner exec [options] -- CMD [ARGS...]\n"
-         "       runner exec --help\n"
+         "       runner pipeline run FILE [options]\n"
+         "       runner exec --help | runner pipeline run --help\n"
          "\n"
-         "runner launches one stepsnap pipeline step in fresh namespaces with its volumes.\n";
+         "runner launches stepsnap pipeline steps in fresh namespaces with their volumes:\n"
+         "  exec          one step (a pipeline engine's step entrypoint)\n"
+         "  pipeline run  a whole pipeline file as one run: initial snapshots, per-run\n"
+         "                clones, every step with pre/post snapshots, restore from a step\n";
 }
 
 }  // namespace stepsnap::runner

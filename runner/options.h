@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -14,7 +15,7 @@
 
 namespace stepsnap::runner {
 
-inline constexpr const char* kDefaultAgentSocket = "/run/stepsnap/agent.sock";
+inline constexpr const char* kDefaultAgentSocket = "/run/stepsnap/stepsnapd.sock";
 inline constexpr const char* kDefaultMarshalDir = ".marshal";
 
 // --volume NAME:/path[:ro]. With the agent NAME is a volume name; with
@@ -23,6 +24,9 @@ struct VolumeOption {
   std::string name;
   std::string target;
   bool read_only = false;
+  // Set by exec once the volume is resolved: the filesystem on the clone's
+  // block device ("ext4", "xfs", ...); empty when name is a host directory.
+  std::string fstype = {};
 };
 
 enum class NetMode { none, host };
@@ -40,6 +44,9 @@ struct ExecOptions {
   std::string run;
   std::string step;
   std::vector<VolumeOption> volumes;  // the first one is the workspace volume
+  // --clone-from VOLUME=SNAPSHOT: the run's clone of VOLUME, when made, is
+  // made from SNAPSHOT instead of the volume's newest snapshot.
+  std::map<std::string, std::string> clone_from;
   std::optional<std::string> workdir;
   std::vector<std::pair<std::string, std::string>> env;
   std::string hostname;  // defaults to the step name

@@ -117,12 +117,24 @@ TEST_F(RunnerExec, SigtermReachesTheStep) {
             7);
 }
 
-TEST_F(RunnerExec, StepIgnoringSigtermIsKilledAfterTheGracePeriod) {
-  // sleep as pid 1 has no SIGTERM handler, so the kernel drops the signal;
-  // runner kills the cgroup 10 s later.
+TEST_F(RunnerExec, StepWithoutASigtermHandlerEndsAtOnceAs143) {
+  // sleep as pid 1 has no SIGTERM handler, so the kernel would drop the
+  // signal; runner ends the step as the signal would end any other process.
   auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(exit_code_after_sigterm("--no-agent -- sleep 100"), 137);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
+  EXPECT_EQ(exit_code_after_sigterm("--no-agent -- sleep 100"), 128 + SIGTERM);
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8))
+      << "not the 10 s grace period";
+}
+
+TEST_F(RunnerExec, StepHandlingSigtermButRunningOnIsKilledAfterTheGracePeriod) {
+  auto started = std::chrono::steady_clock::now();
+  EXPECT_EQ(
+      exit_code_after_sigterm(
+          "--no-agent -- sh -c \"trap \\\"echo ignored\\\" TERM; while :; do sleep 0.1; done\""),
+      137);
+  auto took = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(took, std::chrono::seconds(10));
+  EXPECT_LT(took, std::chrono::seconds(60));
 }
 
 TEST_F(RunnerExec, TimeoutKillsTheWholeTreeAndRemovesTheCgroup) {
@@ -179,10 +191,11 @@ TEST_F(RunnerExec, SystemErrorsAreOneLineAndLeaveNothingBehind) {
   expect_one_error_line(run("--pipeline p --run " + run_id + " --step s --agent " +
                             (dir_ / "no-agent.sock").string() + " -- true"),
                         "is stepsnapd running");
-  // Mount failure: the mount point does not exist.
+  // Mount failure: the mount point is a file (a missing one would be made).
+  std::ofstream(dir_ / "a-file") << "not a directory\n";
   expect_one_error_line(run("--no-agent --pipeline p --run " + run_id + " --step s --volume " +
-                            dir_.string() + ":" + (dir_ / "missing").string() + " -- true"),
-                        (dir_ / "missing").string());
+                            dir_.string() + ":" + (dir_ / "a-file").string() + " -- true"),
+                        (dir_ / "a-file").string());
   // Not root.
   expect_one_error_line(
       run("--no-agent -- true", "setpriv --reuid=65534 --regid=65534 --clear-groups "), "root");
