@@ -121,7 +121,10 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       case Op::snapshot_create: {
         const auto& a = std::get<SnapshotCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        return answer(volumes_.snapshot(a.volume, a.name, a.labels));
+        std::optional<StepInfo> initial;
+        if (a.pipeline && a.run)
+          initial = StepInfo{.pipeline = *a.pipeline, .run = *a.run, .phase = Phase::initial};
+        return answer(volumes_.snapshot(a.volume, a.name, a.labels, initial));
       }
       case Op::snapshot_list: {
         const auto& a = std::get<SnapshotListArgs>(request.args);

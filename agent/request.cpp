@@ -291,6 +291,12 @@ RequestArgs parse_args(Op op, Fields& f) {
       a.volume = f.required_name("volume");
       a.name = f.optional_name("name");
       a.labels = f.labels("labels");
+      a.pipeline = f.optional_name("pipeline");
+      a.run = f.optional_name("run");
+      if (!f.failed() && a.pipeline.has_value() != a.run.has_value()) {
+        f.fail(code::invalid_value, a.pipeline ? "run" : "pipeline",
+               "missing; an initial snapshot names both its pipeline and its run");
+      }
       return a;
     }
     case Op::snapshot_list: {

@@ -75,6 +75,9 @@ struct SnapshotCreateArgs {
   std::string volume;
   std::optional<std::string> name;  // generated when absent
   Labels labels;
+  // Both or neither: the run this is an initial snapshot of (phase initial).
+  std::optional<std::string> pipeline;
+  std::optional<std::string> run;
 };
 struct SnapshotListArgs {
   std::optional<std::string> pool;

@@ -200,8 +200,8 @@ Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64
 }
 
 Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
-                                       const std::optional<std::string>& name,
-                                       const Labels& labels) {
+                                       const std::optional<std::string>& name, const Labels& labels,
+                                       const std::optional<StepInfo>& step) {
   const std::string op = "snapshot " + volume;
   std::lock_guard lock(kernel_mutex_);
   auto origin = origin_for(volume, false, "snapshot");
@@ -221,6 +221,7 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
                     .kind = DeviceKind::snapshot,
                     .origin_id = origin->id,
                     .labels = labels,
+                    .step = step,
                     .thin_id = id};
     auto i = catalog_.begin_create(spec);
     if (!i) return tl::unexpected(i.error());

@@ -60,9 +60,10 @@ class Volumes {
 
   Result<DeviceRecord> create_volume(const std::string& name, std::uint64_t size_bytes,
                                      const Labels& labels);
-  // snapshot.create: name generated ("<volume>.s<thin id>") when absent.
+  // snapshot.create: name generated ("<volume>.s<thin id>") when absent;
+  // `step` set for a pipeline run's initial snapshot.
   Result<DeviceRecord> snapshot(const std::string& volume, const std::optional<std::string>& name,
-                                const Labels& labels);
+                                const Labels& labels, const std::optional<StepInfo>& step = {});
   // One instant across every volume (dm snapshot_group); all or nothing.
   // Names "<run>.<step>.<volume>.<phase>" (or "<volume>.s<id>.<phase>" when
   // that is too long or taken). Each snapshot gets a snapshot.created event

@@ -36,6 +36,36 @@ TEST(Request, VolumeCreate) {
   EXPECT_EQ(a.labels.at("team"), "ml");
 }
 
+TEST(Request, VolumeCreateFilesystemIsExt4OrXfs) {
+  auto r =
+      accepted(req("volume.create", {{"name", "ws"}, {"size_bytes", 512}, {"filesystem", "xfs"}}));
+  EXPECT_EQ(std::get<VolumeCreateArgs>(r.args).filesystem, "xfs");
+  auto e =
+      rejected(req("volume.create", {{"name", "ws"}, {"size_bytes", 512}, {"filesystem", "fat"}}));
+  EXPECT_EQ(e.code, "invalid_value");
+  EXPECT_NE(e.message.find("ext4, xfs"), std::string::npos) << e.message;
+}
+
+TEST(Request, InitialSnapshotNamesBothPipelineAndRun) {
+  auto r = accepted(req("snapshot.create", {{"volume", "v"}, {"pipeline", "p"}, {"run", "r"}}));
+  const auto& a = std::get<SnapshotCreateArgs>(r.args);
+  EXPECT_EQ(a.pipeline, "p");
+  EXPECT_EQ(a.run, "r");
+  auto e = rejected(req("snapshot.create", {{"volume", "v"}, {"pipeline", "p"}}));
+  EXPECT_EQ(e.code, "invalid_value");
+  EXPECT_NE(e.message.find("args.run"), std::string::npos) << e.message;
+}
+
+TEST(Request, RunClone) {
+  auto r = accepted(req("run.clone", {{"pipeline", "p"}, {"run", "r"}, {"volume", "ws"}}));
+  EXPECT_EQ(r.op, Op::run_clone);
+  const auto& a = std::get<RunCloneArgs>(r.args);
+  EXPECT_EQ(a.volume, "ws");
+  EXPECT_FALSE(a.snapshot);
+  EXPECT_EQ(rejected(req("run.clone", {{"pipeline", "p"}, {"run", "../r"}, {"volume", "ws"}})).code,
+            "invalid_value");
+}
+
 TEST(Request, EveryOpParsesWithMinimalArgs) {
   std::vector<std::pair<std::string, json>> cases = {
       {"volume.create", {{"name", "v"}, {"size_bytes", 4096}}},

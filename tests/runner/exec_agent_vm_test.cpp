@@ -123,6 +123,24 @@ TEST_F(RunnerAgentVm, ExitStatusesPassThroughAndThePostSnapshotIsKept) {
   EXPECT_TRUE(s3["post_snapshots"].empty());
 }
 
+TEST_F(RunnerAgentVm, StepsOfSeveralRunsRunAtOnceOnOnePool) {
+  make_volume("ws", {{"seed", "s\n"}});
+  std::string runner = std::string(RUNNER_PATH) + " exec --agent " + socket_ +
+                       " --pipeline p --volume ws:/workspace --step s1 ";
+  // Three runs in parallel, each step overlapping the others' snapshots.
+  auto all = sh("pids=; for r in a b c; do " + runner +
+                "--run $r -- sh -c 'echo $0 > /workspace/who; sleep 1' $r & pids=\"$pids $!\"; "
+                "done; fail=0; for p in $pids; do wait $p || fail=1; done; exit $fail");
+  ASSERT_EQ(all.rc, 0) << all.err;
+  for (const char* run : {"a", "b", "c"}) {
+    json s = step_status(run, "s1");
+    EXPECT_EQ(s.value("state", ""), "finished") << s.dump();
+    ASSERT_EQ(s["post_snapshots"].size(), 1u) << s.dump();
+    EXPECT_EQ(read_file(mount_snapshot(s["post_snapshots"][0]) + "/who"), std::string(run) + "\n");
+    EXPECT_FALSE(exists(mount_snapshot(s["pre_snapshots"][0]) + "/who"));
+  }
+}
+
 TEST_F(RunnerAgentVm, UserErrorsAreOneLineAndLeaveNothingBehind) {
   make_volume("ws", {});
   auto unknown = sh(std::string(RUNNER_PATH) + " exec --agent " + socket_ +

@@ -25,7 +25,8 @@ class PipelineVm : public StepsnapdFixture {
   void make_example_volumes() {
     std::vector<std::pair<std::string, std::string>> code;
     for (const auto& f : fs::directory_iterator(kExample + "/steps"))
-      code.emplace_back("steps/" + f.path().filename().string(), read_file(f.path()));
+      if (f.path().extension() == ".py")
+        code.emplace_back("steps/" + f.path().filename().string(), read_file(f.path()));
     make_volume("ws", code);
     auto csv = sh("python3 " + kExample + "/make_data.py " + dir_ + "/houses.csv");
     ASSERT_EQ(csv.rc, 0) << csv.err;

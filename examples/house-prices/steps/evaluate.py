@@ -6,24 +6,8 @@ Computes RMSE, MAE and R^2 on the held-out test set, writes them to
 """
 import json
 import math
-import os
 
-MARSHAL = ".marshal"
-
-
-def read_json(name):
-    with open(os.path.join(MARSHAL, name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(name, value):
-    os.makedirs(MARSHAL, exist_ok=True)
-    path = os.path.join(MARSHAL, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, sort_keys=True, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
+from handoff import read_json, write_json
 
 
 def main():
@@ -48,7 +32,7 @@ def main():
         "r2": round(1.0 - ss_res / ss_tot, 6),
         "target": model["target"],
     }
-    path = write_json("metrics.json", metrics)
+    path = write_json("metrics.json", metrics, indent=1)
     print(json.dumps(metrics, sort_keys=True))
     print(f"evaluate: RMSE {metrics['rmse_k']:.2f} k, MAE {metrics['mae_k']:.2f} k, "
           f"R^2 {metrics['r2']:.4f} on {n} test rows -> {path}")

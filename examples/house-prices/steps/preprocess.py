@@ -11,28 +11,13 @@ Writes .marshal/train.json and .marshal/test.json.
 """
 import json
 import math
-import os
 import random
 
-MARSHAL = ".marshal"
+from handoff import read_json, write_json
+
 SEED = 42
 TEST_FRACTION = 0.2
 MAX_PRICE_K = 5000.0
-
-
-def read_json(name):
-    with open(os.path.join(MARSHAL, name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(name, value):
-    os.makedirs(MARSHAL, exist_ok=True)
-    path = os.path.join(MARSHAL, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, sort_keys=True, separators=(",", ":"))
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def median(values):

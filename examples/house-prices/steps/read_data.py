@@ -8,22 +8,12 @@ import csv
 import json
 import os
 
+from handoff import write_json
+
 DATA = "/data/houses.csv"
-MARSHAL = ".marshal"  # relative to the workspace, the step's working directory
 
 NUMERIC = {"id": int, "area_sqm": float, "bedrooms": int, "bathrooms": int,
            "age_years": int, "distance_km": float, "price_k": float}
-
-
-def write_json(name, value):
-    """Writes .marshal/NAME atomically, with sorted keys: re-runs give the same bytes."""
-    os.makedirs(MARSHAL, exist_ok=True)
-    path = os.path.join(MARSHAL, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, sort_keys=True, separators=(",", ":"))
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def parse(column, text):

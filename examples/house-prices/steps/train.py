@@ -8,25 +8,10 @@ Writes .marshal/model.json.
 """
 import json
 import math
-import os
 
-MARSHAL = ".marshal"
+from handoff import read_json, write_json
+
 RIDGE = 1e-3
-
-
-def read_json(name):
-    with open(os.path.join(MARSHAL, name), encoding="utf-8") as f:
-        return json.load(f)
-
-
-def write_json(name, value):
-    os.makedirs(MARSHAL, exist_ok=True)
-    path = os.path.join(MARSHAL, name)
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(value, f, sort_keys=True, separators=(",", ":"), indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    return path
 
 
 def solve(a, b):
@@ -84,7 +69,7 @@ def main():
         "train_rows": len(rows),
         "train_rmse": rmse,
     }
-    path = write_json("model.json", model)
+    path = write_json("model.json", model, indent=1)
     print(f"train: fitted {len(w) - 1} weights on {len(rows)} rows, "
           f"train RMSE {rmse:.2f} k -> {path}")
 
