@@ -345,15 +345,21 @@ std::string format_snapshot(const json& d) {
     const std::string phase = str(s, "phase");
     f.emplace_back("pipeline", str(s, "pipeline"));
     f.emplace_back("run", str(s, "run"));
-    f.emplace_back("step", str(s, "step"));
+    if (phase == "initial") {
+      // A run's starting state, taken before any of its steps.
+      f.emplace_back("step", "- (the run's initial snapshot, before its first step)");
+    } else {
+      f.emplace_back("step", str(s, "step"));
+    }
     f.emplace_back("phase", phase);
     std::string command = str(s, "command", "");
     f.emplace_back("command", command.empty() ? "-" : one_line(command));
     if (auto e = integer(s, "exit_status")) {
       f.emplace_back("exit status", exit_text(*e));
     } else {
-      f.emplace_back("exit status",
-                     phase == "post" ? "- (not known)" : "- (taken before the step ran)");
+      f.emplace_back("exit status", phase == "post"      ? "- (not known)"
+                                    : phase == "initial" ? "-"
+                                                         : "- (taken before the step ran)");
     }
   } else {
     f.emplace_back("step", "- (not a step snapshot: taken by snapshot.create)");

@@ -180,6 +180,18 @@ TEST(CtlFormat, SnapshotShowExplainsAnExitBySignal) {
             std::string::npos);
 }
 
+TEST(CtlFormat, SnapshotShowNamesARunsInitialSnapshot) {
+  json s = post_snapshot();
+  s["step"] = {{"pipeline", "kale"}, {"run", "r1"}, {"step", ""}, {"phase", "initial"},
+               {"command", ""}};
+  std::string out = format_snapshot(s);
+  EXPECT_NE(out.find("step:           - (the run's initial snapshot, before its first step)\n"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("phase:          initial\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("exit status:    -\n"), std::string::npos) << out;
+}
+
 json step_snapshot(const std::string& step, const std::string& phase, const std::string& created,
                    std::optional<int> exit_status = std::nullopt) {
   json s = {
