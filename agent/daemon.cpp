@@ -71,6 +71,13 @@ Status Daemon::open_pool(const DaemonOptions& o) {
       data_rec = o.pool.loop_dir + "/data.img";
       meta_rec = o.pool.loop_dir + "/metadata.img";
       bool have = file_exists(data_rec) && file_exists(meta_rec);
+      // One file without the other is never ours to format: the survivor
+      // may hold every volume's data.
+      if (!have && (file_exists(data_rec) || file_exists(meta_rec))) {
+        return fail(dm_name, "", ENOENT,
+                    "only one of " + data_rec + " and " + meta_rec +
+                        " exists; restore the other, or move both away to start an empty pool");
+      }
       // New loop files under a catalog that recorded changes to the pool:
       // every device it names is gone. Formatting a new pool under it
       // would leave the catalog pointing at nothing.

@@ -91,8 +91,13 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (made && a.filesystem) {
           if (auto fs = make_filesystem("/dev/mapper/" + made->dm_name, *a.filesystem); !fs) {
             // Nothing half-made: a volume whose mkfs failed is removed again.
-            (void)volumes_.remove(a.name, false);
-            return api_error(fs.error().context("create volume " + a.name));
+            Error e = fs.error();
+            e.context("create volume " + a.name);
+            if (auto removed = volumes_.remove(a.name, false); !removed)
+              e.detail += (e.detail.empty() ? "" : "; ") +
+                          std::string("the raw volume was left: ") + removed.error().message() +
+                          "; delete it with volume.delete";
+            return api_error(e);
           }
         }
         return answer(made);

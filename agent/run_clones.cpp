@@ -57,6 +57,14 @@ Result<DeviceRecord> RunClones::ensure(const std::string& pipeline, const std::s
       return fail("clone for run", *name, EEXIST,
                   std::string("a ") + std::string(to_string(existing->kind)) +
                       " already has that name; delete it or use another run name");
+    // Names can collide ("p.r.a" + "b" and "p.r" + "a.b"): the labels say
+    // whose clone this really is.
+    const Labels& l = existing->labels;
+    auto label = [&](const char* key) { return l.count(key) ? l.at(key) : std::string(); };
+    if (label("pipeline") != pipeline || label("run") != run || label("volume") != volume)
+      return fail("clone for run", *name, EEXIST,
+                  "that name is the clone of volume " + label("volume") + " for run " +
+                      label("pipeline") + "/" + label("run") + "; use another run name");
     if (snapshot) {
       auto asked = volumes_.find(*snapshot);
       if (!asked) return tl::unexpected(asked.error());

@@ -608,7 +608,13 @@ Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run
       }
     }
   }
+  json initial = json::array();
   for (const auto& snap : *snaps) {
+    // A run's initial snapshots belong to the run, not to a step.
+    if (snap["step"].value("phase", "") == "initial") {
+      initial.push_back(snap);
+      continue;
+    }
     std::string name = snap["step"]["step"];
     if (!steps.count(name)) {
       steps[name] = {{"pipeline", pipeline},
@@ -619,10 +625,13 @@ Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run
     }
     steps[name]["snapshots"].push_back(snap);
   }
-  if (steps.empty()) {
+  if (steps.empty() && initial.empty()) {
     return fail("run show", pipeline + "/" + run, ENOENT, "no steps or snapshots for that run");
   }
-  json out = {{"pipeline", pipeline}, {"run", run}, {"steps", json::array()}};
+  json out = {{"pipeline", pipeline},
+              {"run", run},
+              {"steps", json::array()},
+              {"initial_snapshots", initial}};
   for (auto& [name, s] : steps) out["steps"].push_back(std::move(s));
   return out;
 }

@@ -62,7 +62,7 @@ Result<LoopDevice> LoopDevice::attach(const std::string& file, const LoopOptions
 
 Result<LoopDevice> LoopDevice::create_file(const std::string& file, std::uint64_t size_bytes,
                                            const LoopOptions& options) {
-  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  UniqueFd fd(::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd) return fail_errno("create loop backing file", file);
   if (::ftruncate(fd.get(), static_cast<off_t>(size_bytes)) != 0) {
     return fail_errno("size loop backing file", file);

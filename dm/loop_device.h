@@ -27,7 +27,8 @@ class LoopDevice {
  public:
   // Attaches an existing file.
   static Result<LoopDevice> attach(const std::string& file, const LoopOptions& options = {});
-  // Creates (or truncates) a sparse file of `size_bytes`, then attaches it.
+  // Creates a new sparse file of `size_bytes`, then attaches it. An existing
+  // file is EEXIST: it is never truncated (it may hold a pool's data).
   static Result<LoopDevice> create_file(const std::string& file, std::uint64_t size_bytes,
                                         const LoopOptions& options = {});
 

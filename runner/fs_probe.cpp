@@ -41,7 +41,7 @@ Result<std::string> probe_filesystem(const std::string& device) {
   }
   return fail("find a filesystem on", device, ENOMEDIUM,
               "no ext4, xfs or btrfs superblock; make one first, e.g. "
-              "stepsnapctl volume create NAME SIZE --fs ext4");
+              "stepsnapctl volume create NAME SIZE --filesystem ext4");
 }
 
 }  // namespace stepsnap::runner

@@ -109,7 +109,10 @@ Status run_one(const MountOp& op) {
       return {};
     }
     case MountOp::Kind::remount_ro:
-      if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY, nullptr) != 0)
+      // A bind remount replaces every per-mount flag: keep the device
+      // mount's nosuid and nodev (and add them to read-only host folders).
+      if (::mount(nullptr, target, nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                  nullptr) != 0)
         return fail_errno("make read-only", op.target);
       return {};
     case MountOp::Kind::proc:

@@ -151,9 +151,8 @@ Status make_run_volumes(ApiClient& api, const PipelineSpec& spec, RunPlan& plan)
   for (const auto& v : spec.volumes) {
     std::string& source = plan.clone_sources[v.name];
     if (source.empty()) {
-      json args = {
-          {"volume", v.name},
-          {"labels", {{"pipeline", spec.pipeline}, {"run", plan.run}, {"phase", "initial"}}}};
+      // Recorded as the run's initial snapshot (phase initial).
+      json args = {{"volume", v.name}, {"pipeline", spec.pipeline}, {"run", plan.run}};
       std::string name = plan.run + "." + v.name + ".initial";
       if (is_valid_name(name)) args["name"] = name;
       auto snap = api.request("snapshot.create", args);

@@ -153,7 +153,7 @@ TEST_F(RunnerAgentVm, UserErrorsAreOneLineAndLeaveNothingBehind) {
   auto no_fs = sh(std::string(RUNNER_PATH) + " exec --agent " + socket_ +
                   " --pipeline p --run r1 --step s1 --volume raw:/workspace -- true");
   EXPECT_EQ(no_fs.rc, 125);
-  EXPECT_NE(no_fs.err.find("--fs ext4"), std::string::npos) << no_fs.err;
+  EXPECT_NE(no_fs.err.find("--filesystem ext4"), std::string::npos) << no_fs.err;
 
   auto no_agent = sh(std::string(RUNNER_PATH) + " exec --agent " + dir_ +
                      "/missing.sock --pipeline p --run r1 --step s1 --volume ws:/w -- true");

@@ -69,6 +69,12 @@ TEST_F(PipelineVm, TheExamplePipelineRunsWithEveryStepsSnapshotsHoldingItsBounda
        {"initial snapshot", "[1/4] read_data: started", "[4/4] evaluate: ok in", "4 steps: 4 ok"})
     EXPECT_NE(run.out.find(line), std::string::npos) << line << "\n" << run.out;
 
+  // The initial snapshots belong to the run, phase initial, not to a step.
+  json run_show = ok("run.show", {{"pipeline", "house-prices"}, {"run", "r1"}});
+  ASSERT_EQ(run_show["initial_snapshots"].size(), 2u) << run_show.dump();
+  EXPECT_EQ(run_show["initial_snapshots"][0]["step"].value("phase", ""), "initial");
+  EXPECT_EQ(run_show["steps"].size(), 4u) << run_show.dump();
+
   // What each step hands on appears in its post-snapshot, not in its pre.
   const std::pair<const char*, const char*> outputs[] = {{"read_data", ".marshal/raw.json"},
                                                          {"preprocess", ".marshal/train.json"},
