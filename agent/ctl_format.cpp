@@ -5,6 +5,8 @@
 #include <ctime>
 #include <set>
 
+#include "common/text.h"
+
 namespace stepsnap::agent {
 
 using json = nlohmann::json;
@@ -129,12 +131,6 @@ std::string exit_text(std::int64_t status) {
     out += " (128+" + std::to_string(status - 128) + ": killed by signal " +
            std::to_string(status - 128) + ", or exit code " + std::to_string(status) + ")";
   }
-  return out;
-}
-
-std::string join(const std::vector<std::string>& parts, const std::string& sep) {
-  std::string out;
-  for (const auto& p : parts) out += (out.empty() ? "" : sep) + p;
   return out;
 }
 

@@ -5,6 +5,8 @@
 #include <sstream>
 #include <vector>
 
+#include "common/text.h"
+
 namespace stepsnap::dm {
 namespace {
 
@@ -37,12 +39,6 @@ std::vector<std::string> mount_points(const std::string& dev) {
     fields >> id >> parent >> majmin >> root >> point;
     if (majmin == dev) out.push_back(point);
   }
-  return out;
-}
-
-std::string join(const std::vector<std::string>& parts, const std::string& separator) {
-  std::string out;
-  for (const auto& p : parts) out += (out.empty() ? "" : separator) + p;
   return out;
 }
 

@@ -5,18 +5,11 @@
 #include <cstdio>
 #include <iterator>
 
+#include "common/text.h"
+
 namespace stepsnap::runner {
 
 namespace {
-
-std::string joined(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (const auto& s : items) {
-    if (!out.empty()) out += sep;
-    out += s;
-  }
-  return out;
-}
 
 std::string padded(const std::string& s, std::size_t width) {
   return s.size() >= width ? s : s + std::string(width - s.size(), ' ');
@@ -123,7 +116,7 @@ std::string end_line(std::size_t position, std::size_t total, const StepResult& 
       line += status_text(r) + " in " + format_duration(r.seconds);
       if (!r.post_snapshots.empty()) {
         line += std::string("; post-snapshot") + (r.post_snapshots.size() > 1 ? "s" : "") +
-                " kept: " + joined(r.post_snapshots, ", ");
+                " kept: " + join(r.post_snapshots, ", ");
       }
       return line;
     case StepState::skipped:
@@ -224,7 +217,7 @@ std::string summary_table(const std::vector<StepResult>& results, std::size_t wi
     for (const auto& r : results) {
       row({r.name, status_text(r), duration_cell(r)});
       auto list = [&](const char* label, const std::vector<std::string>& v) {
-        out += std::string("    ") + label + (v.empty() ? "-" : joined(v, ", ")) + "\n";
+        out += std::string("    ") + label + (v.empty() ? "-" : join(v, ", ")) + "\n";
       };
       if (!r.pre_snapshots.empty() || !r.post_snapshots.empty()) {
         list("pre:  ", r.pre_snapshots);

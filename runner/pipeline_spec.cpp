@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "common/names.h"
+#include "common/text.h"
 
 namespace stepsnap::runner {
 
@@ -40,15 +41,6 @@ tl::unexpected<Error> to_error(const std::string& file, const Bad& b) {
 
 std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
 
-std::string joined(const std::vector<std::string>& items, const std::string& sep) {
-  std::string out;
-  for (const auto& s : items) {
-    if (!out.empty()) out += sep;
-    out += s;
-  }
-  return out;
-}
-
 std::string got(const json& j) { return std::string("got ") + j.type_name(); }
 
 // The keys an object may have; anything else is a typo the user wants to hear about.
@@ -57,7 +49,7 @@ Checked<void> only_keys(const json& obj, const std::string& path,
   for (const auto& [key, value] : obj.items()) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
       std::string where = path.empty() ? key : path + "." + key;
-      return bad(where, "unknown key; the keys here are " + joined(allowed, ", "));
+      return bad(where, "unknown key; the keys here are " + join(allowed, ", "));
     }
   }
   return {};
@@ -326,7 +318,7 @@ Checked<std::vector<std::size_t>> order_steps(const PipelineSpec& spec) {
   if (order.size() != n) {
     std::vector<std::string> names;
     for (std::size_t i : find_cycle(spec, deps, done)) names.push_back(spec.steps[i].name);
-    return bad("steps", "the steps' \"after\" lists form a cycle: " + joined(names, " -> ") +
+    return bad("steps", "the steps' \"after\" lists form a cycle: " + join(names, " -> ") +
                             " (each runs after the one before it); remove one of these "
                             "\"after\" entries");
   }
