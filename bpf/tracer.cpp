@@ -24,7 +24,9 @@
 #include <vector>
 
 #include "bpf/step_tracer.h"
+#include "common/cgroup_files.h"
 #include "common/log.h"
+#include "common/text.h"
 #include "common/unique_fd.h"
 #include "step_tracer.skel.h"
 
@@ -77,14 +79,6 @@ std::string word_after(const std::string& text, const std::string& marker) {
   return text.substr(pos, end == std::string::npos ? std::string::npos : end - pos);
 }
 
-std::string last_line(const std::string& text) {
-  std::istringstream in(text);
-  std::string line, last;
-  while (std::getline(in, line))
-    if (!line.empty()) last = line;
-  return last;
-}
-
 // One clear sentence for why loading failed: what is missing, what to do.
 tl::unexpected<Error> explain_load_error(int err, const std::string& log) {
   std::string helper = word_after(log, "unknown func ");
@@ -102,16 +96,6 @@ tl::unexpected<Error> explain_load_error(int err, const std::string& log) {
                 "Linux 5.8); run as root");
   std::string detail = "kernel said: " + last_line(log);
   return fail("load step tracer", "BPF programs", err, detail);
-}
-
-// "populated 1" in <dir>/cgroup.events.
-std::optional<bool> read_populated(const std::string& dir) {
-  std::ifstream in(dir + "/cgroup.events");
-  std::string key;
-  int value = 0;
-  while (in >> key >> value)
-    if (key == "populated") return value != 0;
-  return std::nullopt;
 }
 
 // Start of process `pid` in clock ticks since boot, /proc/PID/stat field 22.
@@ -261,7 +245,7 @@ struct StepTracer::Impl {
       if (std::find(changed.begin(), changed.end(), w.events_wd) == changed.end()) continue;
       // A change means populated (or frozen) flipped; it was running at some point.
       w.seen_running = true;
-      auto populated = read_populated(w.dir);
+      auto populated = cgroup_populated(w.dir);
       if (!populated || *populated || w.ended) continue;
       if (!drained) {
         consume_ring();
@@ -401,7 +385,7 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
   w.events_wd =
       inotify_add_watch(impl_->inotify.get(), (cgroup_dir + "/cgroup.events").c_str(), IN_MODIFY);
   if (w.events_wd < 0) return fail_errno("inotify_add_watch", cgroup_dir + "/cgroup.events");
-  auto populated = read_populated(cgroup_dir);
+  auto populated = cgroup_populated(cgroup_dir);
   w.seen_running = populated && *populated;
 
   step_watch kw{};

@@ -16,6 +16,10 @@ function(stepsnap_test name)
     set(ARG_TIMEOUT 300)
   endif()
   add_executable(${name} ${ARG_SOURCES})
+  # Tests see their shared helpers as "tests/...", and of the product only
+  # the modules they link.
+  stepsnap_module_root(tests_root stepsnap_tests tests)
+  target_include_directories(${name} PRIVATE ${tests_root})
   target_link_libraries(${name} PRIVATE ${ARG_LIBS} GTest::gtest GTest::gtest_main)
   foreach(label IN LISTS ARG_LABEL)
     # PRE_TEST discovery: listing happens when ctest runs, so a binary that

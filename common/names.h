@@ -3,11 +3,15 @@
 #pragma once
 
 #include <cstddef>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
 namespace stepsnap {
+
+// Labels users attach to volumes, snapshots and steps: key -> value.
+using Labels = std::map<std::string, std::string>;
 
 inline constexpr std::size_t kMaxNameLength = 63;
 

@@ -198,19 +198,6 @@ Error ThinPool::classify(Error error) const {
   return error;
 }
 
-Status ThinPool::set_low_water_mark(std::uint64_t blocks) {
-  PoolTable t = table_;
-  t.low_water_blocks = blocks;
-  if (auto r = load_table(name_, {pool_target(t)}); !r) return r;
-  // The new table goes live on resume. No flush and no lockfs: there is no
-  // filesystem on a pool, and I/O of its thin devices must wait, not fail.
-  auto guard = SuspendGuard::suspend(name_, {.flush = false, .lockfs = false});
-  if (!guard) return tl::unexpected(guard.error().context("set low water mark"));
-  if (auto r = guard->resume(); !r) return r;
-  table_ = t;
-  return {};
-}
-
 Status ThinPool::bump_txn(std::uint64_t next) {
   auto r = set_transaction_id(name_, txn_, next);
   if (r) {

@@ -97,8 +97,6 @@ class ThinPool {
   // kind out_of_data_space, out_of_metadata_space, needs_check, read_only or
   // pool_failed, naming the pool and its numbers.
   Status check_usable() const;
-  // Reloads the pool table with a new low-water mark (in data blocks).
-  Status set_low_water_mark(std::uint64_t blocks);
 
   // A new, empty thin id.
   Result<ThinId> create_thin(const BeforeCreate& before = {});

@@ -4,9 +4,9 @@
 #include <string>
 #include <vector>
 
-#include "runner/exec.h"
-#include "runner/options.h"
-#include "runner/pipeline.h"
+#include "runner/exec/exec.h"
+#include "runner/exec/options.h"
+#include "runner/pipeline/pipeline.h"
 
 int main(int argc, char** argv) {
   using namespace stepsnap::runner;

@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "agent/sqlite_db.h"
+#include "agent/catalog/sqlite_db.h"
 
 namespace stepsnap::agent::testing {
 

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "bpf/tracer.h"
-#include "runner/cgroup.h"
+#include "runner/exec/cgroup.h"
 
 namespace stepsnap::bpf {
 namespace {

@@ -15,7 +15,7 @@
 #include <iostream>
 #include <thread>
 
-#include "common/api_client.h"
+#include "protocol/api_client.h"
 #include "common/unique_fd.h"
 #include "dm/dm_task.h"
 
@@ -148,7 +148,7 @@ Output StepsnapdFixture::ctl(const std::string& args) {
 }
 
 json StepsnapdFixture::call(const std::string& op, const json& args) {
-  auto c = ApiClient::connect(socket_);
+  auto c = protocol::ApiClient::connect(socket_);
   if (!c) {
     ADD_FAILURE() << c.error().message();
     return json();
@@ -169,7 +169,7 @@ json StepsnapdFixture::ok(const std::string& op, const json& args) {
 
 std::vector<json> StepsnapdFixture::events() {
   std::vector<json> out;
-  auto c = ApiClient::connect(socket_);
+  auto c = protocol::ApiClient::connect(socket_);
   if (!c) return out;
   if (!c->send("events.subscribe", {{"since", 0}, {"follow", false}})) return out;
   auto first = c->read();

@@ -1,0 +1,322 @@
+#include "agent/api/api_server.h"
+
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "common/log.h"
+
+namespace stepsnap::agent {
+
+using namespace protocol;  // the server half of the wire protocol
+
+namespace {
+
+using json = nlohmann::json;
+
+Result<sockaddr_un> socket_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.empty() || path.size() >= sizeof(addr.sun_path)) {
+    return fail("listen", path, ENAMETOOLONG,
+                "a socket path must be 1 to " + std::to_string(sizeof(addr.sun_path) - 1) +
+                    " bytes; choose a shorter --socket");
+  }
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
+// A socket file left by a crashed daemon is removed; one that answers is
+// another running daemon, and we must not steal its path.
+Status clear_stale_socket(const std::string& path, const sockaddr_un& addr) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return {};
+    return fail_errno("stat", path);
+  }
+  if (!S_ISSOCK(st.st_mode)) {
+    return fail("listen", path, EEXIST,
+                "the path exists and is not a socket; remove it or pick another --socket");
+  }
+  UniqueFd probe(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (probe && ::connect(probe.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) == 0) {
+    return fail("listen", path, EADDRINUSE, "another stepsnapd is serving it; stop that one first");
+  }
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return fail_errno("remove stale socket", path);
+  return {};
+}
+
+Result<PeerCred> peer_of(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return fail_errno("read peer credentials", "socket");
+  }
+  PeerCred peer{cred.pid, cred.uid, cred.gid, {}};
+  // SO_PEERGROUPS (Linux 4.13): the groups the peer had when it connected,
+  // which is what matters, not what /etc/group says now.
+  std::vector<gid_t> groups(64);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    socklen_t glen = static_cast<socklen_t>(groups.size() * sizeof(gid_t));
+    if (::getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups.data(), &glen) == 0) {
+      groups.resize(glen / sizeof(gid_t));
+      peer.groups = std::move(groups);
+      return peer;
+    }
+    if (errno != ERANGE) break;
+    groups.resize(glen / sizeof(gid_t) + 1);
+  }
+  return peer;  // primary group only
+}
+
+// Whole line or nothing; MSG_NOSIGNAL: a client that left must not kill the
+// daemon with SIGPIPE.
+bool send_line(int fd, const std::string& line) {
+  std::string out = line + "\n";
+  std::size_t off = 0;
+  while (off < out.size()) {
+    ssize_t n = ::send(fd, out.data() + off, out.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    off += static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+class SocketStream : public EventStream {
+ public:
+  SocketStream(int fd, json id, const std::atomic<bool>& stopping)
+      : fd_(fd), id_(std::move(id)), stopping_(stopping) {}
+  bool accept(const json& result) override {
+    if (accepted_) return ok_;
+    accepted_ = true;
+    ok_ = ok_ && send_line(fd_, ok_response(id_, result));
+    return ok_ && !stopping();
+  }
+  bool send(const json& event) override {
+    if (!accepted_ && !accept(json::object())) return false;
+    ok_ = ok_ && send_line(fd_, event_response(id_, event));
+    return ok_ && !stopping();
+  }
+  bool stopping() const override { return stopping_.load(); }
+  bool accepted() const { return accepted_; }
+  bool ok() const { return ok_; }
+
+ private:
+  int fd_;
+  json id_;
+  const std::atomic<bool>& stopping_;
+  bool accepted_ = false;
+  bool ok_ = true;
+};
+
+}  // namespace
+
+bool peer_allowed(const PeerCred& peer, uid_t server_uid, std::optional<gid_t> allowed_group) {
+  if (peer.uid == 0 || peer.uid == server_uid) return true;
+  if (!allowed_group) return false;
+  if (peer.gid == *allowed_group) return true;
+  return std::find(peer.groups.begin(), peer.groups.end(), *allowed_group) != peer.groups.end();
+}
+
+Result<std::unique_ptr<ApiServer>> ApiServer::start(ApiServerOptions options, Handler& handler) {
+  const std::string& path = options.socket_path;
+  auto addr = socket_address(path);
+  if (!addr) return tl::unexpected(addr.error());
+  if (auto r = clear_stale_socket(path, *addr); !r) return tl::unexpected(r.error());
+
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno("create socket", path);
+  if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof *addr) != 0) {
+    return fail_errno("bind", path);
+  }
+  // Mode and owner are set between bind() and listen(): nobody can connect
+  // before listen(), so there is no window with looser permissions.
+  if (::chmod(path.c_str(), options.mode) != 0) {
+    auto e = fail_errno("chmod", path);
+    ::unlink(path.c_str());
+    return e;
+  }
+  if (options.group && ::chown(path.c_str(), 0, *options.group) != 0) {
+    auto e = fail_errno("chown root:" + std::to_string(*options.group), path);
+    e.value().detail = "the daemon must run as root to hand the socket to --socket-group";
+    ::unlink(path.c_str());
+    return e;
+  }
+  if (::listen(fd.get(), 64) != 0) {
+    auto e = fail_errno("listen", path);
+    ::unlink(path.c_str());
+    return e;
+  }
+  UniqueFd stop(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!stop) return fail_errno("create eventfd", "api server");
+
+  std::unique_ptr<ApiServer> server(
+      new ApiServer(std::move(options), handler, std::move(fd), std::move(stop)));
+  server->acceptor_ = std::thread([s = server.get()] { s->accept_loop(); });
+  return server;
+}
+
+ApiServer::~ApiServer() { stop(); }
+
+void ApiServer::stop() {
+  if (stopping_.exchange(true)) {
+    if (acceptor_.joinable()) acceptor_.join();
+    return;
+  }
+  std::uint64_t one = 1;
+  (void)!::write(stop_fd_.get(), &one, sizeof one);
+  if (acceptor_.joinable()) acceptor_.join();
+  {
+    std::lock_guard lock(mutex_);
+    // shutdown() wakes a thread blocked in recv() or send() on that socket.
+    for (auto& c : connections_) ::shutdown(c.fd.get(), SHUT_RDWR);
+  }
+  reap(true);
+  ::unlink(options_.socket_path.c_str());
+}
+
+std::size_t ApiServer::connections() const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = 0;
+  for (const auto& c : connections_) n += c.done ? 0 : 1;
+  return n;
+}
+
+void ApiServer::reap(bool all) {
+  std::list<Connection> finished;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      auto next = std::next(it);
+      if (all || it->done) finished.splice(finished.end(), connections_, it);
+      it = next;
+    }
+  }
+  for (auto& c : finished)
+    if (c.thread.joinable()) c.thread.join();
+}
+
+void ApiServer::accept_loop() {
+  const uid_t self = ::geteuid();
+  while (!stopping_) {
+    pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
+    int n = ::poll(fds, 2, 1000);
+    reap(false);
+    if (n < 0 && errno != EINTR) {
+      log::error(std::string("api server poll: ") + std::strerror(errno));
+      return;
+    }
+    if (n <= 0 || fds[1].revents) continue;
+    UniqueFd client(::accept4(listen_fd_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    if (!client) continue;
+    auto peer = peer_of(client.get());
+    if (!peer) {
+      send_line(client.get(), error_response(nullptr, "forbidden", peer.error().message()));
+      continue;
+    }
+    if (!peer_allowed(*peer, self, options_.group)) {
+      log::warn("api: refused uid " + std::to_string(peer->uid) + " pid " +
+                std::to_string(peer->pid));
+      send_line(client.get(),
+                error_response(nullptr, "forbidden",
+                               "uid " + std::to_string(peer->uid) +
+                                   " may not use this socket; run as root or join the group "
+                                   "given by stepsnapd --socket-group"));
+      continue;
+    }
+    if (connections() >= options_.max_connections) {
+      send_line(client.get(),
+                error_response(nullptr, "busy",
+                               "too many connections (" + std::to_string(options_.max_connections) +
+                                   "); close idle clients and retry"));
+      continue;
+    }
+    std::lock_guard lock(mutex_);
+    auto& c = connections_.emplace_back();
+    c.fd = std::move(client);
+    c.thread = std::thread([this, &c, p = std::move(*peer)] { serve(c, p); });
+  }
+}
+
+void ApiServer::serve(Connection& c, PeerCred peer) {
+  const int fd = c.fd.get();
+  std::string buffer;
+  char chunk[8192];
+  bool open = true;
+  while (open && !stopping_) {
+    std::size_t nl;
+    while ((nl = buffer.find('\n')) == std::string::npos) {
+      // One byte of slack past the limit is enough to know a line is too
+      // long; we cannot find where the next request starts, so we close.
+      if (buffer.size() > kMaxRequestBytes) {
+        send_line(fd, error_response(nullptr, code::too_large,
+                                     "request line is over " + std::to_string(kMaxRequestBytes) +
+                                         " bytes; closing the connection"));
+        open = false;
+        break;
+      }
+      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        open = false;
+        break;
+      }
+      buffer.append(chunk, static_cast<std::size_t>(n));
+    }
+    if (!open) break;
+    std::string line = buffer.substr(0, nl);
+    buffer.erase(0, nl + 1);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+
+    auto request = parse_request(line);
+    if (!request) {
+      open = send_line(fd, error_response(request.error()));
+      continue;
+    }
+    if (request->op == Op::events_subscribe) {
+      SocketStream stream(fd, request->id, stopping_);
+      tl::expected<void, ApiError> r;
+      try {
+        r = handler_.subscribe(*request, std::get<EventsSubscribeArgs>(request->args), peer,
+                               stream);
+      } catch (const std::exception& e) {
+        r = tl::unexpected(ApiError{"internal", std::string("subscribe failed: ") + e.what()});
+      }
+      if (!r) {
+        open = send_line(
+            fd, error_response(request->id, r.error().code, r.error().message, r.error().details));
+      } else if (!stream.accepted()) {
+        open = stream.accept(json::object());
+      }
+      open = open && stream.ok();
+      continue;
+    }
+    // A handler bug must cost one request, never the daemon.
+    tl::expected<json, ApiError> result;
+    try {
+      result = handler_.handle(*request, peer);
+    } catch (const std::exception& e) {
+      log::error(std::string("api: ") + std::string(to_string(request->op)) +
+                 " threw: " + e.what());
+      result = tl::unexpected(
+          ApiError{"internal", std::string(to_string(request->op)) + " failed: " + e.what()});
+    }
+    open = send_line(fd, result ? ok_response(request->id, *result)
+                                : error_response(request->id, result.error().code,
+                                                 result.error().message, result.error().details));
+  }
+  ::shutdown(fd, SHUT_RDWR);
+  c.done = true;
+}
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,125 @@
+// The local API: a Unix stream socket speaking newline-delimited JSON
+// (request.h). The server owns the socket, the peer check and the framing;
+// what each op does is the Handler's business (the daemon implements it over
+// the catalog, the pool and the tracer; tests use a fake).
+//
+// One thread per connection: events.subscribe blocks for as long as the client
+// follows, and other clients must keep being served meanwhile.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tl/expected.hpp>
+#include <vector>
+
+#include "protocol/request.h"
+#include "common/error.h"
+#include "common/unique_fd.h"
+
+namespace stepsnap::agent {
+
+// The server half of protocol/: requests arrive as its types.
+using protocol::EventsSubscribeArgs;
+using protocol::Request;
+
+struct PeerCred {
+  pid_t pid = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups at connect time
+};
+
+// Allowed: root, the server's own uid (so an unprivileged test instance can
+// talk to itself), or a member of allowed_group (primary or supplementary).
+bool peer_allowed(const PeerCred& peer, uid_t server_uid, std::optional<gid_t> allowed_group);
+
+struct ApiError {
+  std::string code;     // see request.h code:: and docs/api.md
+  std::string message;  // one line: what was wrong and what to do
+  nlohmann::json details = nullptr;
+};
+
+// Where a subscription writes. Both calls return false once the client is
+// gone or the server is stopping: the handler must then return.
+class EventStream {
+ public:
+  virtual ~EventStream() = default;
+  // Sends the subscription's ok response (once; send() does it implicitly).
+  virtual bool accept(const nlohmann::json& result) = 0;
+  virtual bool send(const nlohmann::json& event) = 0;
+  virtual bool stopping() const = 0;
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // Every op except events.subscribe. Called concurrently from connection
+  // threads.
+  virtual tl::expected<nlohmann::json, ApiError> handle(const Request& request,
+                                                        const PeerCred& peer) = 0;
+  // events.subscribe: stream events until done (follow=false), the client
+  // leaves, or stream.stopping(). An error returned before anything was sent
+  // (events.truncated, say) becomes the error response.
+  virtual tl::expected<void, ApiError> subscribe(const Request& request,
+                                                 const EventsSubscribeArgs& args,
+                                                 const PeerCred& peer, EventStream& stream) = 0;
+};
+
+struct ApiServerOptions {
+  std::string socket_path;
+  // Group allowed besides root; also the socket file's group. nullopt: root
+  // (and the server's own uid) only, and the file keeps our group.
+  std::optional<gid_t> group;
+  mode_t mode = 0660;
+  std::size_t max_connections = 64;
+};
+
+class ApiServer {
+ public:
+  // Binds (replacing a stale socket file, refusing a live one), sets mode and
+  // owner, listens, and starts serving on a background thread.
+  static Result<std::unique_ptr<ApiServer>> start(ApiServerOptions options, Handler& handler);
+  ~ApiServer();
+  ApiServer(const ApiServer&) = delete;
+  ApiServer& operator=(const ApiServer&) = delete;
+
+  // Stops accepting, ends every connection (subscribers included), joins all
+  // threads, removes the socket file. Idempotent.
+  void stop();
+  std::size_t connections() const;
+
+ private:
+  struct Connection {
+    UniqueFd fd;
+    std::thread thread;
+    std::atomic<bool> done{false};
+  };
+
+  ApiServer(ApiServerOptions options, Handler& handler, UniqueFd listen_fd, UniqueFd stop_fd)
+      : options_(std::move(options)),
+        handler_(handler),
+        listen_fd_(std::move(listen_fd)),
+        stop_fd_(std::move(stop_fd)) {}
+  void accept_loop();
+  void serve(Connection& connection, PeerCred peer);
+  void reap(bool all);
+
+  ApiServerOptions options_;
+  Handler& handler_;
+  UniqueFd listen_fd_;
+  UniqueFd stop_fd_;  // eventfd: wakes the accept loop
+  std::thread acceptor_;
+  std::atomic<bool> stopping_{false};
+  mutable std::mutex mutex_;
+  std::list<Connection> connections_;
+};
+
+}  // namespace stepsnap::agent

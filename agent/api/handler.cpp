@@ -1,0 +1,290 @@
+#include "agent/api/handler.h"
+
+#include <cerrno>
+
+#include "agent/volumes/mkfs.h"
+#include "common/log.h"
+#include "dm/dm_error.h"
+
+namespace stepsnap::agent {
+
+using namespace protocol;  // this file maps each wire request onto the daemon
+
+using json = nlohmann::json;
+
+namespace {
+
+tl::unexpected<ApiError> api_error(const Error& e) {
+  return tl::unexpected(ApiError{error_code(e), e.message(),
+                                 e.kind.empty() ? json(nullptr) : json{{"kind", e.kind}}});
+}
+
+template <typename T>
+tl::expected<json, ApiError> answer(const Result<T>& r) {
+  if (!r) return api_error(r.error());
+  if constexpr (std::is_same_v<T, DeviceRecord>) {
+    return device_json(*r);
+  } else {
+    return json(*r);
+  }
+}
+
+tl::expected<json, ApiError> devices_answer(const Result<std::vector<DeviceRecord>>& r,
+                                            const char* key) {
+  if (!r) return api_error(r.error());
+  json list = json::array();
+  for (const auto& d : *r) list.push_back(device_json(d));
+  return json{{key, list}};
+}
+
+Status check_pool(const std::optional<std::string>& asked, const PoolRecord& pool) {
+  if (asked && *asked != pool.name) {
+    return fail("pool", *asked, ENOENT, "this agent serves pool " + pool.name);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string error_code(const Error& e) {
+  switch (dm::kind_of(e)) {
+    case dm::ErrorKind::out_of_data_space:
+    case dm::ErrorKind::out_of_metadata_space:
+    case dm::ErrorKind::ids_exhausted:
+      return "no_space";
+    case dm::ErrorKind::needs_check:
+    case dm::ErrorKind::read_only:
+    case dm::ErrorKind::pool_failed:
+      return "pool_read_only";
+    case dm::ErrorKind::busy:
+      return "busy";
+    default:
+      break;
+  }
+  switch (e.err) {
+    case ENOENT:
+      return "not_found";
+    case EEXIST:
+      return "exists";
+    case EBUSY:
+      return "busy";
+    case EINVAL:
+    case ENXIO:
+    case EXDEV:
+      return "invalid_value";
+    case ENOSPC:
+      return "no_space";
+    case ESHUTDOWN:
+      return "busy";
+    default:
+      return "internal";
+  }
+}
+
+tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const PeerCred&) {
+  const PoolRecord& pool = volumes_.pool_record();
+  auto pool_ok = [&](const std::optional<std::string>& p) { return check_pool(p, pool); };
+  try {
+    switch (request.op) {
+      case Op::volume_create: {
+        const auto& a = std::get<VolumeCreateArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        auto made = volumes_.create_volume(a.name, a.size_bytes, a.labels);
+        if (made && a.filesystem) {
+          if (auto fs = make_filesystem("/dev/mapper/" + made->dm_name, *a.filesystem); !fs) {
+            // Nothing half-made: a volume whose mkfs failed is removed again.
+            Error e = fs.error();
+            e.context("create volume " + a.name);
+            if (auto removed = volumes_.remove(a.name, false); !removed)
+              e.detail += (e.detail.empty() ? "" : "; ") +
+                          std::string("the raw volume was left: ") + removed.error().message() +
+                          "; delete it with volume.delete";
+            return api_error(e);
+          }
+        }
+        return answer(made);
+      }
+      case Op::volume_list: {
+        const auto& a = std::get<VolumeListArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        auto all = volumes_.list({});
+        if (!all) return api_error(all.error());
+        std::vector<DeviceRecord> out;
+        for (auto& d : *all) {
+          if (d.kind != DeviceKind::snapshot) out.push_back(std::move(d));
+        }
+        auto result = devices_answer(out, "volumes");
+        if (result) {
+          if (auto p = volumes_.pool_json()) (*result)["pool"] = *p;
+        }
+        return result;
+      }
+      case Op::volume_delete: {
+        const auto& a = std::get<VolumeDeleteArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto r = volumes_.remove(a.name, false); !r) return api_error(r.error());
+        return json::object();
+      }
+      case Op::snapshot_create: {
+        const auto& a = std::get<SnapshotCreateArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        std::optional<StepInfo> initial;
+        if (a.pipeline && a.run)
+          initial = StepInfo{.pipeline = *a.pipeline, .run = *a.run, .phase = Phase::initial};
+        return answer(volumes_.snapshot(a.volume, a.name, a.labels, initial));
+      }
+      case Op::snapshot_list: {
+        const auto& a = std::get<SnapshotListArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        DeviceFilter f;
+        f.kind = DeviceKind::snapshot;
+        f.pipeline = a.pipeline;
+        f.run = a.run;
+        f.step = a.step;
+        if (a.volume) {
+          auto v = volumes_.find(*a.volume);
+          if (!v) return api_error(v.error());
+          f.origin_id = v->id;
+        }
+        return devices_answer(volumes_.list(f), "snapshots");
+      }
+      case Op::snapshot_show: {
+        const auto& a = std::get<SnapshotShowArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        auto d = volumes_.find(a.name);
+        if (!d) return api_error(d.error());
+        if (d->kind != DeviceKind::snapshot) {
+          return api_error(
+              Error{"show snapshot", a.name, EINVAL, "it is a " + std::string(to_string(d->kind))});
+        }
+        std::string origin;
+        std::optional<std::int64_t> origin_source;  // a clone's or restore's snapshot
+        auto devices = volumes_.list({});
+        if (d->origin_id && devices) {
+          for (const auto& x : *devices) {
+            if (x.id == *d->origin_id) {
+              origin = x.name;
+              origin_source = x.origin_id;
+            }
+          }
+        }
+        json j = device_json(*d, origin);
+        if (origin_source && devices) {
+          for (const auto& x : *devices) {
+            if (x.id == *origin_source) j["origin_snapshot"] = x.name;
+          }
+        }
+        // Lineage: the chain of earlier snapshots of the same origin.
+        json lineage = json::array();
+        auto parent = d->parent_id;
+        auto all = volumes_.list({.kind = DeviceKind::snapshot});
+        for (int hops = 0; parent && all && hops < 1000; ++hops) {
+          std::optional<std::int64_t> next;
+          for (const auto& x : *all) {
+            if (x.id == *parent) {
+              if (hops == 0) j["parent"] = x.name;
+              lineage.push_back(x.name);
+              next = x.parent_id;
+            }
+          }
+          parent = next;
+        }
+        j["lineage"] = lineage;  // nearest first: parent, its parent, ...
+        return j;
+      }
+      case Op::snapshot_delete: {
+        const auto& a = std::get<SnapshotDeleteArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto r = volumes_.remove(a.name, true); !r) return api_error(r.error());
+        return json::object();
+      }
+      case Op::clone_create: {
+        const auto& a = std::get<CloneCreateArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::clone));
+      }
+      case Op::restore: {
+        const auto& a = std::get<RestoreArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::volume));
+      }
+      case Op::run_clone: {
+        const auto& a = std::get<RunCloneArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot));
+      }
+      case Op::step_register:
+      case Op::step_status:
+      case Op::run_show:
+        if (!policy_) {
+          return tl::unexpected(ApiError{"internal",
+                                         "step ops need the step tracer, which did not start "
+                                         "(see the daemon's log)"});
+        }
+        if (request.op == Op::step_register) {
+          const auto& a = std::get<StepRegisterArgs>(request.args);
+          return answer(policy_->register_step(StepSpec{
+              .pipeline = a.pipeline,
+              .run = a.run,
+              .step = a.step,
+              .cgroup = a.cgroup,
+              .volumes = a.volumes,
+              .pre_snapshot = a.policy == SnapshotPolicy::pre || a.policy == SnapshotPolicy::both,
+              .post_snapshot = a.policy == SnapshotPolicy::post || a.policy == SnapshotPolicy::both,
+              .command = a.command,
+              .labels = a.labels}));
+        }
+        if (request.op == Op::step_status) {
+          const auto& a = std::get<StepStatusArgs>(request.args);
+          return answer(policy_->status(a.pipeline, a.run, a.step));
+        }
+        {
+          const auto& a = std::get<RunShowArgs>(request.args);
+          return answer(policy_->run(a.pipeline, a.run));
+        }
+      case Op::events_subscribe:
+        break;
+    }
+  } catch (const std::exception& e) {
+    log::error(std::string("handler: ") + e.what());
+    return tl::unexpected(ApiError{"internal", std::string("internal error: ") + e.what()});
+  }
+  return tl::unexpected(ApiError{"bad_request", "op not handled here"});
+}
+
+tl::expected<void, ApiError> DaemonHandler::subscribe(const Request&,
+                                                      const EventsSubscribeArgs& args,
+                                                      const PeerCred&, EventStream& stream) {
+  std::uint64_t since = args.since ? *args.since : events_.last_seq();
+  auto batch = events_.read_since(since);
+  if (!batch) {
+    return tl::unexpected(ApiError{"invalid_value", "args.since: " + batch.error().message()});
+  }
+  if (batch->truncated) {
+    return tl::unexpected(ApiError{"events.truncated",
+                                   "events after " + std::to_string(since) +
+                                       " were pruned; the oldest kept is " +
+                                       std::to_string(batch->oldest_available),
+                                   json{{"oldest_seq", batch->oldest_available}}});
+  }
+  if (!stream.accept(json{{"last_seq", batch->last_seq}})) return {};
+  const std::uint64_t end = batch->last_seq;
+  for (;;) {
+    for (const auto& e : batch->events) {
+      if (!stream.send(e.to_json())) return {};
+      since = e.seq;
+    }
+    if (!batch->events.empty()) {
+      if (!args.follow && since >= end) return {};
+    } else {
+      if (!args.follow) return {};
+      if (stream.stopping() || events_.closed()) return {};
+      events_.wait_for(since, std::chrono::milliseconds(500));
+      if (stream.stopping() || events_.closed()) return {};
+    }
+    batch = events_.read_since(since);
+    if (!batch || batch->truncated) return {};
+  }
+}
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,248 @@
+// The catalog: the agent's persistent record of pools, thin devices (volumes,
+// snapshots, clones), their labels and step metadata, and the intent log of
+// every kernel operation.
+//
+// The rule that makes crash recovery a pure function (see reconcile.h): the
+// agent calls begin_create()/begin_delete() and gets the record committed
+// *before* it touches the kernel, then finish_*() or abort_*() after. A device
+// row is therefore always in one of: creating (intent written, kernel result
+// unknown), created, deleting (intent written), faulty (we know something is
+// wrong and said so). This is containerd devmapper's transition() pattern.
+//
+// Thin ids are allocated here, per pool, from a counter that only grows: an
+// id is never reused, so a stale reference can never reach a newer device.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/catalog/sqlite_db.h"
+#include "common/error.h"
+#include "common/names.h"
+
+namespace stepsnap::agent {
+
+// dm-thin device ids are 24-bit.
+inline constexpr std::uint32_t kMaxThinId = (1u << 24) - 1;
+
+enum class DeviceKind { volume, snapshot, clone };
+enum class DeviceState { creating, created, deleting, faulty };
+enum class Phase { initial, pre, post };
+enum class OperationKind { create, remove };
+enum class OperationState { pending, done, failed, rolled_back, completed_by_recovery };
+
+std::string_view to_string(DeviceKind k);
+std::string_view to_string(DeviceState s);
+std::string_view to_string(Phase p);
+std::string_view to_string(OperationKind k);
+std::string_view to_string(OperationState s);
+std::optional<DeviceKind> parse_device_kind(std::string_view s);
+std::optional<DeviceState> parse_device_state(std::string_view s);
+std::optional<Phase> parse_phase(std::string_view s);
+
+
+struct PoolSpec {
+  std::string name;
+  std::string data_device;
+  std::string metadata_device;
+  std::uint64_t block_bytes = 64 * 1024;
+};
+
+struct PoolRecord {
+  std::int64_t id = 0;
+  std::string name;
+  std::string data_device;
+  std::string metadata_device;
+  std::uint64_t block_bytes = 0;
+  std::uint32_t next_thin_id = 1;
+  std::int64_t created_ns = 0;
+  // The pool's dm transaction id after the agent's last change to it; none
+  // until first recorded. Handed to dm::ThinPool::open at start.
+  std::optional<std::uint64_t> transaction_id;
+};
+
+// What a step snapshot records about the step at its boundary.
+struct StepInfo {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  Phase phase = Phase::pre;
+  std::string command;
+  std::optional<int> exit_status;  // post snapshots only
+};
+
+struct DeviceRecord {
+  std::int64_t id = 0;
+  std::int64_t pool_id = 0;
+  std::string name;
+  DeviceKind kind = DeviceKind::volume;
+  std::uint32_t thin_id = 0;
+  // The device this one shares blocks with: a snapshot's volume, a clone's
+  // snapshot. Null for a fresh volume, or once the origin was deleted.
+  std::optional<std::int64_t> origin_id;
+  // Lineage: the snapshot taken of the same origin just before this one, so
+  // a volume's snapshots read as a version history.
+  std::optional<std::int64_t> parent_id;
+  DeviceState state = DeviceState::creating;
+  std::string dm_name;  // active device-mapper name, empty when inactive
+  std::uint64_t size_bytes = 0;
+  std::uint64_t mapped_bytes = 0;
+  std::int64_t created_ns = 0;
+  std::string fault;  // why the device is faulty
+  Labels labels;
+  std::optional<StepInfo> step;
+};
+
+struct CreateSpec {
+  std::int64_t pool_id = 0;
+  std::string name;
+  DeviceKind kind = DeviceKind::volume;
+  std::optional<std::int64_t> origin_id;
+  std::uint64_t size_bytes = 0;  // 0 for snapshots/clones: the origin's size
+  Labels labels;
+  std::optional<StepInfo> step;
+  // The id the pool reserved for this device (dm::ThinPool hands it to its
+  // BeforeCreate hook, which is where the agent calls begin_create). The
+  // pool's counter here moves past it. Without it the catalog picks the next
+  // id itself.
+  std::optional<std::uint32_t> thin_id;
+};
+
+// Returned by begin_*; handed back to finish_*/abort_*.
+struct Intent {
+  std::int64_t operation_id = 0;
+  std::int64_t device_id = 0;
+  std::uint32_t thin_id = 0;
+  std::optional<std::uint32_t> origin_thin_id;
+};
+
+struct OperationRecord {
+  std::int64_t id = 0;
+  std::int64_t pool_id = 0;
+  OperationKind kind = OperationKind::create;
+  std::optional<std::int64_t> device_id;
+  std::string device_name;
+  std::uint32_t thin_id = 0;
+  OperationState state = OperationState::pending;
+  std::int64_t started_ns = 0;
+  std::optional<std::int64_t> finished_ns;
+  std::string detail;
+};
+
+// A registered step as the catalog keeps it. State and policy are the names
+// of agent/step_state.h and the API (the schema checks them); the catalog
+// does not interpret them beyond "terminal or not".
+struct StepRecord {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::string cgroup;
+  std::uint64_t cgroup_id = 0;
+  std::string policy = "both";
+  std::vector<std::string> volumes;
+  std::string command;
+  Labels labels;
+  std::string state = "registered";
+  std::optional<int> exit_status;
+  std::string error;
+  std::int64_t registered_ns = 0;
+  std::int64_t started_ns = 0;   // 0: not started
+  std::int64_t finished_ns = 0;  // 0: not finished
+  std::int64_t held_ns = 0;
+  std::vector<std::string> pre_snapshots;
+  std::vector<std::string> post_snapshots;
+
+  bool terminal() const { return state == "finished" || state == "failed"; }
+};
+
+struct DeviceFilter {
+  std::optional<std::int64_t> pool_id;
+  std::optional<DeviceKind> kind;
+  std::optional<std::int64_t> origin_id;
+  std::optional<std::string> pipeline;
+  std::optional<std::string> run;
+  std::optional<std::string> step;
+};
+
+class Catalog {
+ public:
+  // Creates the schema or migrates an older one, in one transaction.
+  static Result<Catalog> open(std::shared_ptr<Database> db);
+  static int latest_schema_version();
+  Result<int> schema_version();
+
+  Database& db() { return *db_; }
+
+  Result<PoolRecord> add_pool(const PoolSpec& spec);
+  Result<std::optional<PoolRecord>> find_pool(const std::string& name);
+  Result<PoolRecord> get_pool(std::int64_t id);
+
+  // Intent before the kernel call: allocates the thin id, inserts the device
+  // as `creating` and a pending operation. Fails with EEXIST on a taken name,
+  // ENOENT on a missing origin, EBUSY on an origin that is not `created`,
+  // ENOSPC when the pool's 24-bit id space is used up.
+  Result<Intent> begin_create(const CreateSpec& spec);
+  // The kernel call worked: the device is `created`.
+  Status finish_create(const Intent& intent, const std::string& dm_name,
+                       std::uint64_t mapped_bytes = 0);
+  // The kernel call failed. If the thin device exists anyway it is kept and
+  // marked faulty (never forgotten); otherwise the record goes.
+  Status abort_create(const Intent& intent, const Error& why, bool device_exists);
+
+  // Intent before deleting: the device becomes `deleting`. EBUSY if another
+  // operation on it is under way.
+  Result<Intent> begin_delete(std::int64_t device_id);
+  Status finish_delete(const Intent& intent);
+  // Delete failed (EBUSY, say): a device that still exists goes back to
+  // `created`; one that is gone anyway loses its record.
+  Status abort_delete(const Intent& intent, const Error& why, bool device_exists);
+
+  Result<DeviceRecord> get_device(std::int64_t id);
+  Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
+  Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+
+  Status set_mapped_bytes(std::int64_t device_id, std::uint64_t bytes);
+  Status set_dm_name(std::int64_t device_id, const std::string& dm_name);
+  Status set_labels(std::int64_t device_id, const Labels& labels);
+
+  // Used by recovery (reconcile.h actions).
+  Result<std::vector<OperationRecord>> pending_operations(std::int64_t pool_id);
+  Status close_operation(std::int64_t operation_id, OperationState state,
+                         const std::string& detail);
+  Status mark_faulty(std::int64_t device_id, const std::string& reason);
+  Status mark_created(std::int64_t device_id);
+  Status drop_device(std::int64_t device_id);
+  // Raises the pool's counter to at least `next` (never lowers it).
+  Status advance_thin_id(std::int64_t pool_id, std::uint32_t next);
+  // Records the pool's dm transaction id after a change (see PoolRecord).
+  Status set_transaction_id(std::int64_t pool_id, std::uint64_t txn);
+
+  // Steps. save_step inserts or replaces the row of (pipeline, run, step):
+  // registering a finished step again starts a new life for it.
+  Status save_step(const StepRecord& step);
+  Result<std::optional<StepRecord>> find_step(const std::string& pipeline, const std::string& run,
+                                              const std::string& step);
+  // Every step of a run, by step name.
+  Result<std::vector<StepRecord>> list_steps(const std::string& pipeline, const std::string& run);
+  // Steps not finished or failed (after a restart: the ones whose watch died).
+  Result<std::vector<StepRecord>> unfinished_steps();
+
+ private:
+  explicit Catalog(std::shared_ptr<Database> db) : db_(std::move(db)) {}
+  Status migrate();
+  Result<Labels> load_labels(std::int64_t device_id);
+  Result<std::optional<StepInfo>> load_step(std::int64_t device_id);
+  Result<DeviceRecord> fill(DeviceRecord record);
+  Result<std::vector<StepRecord>> query_steps(const std::string& where,
+                                              const std::vector<std::string>& args);
+  Status set_operation(std::int64_t operation_id, OperationState state, const std::string& detail);
+
+  std::shared_ptr<Database> db_;
+};
+
+}  // namespace stepsnap::agent

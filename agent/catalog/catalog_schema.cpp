@@ -1,0 +1,135 @@
+#include "agent/catalog/catalog_schema.h"
+
+namespace stepsnap::agent {
+
+namespace {
+
+// Version 1. CHECK constraints repeat the enums of catalog.h so that a bug in
+// the agent cannot write a state recovery would not understand.
+constexpr std::string_view kV1 = R"sql(
+CREATE TABLE pools (
+  id              INTEGER PRIMARY KEY,
+  name            TEXT NOT NULL UNIQUE,
+  data_device     TEXT NOT NULL,
+  metadata_device TEXT NOT NULL,
+  block_bytes     INTEGER NOT NULL CHECK (block_bytes > 0),
+  -- next thin id to hand out; only ever grows (ids are never reused)
+  next_thin_id    INTEGER NOT NULL DEFAULT 1 CHECK (next_thin_id BETWEEN 0 AND 16777216),
+  created_ns      INTEGER NOT NULL
+);
+
+CREATE TABLE devices (
+  id           INTEGER PRIMARY KEY,
+  pool_id      INTEGER NOT NULL REFERENCES pools(id) ON DELETE RESTRICT,
+  name         TEXT NOT NULL,
+  kind         TEXT NOT NULL CHECK (kind IN ('volume', 'snapshot', 'clone')),
+  thin_id      INTEGER NOT NULL CHECK (thin_id BETWEEN 0 AND 16777215),
+  origin_id    INTEGER REFERENCES devices(id) ON DELETE SET NULL,
+  parent_id    INTEGER REFERENCES devices(id) ON DELETE SET NULL,
+  state        TEXT NOT NULL CHECK (state IN ('creating', 'created', 'deleting', 'faulty')),
+  dm_name      TEXT NOT NULL DEFAULT '',
+  size_bytes   INTEGER NOT NULL CHECK (size_bytes >= 0),
+  mapped_bytes INTEGER NOT NULL DEFAULT 0 CHECK (mapped_bytes >= 0),
+  created_ns   INTEGER NOT NULL,
+  fault        TEXT NOT NULL DEFAULT '',
+  UNIQUE (pool_id, name),
+  UNIQUE (pool_id, thin_id)
+);
+CREATE INDEX devices_origin ON devices(origin_id);
+
+CREATE TABLE labels (
+  device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+  key       TEXT NOT NULL,
+  value     TEXT NOT NULL,
+  PRIMARY KEY (device_id, key)
+);
+
+CREATE TABLE step_snapshots (
+  device_id   INTEGER PRIMARY KEY REFERENCES devices(id) ON DELETE CASCADE,
+  pipeline    TEXT NOT NULL,
+  run         TEXT NOT NULL,
+  step        TEXT NOT NULL,
+  phase       TEXT NOT NULL CHECK (phase IN ('initial', 'pre', 'post')),
+  command     TEXT NOT NULL DEFAULT '',
+  exit_status INTEGER
+);
+CREATE INDEX step_snapshots_run ON step_snapshots(pipeline, run, step);
+
+-- The intent log: one row per kernel operation, written before the call.
+-- device_id is kept as a plain integer (no foreign key) so the history of a
+-- deleted device survives it.
+CREATE TABLE operations (
+  id          INTEGER PRIMARY KEY,
+  pool_id     INTEGER NOT NULL REFERENCES pools(id),
+  kind        TEXT NOT NULL CHECK (kind IN ('create', 'remove')),
+  device_id   INTEGER,
+  device_name TEXT NOT NULL,
+  thin_id     INTEGER NOT NULL,
+  state       TEXT NOT NULL CHECK (state IN
+                ('pending', 'done', 'failed', 'rolled_back', 'completed_by_recovery')),
+  started_ns  INTEGER NOT NULL,
+  finished_ns INTEGER,
+  detail      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX operations_pending ON operations(pool_id) WHERE state = 'pending';
+
+-- The event log (event_log.h). seq is assigned by the agent, never reused:
+-- event_seq keeps the last one handed out even after old rows are pruned.
+CREATE TABLE events (
+  seq     INTEGER PRIMARY KEY,
+  type    TEXT NOT NULL,
+  time_ns INTEGER NOT NULL,
+  body    TEXT NOT NULL
+);
+CREATE TABLE event_seq (
+  one  INTEGER PRIMARY KEY CHECK (one = 1),
+  last INTEGER NOT NULL
+);
+INSERT INTO event_seq (one, last) VALUES (1, 0);
+)sql";
+
+// Version 2: registered steps survive a restart, and the pool's transaction
+// id is remembered so that a pool changed behind the agent's back is noticed
+// at the next start (dm/thin_pool.h, stale_view).
+constexpr std::string_view kV2 = R"sql(
+-- NULL until the agent first records it (catalogs older than version 2).
+ALTER TABLE pools ADD COLUMN transaction_id INTEGER;
+
+-- One row per registered step, written at every state change (with the
+-- event that reports it, where there is one). volumes, labels and the
+-- snapshot name lists are JSON arrays/objects: they are read whole, never
+-- queried by element.
+CREATE TABLE steps (
+  id             INTEGER PRIMARY KEY,
+  pipeline       TEXT NOT NULL,
+  run            TEXT NOT NULL,
+  step           TEXT NOT NULL,
+  cgroup         TEXT NOT NULL,
+  cgroup_id      INTEGER NOT NULL DEFAULT 0,
+  policy         TEXT NOT NULL CHECK (policy IN ('pre', 'post', 'both', 'none')),
+  volumes        TEXT NOT NULL DEFAULT '[]',
+  command        TEXT NOT NULL DEFAULT '',
+  labels         TEXT NOT NULL DEFAULT '{}',
+  state          TEXT NOT NULL CHECK (state IN
+                   ('registered', 'holding', 'running', 'finishing', 'finished', 'failed')),
+  exit_status    INTEGER,
+  error          TEXT NOT NULL DEFAULT '',
+  registered_ns  INTEGER NOT NULL,
+  started_ns     INTEGER,
+  finished_ns    INTEGER,
+  held_ns        INTEGER NOT NULL DEFAULT 0 CHECK (held_ns >= 0),
+  pre_snapshots  TEXT NOT NULL DEFAULT '[]',
+  post_snapshots TEXT NOT NULL DEFAULT '[]',
+  UNIQUE (pipeline, run, step)
+);
+CREATE INDEX steps_unfinished ON steps(state) WHERE state NOT IN ('finished', 'failed');
+)sql";
+
+}  // namespace
+
+const std::vector<std::string_view>& catalog_migrations() {
+  static const std::vector<std::string_view> migrations = {kV1, kV2};
+  return migrations;
+}
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,338 @@
+// stepsnapctl: every stepsnapd API call from the shell. Tables by default,
+// --json for scripts (the answer's result, one JSON document; events one per
+// line). Errors are one line on stderr; exit 1 for an error answer or a
+// connection failure, 2 for a usage error.
+#include <algorithm>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "agent/ctl/ctl_format.h"
+#include "protocol/api_client.h"
+#include "common/size.h"
+
+using json = nlohmann::json;
+using namespace stepsnap;
+
+namespace {
+
+constexpr const char* kDefaultSocket = "/run/stepsnap/stepsnapd.sock";
+
+constexpr const char* kUsage = R"(usage: stepsnapctl [--socket PATH] [--json] COMMAND ...
+
+Talks to stepsnapd over its Unix socket (default /run/stepsnap/stepsnapd.sock).
+
+commands:
+  volume create NAME SIZE [--filesystem ext4|xfs] [--label K=V]...
+                                              a new thin volume (SIZE: bytes or 512M, 10G, ...),
+                                              raw, or with a filesystem the agent makes
+  volume list                                 volumes and clones, and the pool's usage
+  volume delete NAME                          delete a volume or clone
+  snapshot create VOLUME [--name NAME] [--label K=V]...
+  snapshot list [--volume V] [--pipeline P] [--run R] [--step S]
+  snapshot show NAME                          one snapshot, with lineage and step metadata
+  snapshot delete NAME
+  clone create SNAPSHOT NAME [--label K=V]... a writable clone of a snapshot
+  restore SNAPSHOT NAME [--label K=V]...      a snapshot becomes a new volume
+  step register --pipeline P --run R --step S --cgroup PATH --volume V [--volume V]...
+                [--policy pre|post|both|none] [--command TEXT] [--label K=V]...
+  step status PIPELINE RUN STEP
+  run show PIPELINE RUN                       the run's steps and snapshots
+  run clone PIPELINE RUN VOLUME [--snapshot S]
+                                              the run's writable clone of VOLUME (made on first ask)
+  events [--follow] [--since N]               the event stream (--since 0: all retained)
+
+options:
+  --socket PATH   the daemon's socket
+  --json          print the answer as JSON
+  -h, --help      this text
+)";
+
+struct Usage {
+  std::string message;
+};
+
+[[noreturn]] void usage_error(const std::string& m) { throw Usage{m}; }
+
+// Splits the words after the command into positionals and --flags.
+struct Words {
+  std::vector<std::string> positional;
+  std::multimap<std::string, std::string> flags;
+
+  std::string one(const std::string& flag) const {
+    auto n = flags.count(flag);
+    if (n > 1) usage_error("--" + flag + " given twice");
+    return n ? flags.find(flag)->second : std::string();
+  }
+  bool has(const std::string& flag) const { return flags.count(flag) > 0; }
+};
+
+Words split(const std::vector<std::string>& args, const std::vector<std::string>& value_flags,
+            const std::vector<std::string>& bool_flags) {
+  Words w;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.rfind("--", 0) != 0 || a == "--") {
+      w.positional.push_back(a);
+      continue;
+    }
+    std::string name = a.substr(2);
+    std::string value;
+    bool inline_value = false;
+    if (auto eq = name.find('='); eq != std::string::npos) {
+      value = name.substr(eq + 1);
+      name = name.substr(0, eq);
+      inline_value = true;
+    }
+    if (std::find(bool_flags.begin(), bool_flags.end(), name) != bool_flags.end()) {
+      if (inline_value) usage_error("--" + name + " takes no value");
+      w.flags.emplace(name, "");
+    } else if (std::find(value_flags.begin(), value_flags.end(), name) != value_flags.end()) {
+      if (!inline_value) {
+        if (i + 1 >= args.size()) usage_error("--" + name + " needs a value");
+        value = args[++i];
+      }
+      w.flags.emplace(name, value);
+    } else {
+      usage_error("unknown option " + a);
+    }
+  }
+  return w;
+}
+
+void expect_positional(const Words& w, std::size_t n, const std::string& what) {
+  if (w.positional.size() != n) usage_error("expected " + what);
+}
+
+json labels(const Words& w) {
+  json out = json::object();
+  for (auto [it, end] = w.flags.equal_range("label"); it != end; ++it) {
+    auto eq = it->second.find('=');
+    if (eq == std::string::npos || eq == 0)
+      usage_error("--label wants KEY=VALUE, not \"" + it->second + "\"");
+    out[it->second.substr(0, eq)] = it->second.substr(eq + 1);
+  }
+  return out;
+}
+
+void put_labels(json& args, const Words& w) {
+  json l = labels(w);
+  if (!l.empty()) args["labels"] = l;
+}
+
+std::uint64_t number(const std::string& text, const std::string& what) {
+  if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos) {
+    usage_error(what + " must be a whole number, not \"" + text + "\"");
+  }
+  return std::stoull(text);
+}
+
+// Turns the command line into an op and its args.
+std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
+  if (cmd.empty()) usage_error("no command given");
+  std::string group = cmd[0];
+  std::string verb = cmd.size() > 1 ? cmd[1] : "";
+  std::vector<std::string> rest(cmd.begin() + std::min<std::size_t>(2, cmd.size()), cmd.end());
+  json args = json::object();
+  if (group == "volume") {
+    if (verb == "create") {
+      auto w = split(rest, {"label", "filesystem"}, {});
+      expect_positional(w, 2, "volume create NAME SIZE");
+      auto size = parse_size(w.positional[1]);
+      if (!size) usage_error("\"" + w.positional[1] + "\" is not a size; use bytes or K, M, G, T");
+      args = {{"name", w.positional[0]}, {"size_bytes", *size}};
+      if (w.has("filesystem")) args["filesystem"] = w.one("filesystem");
+      put_labels(args, w);
+      return {"volume.create", args};
+    }
+    if (verb == "list") {
+      expect_positional(split(rest, {}, {}), 0, "no arguments to volume list");
+      return {"volume.list", args};
+    }
+    if (verb == "delete") {
+      auto w = split(rest, {}, {});
+      expect_positional(w, 1, "volume delete NAME");
+      return {"volume.delete", {{"name", w.positional[0]}}};
+    }
+  } else if (group == "snapshot") {
+    if (verb == "create") {
+      auto w = split(rest, {"name", "label"}, {});
+      expect_positional(w, 1, "snapshot create VOLUME");
+      args = {{"volume", w.positional[0]}};
+      if (w.has("name")) args["name"] = w.one("name");
+      put_labels(args, w);
+      return {"snapshot.create", args};
+    }
+    if (verb == "list") {
+      auto w = split(rest, {"volume", "pipeline", "run", "step"}, {});
+      expect_positional(w, 0, "only --volume, --pipeline, --run, --step");
+      for (const char* f : {"volume", "pipeline", "run", "step"}) {
+        if (w.has(f)) args[f] = w.one(f);
+      }
+      return {"snapshot.list", args};
+    }
+    if (verb == "show" || verb == "delete") {
+      auto w = split(rest, {}, {});
+      expect_positional(w, 1, "snapshot " + verb + " NAME");
+      return {"snapshot." + verb, {{"name", w.positional[0]}}};
+    }
+  } else if (group == "clone" && verb == "create") {
+    auto w = split(rest, {"label"}, {});
+    expect_positional(w, 2, "clone create SNAPSHOT NAME");
+    args = {{"snapshot", w.positional[0]}, {"name", w.positional[1]}};
+    put_labels(args, w);
+    return {"clone.create", args};
+  } else if (group == "restore") {
+    std::vector<std::string> words(cmd.begin() + 1, cmd.end());
+    auto w = split(words, {"label"}, {});
+    expect_positional(w, 2, "restore SNAPSHOT NAME");
+    args = {{"snapshot", w.positional[0]}, {"name", w.positional[1]}};
+    put_labels(args, w);
+    return {"restore", args};
+  } else if (group == "step") {
+    if (verb == "register") {
+      auto w = split(
+          rest, {"pipeline", "run", "step", "cgroup", "volume", "policy", "command", "label"}, {});
+      expect_positional(w, 0, "only options to step register");
+      for (const char* f : {"pipeline", "run", "step", "cgroup"}) {
+        if (!w.has(f)) usage_error(std::string("step register needs --") + f);
+        args[f] = w.one(f);
+      }
+      json volumes = json::array();
+      for (auto [it, end] = w.flags.equal_range("volume"); it != end; ++it)
+        volumes.push_back(it->second);
+      if (volumes.empty()) usage_error("step register needs at least one --volume");
+      args["volumes"] = volumes;
+      if (w.has("policy")) args["policy"] = w.one("policy");
+      if (w.has("command")) args["command"] = w.one("command");
+      put_labels(args, w);
+      return {"step.register", args};
+    }
+    if (verb == "status") {
+      auto w = split(rest, {}, {});
+      expect_positional(w, 3, "step status PIPELINE RUN STEP");
+      return {"step.status",
+              {{"pipeline", w.positional[0]}, {"run", w.positional[1]}, {"step", w.positional[2]}}};
+    }
+  } else if (group == "run" && verb == "show") {
+    auto w = split(rest, {}, {});
+    expect_positional(w, 2, "run show PIPELINE RUN");
+    return {"run.show", {{"pipeline", w.positional[0]}, {"run", w.positional[1]}}};
+  } else if (group == "run" && verb == "clone") {
+    auto w = split(rest, {"snapshot"}, {});
+    expect_positional(w, 3, "run clone PIPELINE RUN VOLUME");
+    args = {{"pipeline", w.positional[0]}, {"run", w.positional[1]}, {"volume", w.positional[2]}};
+    if (w.has("snapshot")) args["snapshot"] = w.one("snapshot");
+    return {"run.clone", args};
+  } else if (group == "events") {
+    std::vector<std::string> words(cmd.begin() + 1, cmd.end());
+    auto w = split(words, {"since"}, {"follow"});
+    expect_positional(w, 0, "only --follow and --since N");
+    args["follow"] = w.has("follow");
+    if (w.has("since")) args["since"] = number(w.one("since"), "--since");
+    return {"events.subscribe", args};
+  }
+  usage_error("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\"");
+}
+
+int run(int argc, char** argv) {
+  std::string socket = kDefaultSocket;
+  bool as_json = false;
+  std::vector<std::string> cmd;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (cmd.empty() && (a == "-h" || a == "--help")) {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (cmd.empty() && a == "--json") {
+      as_json = true;
+    } else if (a == "--socket" || a.rfind("--socket=", 0) == 0) {  // anywhere
+      if (a == "--socket") {
+        if (i + 1 >= argc) usage_error("--socket needs a path");
+        socket = argv[++i];
+      } else {
+        socket = a.substr(9);
+      }
+    } else if (a == "--json") {
+      as_json = true;  // also accepted after the command
+    } else {
+      cmd.push_back(a);
+    }
+  }
+  auto [op, args] = build(cmd);
+
+  auto client = protocol::ApiClient::connect(socket);
+  if (!client) {
+    std::cerr << "stepsnapctl: " << client.error().message() << "\n";
+    return 1;
+  }
+  if (auto r = client->send(op, args); !r) {
+    std::cerr << "stepsnapctl: " << r.error().message() << "\n";
+    return 1;
+  }
+  auto answer = client->read();
+  if (!answer) {
+    std::cerr << "stepsnapctl: " << answer.error().message() << "\n";
+    return 1;
+  }
+  if (!answer->value("ok", false)) {
+    const json& err = answer->contains("error") ? (*answer)["error"] : json::object();
+    if (as_json) std::cout << answer->dump() << "\n";
+    std::cerr << "stepsnapctl: " << agent::format_error(err) << "\n";
+    return 1;
+  }
+  const json result = answer->contains("result") ? (*answer)["result"] : json::object();
+  if (op != "events.subscribe") {
+    if (as_json) {
+      std::cout << result.dump(2) << "\n";
+      return 0;
+    }
+    // Snapshots carry their origin's device id; the volume list names it
+    // (best effort: without it the tables show "#<id>").
+    agent::DeviceNames names;
+    if (op == "snapshot.list" || op == "run.show" || op == "step.status") {
+      if (auto v = client->request("volume.list", json::object())) names = agent::device_names(*v);
+    }
+    std::cout << agent::format_result(op, result, names);
+    return 0;
+  }
+  // Events: one per line until the stream ends (follow=false) or the daemon goes.
+  const bool follow = args.value("follow", false);
+  std::uint64_t last_seq = result.value("last_seq", std::uint64_t{0});
+  std::uint64_t seen = args.value("since", last_seq);
+  for (;;) {
+    if (!follow && seen >= last_seq) return 0;
+    auto line = client->read();
+    if (!line) {
+      if (!follow) return 0;
+      std::cerr << "stepsnapctl: " << line.error().message() << " (resume with --since " << seen
+                << ")\n";
+      return 1;
+    }
+    if (!line->contains("event")) {
+      if (line->contains("error")) {
+        std::cerr << "stepsnapctl: " << agent::format_error((*line)["error"]) << "\n";
+        return 1;
+      }
+      continue;
+    }
+    const json& e = (*line)["event"];
+    seen = e.value("seq", seen);
+    std::cout << (as_json ? e.dump() : agent::format_event(e)) << std::endl;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const Usage& u) {
+    std::cerr << "stepsnapctl: " << u.message << " (see stepsnapctl --help)\n";
+    return 2;
+  }
+}

@@ -1,0 +1,50 @@
+// stepsnapd: the stepsnap node agent. See docs/agent.md.
+#include <signal.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "agent/daemon/daemon.h"
+#include "agent/daemon/options.h"
+#include "agent/daemon/sd_notify.h"
+#include "common/log.h"
+
+using namespace stepsnap;
+
+int main(int argc, char** argv) {
+  auto parsed = agent::parse_daemon_options(argc, argv);
+  if (!parsed) {
+    std::cerr << "stepsnapd: " << parsed.error().message() << " (see stepsnapd --help)\n";
+    return 2;
+  }
+  if (auto* help = std::get_if<agent::HelpRequested>(&*parsed)) {
+    std::cout << help->text;
+    return 0;
+  }
+  const auto& options = std::get<agent::DaemonOptions>(*parsed);
+  log::set_level(options.log_level);
+
+  // Every thread inherits this mask; the main thread takes the signals with
+  // sigwait, so no handler ever runs in the middle of a kernel operation.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
+  auto daemon = agent::Daemon::start(options);
+  if (!daemon) {
+    log::error("stepsnapd: cannot start: " + daemon.error().message());
+    return 1;
+  }
+  if (auto r = agent::sd_notify("READY=1\nSTATUS=serving " + options.socket_path); !r) {
+    log::warn(r.error().message());
+  }
+  int sig = 0;
+  sigwait(&signals, &sig);
+  log::info(std::string("stepsnapd: ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping");
+  (void)agent::sd_notify("STOPPING=1");
+  (*daemon)->stop();
+  return 0;
+}

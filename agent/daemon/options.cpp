@@ -1,0 +1,212 @@
+#include "agent/daemon/options.h"
+
+#include <boost/program_options.hpp>
+#include <cerrno>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+
+#include "common/names.h"
+
+namespace stepsnap::agent {
+
+namespace po = boost::program_options;
+
+namespace {
+
+// "--flag: what is wrong; what to do": errno text would add nothing here.
+tl::unexpected<Error> flag_error(const std::string& flag, const std::string& what) {
+  return fail("--" + flag, "", 0, what);
+}
+
+po::options_description describe(DaemonOptions& o, std::string& log_level, std::string& block,
+                                 std::string& loop_data, std::string& loop_meta,
+                                 std::string& hold) {
+  po::options_description general("General");
+  general.add_options()("help,h", "print this help and exit")(
+      "config,c", po::value(&o.config_file)->value_name("FILE"),
+      "read settings from an INI file (keys are the long flag names without \"--\"); flags "
+      "given on the command line win")(
+      "state-dir", po::value(&o.state_dir)->value_name("DIR")->default_value(o.state_dir),
+      "where the catalog (catalog.db, SQLite) lives; must be on a local file system")(
+      "socket", po::value(&o.socket_path)->value_name("PATH")->default_value(o.socket_path),
+      "the API socket (newline-delimited JSON, see docs/api.md)")(
+      "socket-group",
+      po::value(&o.socket_group)->value_name("GROUP")->default_value(o.socket_group),
+      "group allowed to use the socket besides root; \"\" for root only")(
+      "event-log", po::value(&o.event_log_file)->value_name("FILE"),
+      "also append every event as one JSON line to FILE (the catalog stays the record)")(
+      "event-retention", po::value(&o.event_retention)->default_value(o.event_retention),
+      "how many of the newest events to keep for subscribers resuming with since=N")(
+      "hold-timeout",
+      // A string, checked by validate(): Boost would read "-5" as a huge
+      // unsigned number and the error would name the wrong value.
+      po::value(&hold)->value_name("SECONDS")->default_value(
+          std::to_string(o.hold_timeout_seconds)),
+      "how long a step's first exec may be held for its pre-snapshot (1 to 86400); when it runs "
+      "out the step is killed, since it would run without its pre-snapshot")(
+      "log-level", po::value(&log_level)->value_name("LEVEL")->default_value("info"),
+      "debug, info, warn or error (logs go to stderr)");
+  po::options_description pool("Thin pool (give devices, or loop files for development)");
+  pool.add_options()("pool-name", po::value(&o.pool.name)->default_value(o.pool.name),
+                     "device-mapper name of the pool; also prefixes its thin devices")(
+      "pool-data-device", po::value(&o.pool.data_device)->value_name("DEV"),
+      "block device for the pool's data")(
+      "pool-metadata-device", po::value(&o.pool.metadata_device)->value_name("DEV"),
+      "block device for the pool's metadata (about 1% of data, at least 2M)")(
+      "pool-loop-dir", po::value(&o.pool.loop_dir)->value_name("DIR"),
+      "make the pool on sparse loop files in DIR instead of devices")(
+      "pool-loop-data-size", po::value(&loop_data)->value_name("SIZE"),
+      "size of the data loop file, e.g. 20G")("pool-loop-metadata-size",
+                                              po::value(&loop_meta)->value_name("SIZE"),
+                                              "size of the metadata loop file, e.g. 256M")(
+      "pool-block-size", po::value(&block)->value_name("SIZE")->default_value("64K"),
+      "copy-on-write block size: 64K to 1G, a multiple of 64K (small blocks make the first "
+      "write after a snapshot cheap, large ones make metadata small)")(
+      "pool-low-space-percent",
+      po::value(&o.pool.low_space_percent)->default_value(o.pool.low_space_percent),
+      "emit pool.low_space when data or metadata use passes this percentage");
+  po::options_description all(
+      "stepsnapd: the stepsnap node agent. Owns a device-mapper thin pool, snapshots step\n"
+      "volumes at process boundaries, and serves the API on a Unix socket.\n"
+      "Runs in the foreground as root.\n\nUsage: stepsnapd [options]\n");
+  all.add(general).add(pool);
+  return all;
+}
+
+Status validate(DaemonOptions& o, const std::string& log_level, const std::string& block,
+                const std::string& loop_data, const std::string& loop_meta,
+                const std::string& hold) {
+  if (!log::parse_level(log_level, &o.log_level)) {
+    return flag_error("log-level",
+                      "\"" + log_level + "\" is not a level; use debug, info, warn or error");
+  }
+  if (o.state_dir.empty() || o.state_dir[0] != '/') {
+    return flag_error(
+        "state-dir",
+        "\"" + o.state_dir + "\" is not an absolute path; give one like /var/lib/stepsnap");
+  }
+  if (o.socket_path.empty() || o.socket_path[0] != '/') {
+    return flag_error("socket",
+                      "\"" + o.socket_path +
+                          "\" is not an absolute path; give one like /run/stepsnap/stepsnapd.sock");
+  }
+  if (o.socket_path.size() > 107) {
+    return flag_error("socket", "path is " + std::to_string(o.socket_path.size()) +
+                                    " bytes; Unix sockets allow 107; choose a shorter one");
+  }
+  if (!o.event_log_file.empty() && o.event_log_file[0] != '/') {
+    return flag_error("event-log", "\"" + o.event_log_file + "\" is not an absolute path");
+  }
+  if (o.event_retention == 0) {
+    return flag_error("event-retention",
+                      "must be at least 1; subscribers need something to resume from");
+  }
+  {
+    std::uint64_t seconds = 0;
+    auto [end, ec] = std::from_chars(hold.data(), hold.data() + hold.size(), seconds);
+    if (hold.empty() || ec != std::errc() || end != hold.data() + hold.size() ||
+        seconds < kMinHoldTimeoutSeconds || seconds > kMaxHoldTimeoutSeconds) {
+      return flag_error("hold-timeout",
+                        "\"" + hold + "\" is not a whole number of seconds from 1 to 86400");
+    }
+    o.hold_timeout_seconds = seconds;
+  }
+  if (auto problem = name_problem(o.pool.name)) {
+    return flag_error("pool-name",
+                      "\"" + o.pool.name + "\" " + *problem + "; " + std::string(kNameRule));
+  }
+  auto b = parse_size(block);
+  constexpr std::uint64_t k64 = 64 * 1024;
+  if (!b || *b % k64 != 0 || *b < k64 || *b > (1ull << 30)) {
+    return flag_error("pool-block-size",
+                      "\"" + block + "\" is not 64K to 1G in steps of 64K (dm-thin's limits)");
+  }
+  o.pool.block_bytes = *b;
+  if (o.pool.low_space_percent < 1 || o.pool.low_space_percent > 99) {
+    return flag_error("pool-low-space-percent",
+                      std::to_string(o.pool.low_space_percent) + " is not between 1 and 99");
+  }
+
+  const bool devices = !o.pool.data_device.empty() || !o.pool.metadata_device.empty();
+  const bool loops = !o.pool.loop_dir.empty() || !loop_data.empty() || !loop_meta.empty();
+  if (devices && loops) {
+    return flag_error("pool-loop-dir", "give either pool devices or loop files, not both");
+  }
+  if (!devices && !loops) {
+    return flag_error("pool-data-device",
+                      "no pool given; give --pool-data-device and --pool-metadata-device, or "
+                      "--pool-loop-dir with --pool-loop-data-size and --pool-loop-metadata-size");
+  }
+  if (devices) {
+    if (o.pool.data_device.empty())
+      return flag_error("pool-data-device", "missing; --pool-metadata-device needs it");
+    if (o.pool.metadata_device.empty())
+      return flag_error("pool-metadata-device", "missing; --pool-data-device needs it");
+    if (o.pool.data_device == o.pool.metadata_device) {
+      return flag_error("pool-metadata-device",
+                        "is the same device as --pool-data-device; use two devices");
+    }
+    return {};
+  }
+  if (o.pool.loop_dir.empty() || o.pool.loop_dir[0] != '/') {
+    return flag_error("pool-loop-dir",
+                      "missing or not absolute; give a directory such as /var/lib/stepsnap/loop");
+  }
+  auto data = parse_size(loop_data);
+  if (!data) {
+    return flag_error("pool-loop-data-size",
+                      "\"" + loop_data + "\" is not a size; use bytes or a K, M, G, T suffix");
+  }
+  auto meta = parse_size(loop_meta);
+  if (!meta) {
+    return flag_error("pool-loop-metadata-size",
+                      "\"" + loop_meta + "\" is not a size; use bytes or a K, M, G, T suffix");
+  }
+  if (*meta < (2u << 20)) {
+    return flag_error("pool-loop-metadata-size", "is under 2M, too small for thin pool metadata");
+  }
+  if (*data < o.pool.block_bytes) {
+    return flag_error("pool-loop-data-size", "is smaller than one pool block");
+  }
+  o.pool.loop_data_bytes = *data;
+  o.pool.loop_metadata_bytes = *meta;
+  return {};
+}
+
+}  // namespace
+
+Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
+  DaemonOptions o;
+  std::string log_level, block, loop_data, loop_meta, hold;
+  auto desc = describe(o, log_level, block, loop_data, loop_meta, hold);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
+    if (vm.count("help")) {
+      std::ostringstream text;
+      text << desc;
+      return ParsedOptions(HelpRequested{text.str()});
+    }
+    if (vm.count("config")) {
+      const std::string path = vm["config"].as<std::string>();
+      std::ifstream file(path);
+      if (!file) {
+        return flag_error("config",
+                          "cannot read \"" + path + "\"; check the path and its permissions");
+      }
+      // Values already stored (the command line) are not overwritten.
+      po::store(po::parse_config_file(file, desc, /*allow_unregistered=*/false), vm);
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    // Boost's words already name the option ("unrecognised option '--x'").
+    return tl::unexpected(fail(e.what(), "", 0, "see stepsnapd --help").value());
+  }
+  if (auto r = validate(o, log_level, block, loop_data, loop_meta, hold); !r) {
+    return tl::unexpected(r.error());
+  }
+  return ParsedOptions(std::move(o));
+}
+
+}  // namespace stepsnap::agent

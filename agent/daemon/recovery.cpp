@@ -1,0 +1,239 @@
+#include "agent/daemon/recovery.h"
+
+#include <sys/stat.h>
+
+#include <set>
+
+#include "agent/catalog/reconcile.h"
+#include "common/cgroup_files.h"
+#include "agent/volumes/volumes.h"
+#include "common/log.h"
+#include "dm/dm_task.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Whether the pool has thin id `id`: a read-only device mapping it loads
+// only if the id exists.
+bool thin_exists(dm::ThinPool& pool, dm::ThinId id, const std::set<dm::ThinId>& active) {
+  if (active.count(id)) return true;
+  std::string probe = pool.name() + "-probe";
+  (void)pool.deactivate(probe, {.attempts = 1});
+  auto v = pool.activate(id, probe, 512, {.read_only = true});
+  if (!v) return false;
+  if (auto r = pool.deactivate(probe); !r) log::warn("recovery: " + r.error().message());
+  return true;
+}
+
+Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
+                              std::set<dm::ThinId>* active_ids) {
+  ReconcileInput in;
+  in.pool_dm_name = pool.name();
+  in.next_thin_id = record.next_thin_id;
+  auto devices = catalog.list_devices({.pool_id = record.id});
+  if (!devices) return tl::unexpected(devices.error());
+  in.devices = *devices;
+  auto pending = catalog.pending_operations(record.id);
+  if (!pending) return tl::unexpected(pending.error());
+  in.pending = *pending;
+
+  std::set<std::string> names{pool.name()};
+  auto active = pool.active_volumes();
+  if (!active) return tl::unexpected(active.error());
+  for (const auto& v : *active) {
+    names.insert(v.name);
+    active_ids->insert(v.id);
+  }
+  for (const auto& d : in.devices) {
+    if (!d.dm_name.empty()) names.insert(d.dm_name);
+  }
+  for (const auto& n : names) {
+    auto info = dm::info(n);
+    if (info && info->suspended) in.suspended.push_back(n);
+  }
+  // A suspended pool answers no message: resume before probing.
+  for (const auto& n : in.suspended) {
+    if (n == pool.name()) {
+      if (auto r = dm::resume(n); !r) return tl::unexpected(r.error().context("recovery"));
+    }
+  }
+
+  // The whole list when the pool can give it.
+  if (auto listed = pool.list_thin_ids()) {
+    in.pool_thin_ids = *listed;
+    log::info("recovery: pool " + pool.name() + " holds " + std::to_string(listed->size()) +
+              " thin ids (metadata snapshot)");
+    return in;
+  } else {
+    log::warn("recovery: " + listed.error().message() + "; probing ids one by one instead");
+  }
+
+  std::set<dm::ThinId> candidates;
+  for (const auto& d : in.devices) candidates.insert(d.thin_id);
+  for (const auto& o : in.pending) candidates.insert(o.thin_id);
+  auto st = pool.status();
+  if (!st) return tl::unexpected(st.error());
+  dm::ThinId pool_next = dm::decode_txn(st->transaction_id).next_id;
+  dm::ThinId counter = record.next_thin_id;
+  for (dm::ThinId id = counter; id < pool_next && id <= dm::kMaxThinId; ++id) candidates.insert(id);
+  for (dm::ThinId id = counter > kProbeBelow ? counter - kProbeBelow : dm::kFirstThinId;
+       id < counter; ++id) {
+    candidates.insert(id);
+  }
+  for (dm::ThinId id : candidates) {
+    if (thin_exists(pool, id, *active_ids)) in.pool_thin_ids.push_back(id);
+  }
+  return in;
+}
+
+json action_json(const RepairAction& a) {
+  json j = {{"action", std::string(to_string(a.kind))}, {"reason", a.reason}};
+  if (!a.dm_name.empty()) j["dm_name"] = a.dm_name;
+  if (a.thin_id) j["thin_id"] = a.thin_id;
+  if (a.device_id) j["device_id"] = a.device_id;
+  if (a.operation_id) j["operation_id"] = a.operation_id;
+  return j;
+}
+
+Status execute(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
+               const RepairAction& a) {
+  using K = RepairAction::Kind;
+  switch (a.kind) {
+    case K::resume_device: {
+      auto info = dm::info(a.dm_name);
+      if (info && !info->suspended) return {};  // the pool, resumed while gathering
+      return dm::resume(a.dm_name);
+    }
+    case K::delete_thin:
+      if (!a.dm_name.empty()) {
+        if (auto r = pool.deactivate(a.dm_name); !r) return r;
+      }
+      return pool.delete_thin(a.thin_id);
+    case K::drop_record:
+      return catalog.drop_device(a.device_id);
+    case K::mark_faulty:
+      return catalog.mark_faulty(a.device_id, a.reason);
+    case K::close_operation:
+      return catalog.close_operation(a.operation_id, a.outcome, a.reason);
+    case K::advance_thin_id:
+      return catalog.advance_thin_id(record.id, a.thin_id);
+    case K::report_foreign_thin:
+      return {};
+  }
+  return {};
+}
+
+}  // namespace
+
+Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool& pool,
+                               const PoolRecord& record) {
+  std::set<dm::ThinId> active_ids;
+  auto input = gather(catalog, pool, record, &active_ids);
+  if (!input) return tl::unexpected(input.error());
+  auto plan = plan_reconcile(*input);
+  RecoveryResult result;
+  for (const auto& a : plan) {
+    json data = action_json(a);
+    auto sp = Savepoint::begin(catalog.db());
+    if (!sp) return tl::unexpected(sp.error());
+    auto r = execute(catalog, pool, record, a);
+    if (!r) {
+      data["ok"] = false;
+      data["error"] = r.error().message();
+      ++result.failures;
+      log::error("recovery: " + std::string(to_string(a.kind)) + " failed: " + r.error().message());
+    } else {
+      data["ok"] = true;
+      ++result.repairs;
+      log::info("recovery: " + std::string(to_string(a.kind)) + ": " + a.reason);
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+    if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
+  }
+
+  // Created volumes and clones that should be active and are not.
+  auto devices = catalog.list_devices({.pool_id = record.id});
+  if (!devices) return tl::unexpected(devices.error());
+  for (const auto& d : *devices) {
+    if (d.state != DeviceState::created || d.kind == DeviceKind::snapshot) continue;
+    std::string name = d.dm_name.empty() ? volume_dm_name(record.name, d.name) : d.dm_name;
+    if (dm::exists(name)) continue;
+    json data = {{"action", "reactivate"},
+                 {"dm_name", name},
+                 {"thin_id", d.thin_id},
+                 {"device_id", d.id},
+                 {"reason", std::string(to_string(d.kind)) + " " + d.name + " was not active"}};
+    auto v = pool.activate(d.thin_id, name, d.size_bytes);
+    auto sp = Savepoint::begin(catalog.db());
+    if (!sp) return tl::unexpected(sp.error());
+    if (v) {
+      (void)catalog.set_dm_name(d.id, name);
+      data["ok"] = true;
+      ++result.repairs;
+      log::info("recovery: reactivated " + name);
+    } else {
+      data["ok"] = false;
+      data["error"] = v.error().message();
+      ++result.failures;
+      log::error("recovery: reactivate " + name + ": " + v.error().message());
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+    if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
+  }
+  return result;
+}
+
+Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events) {
+  auto steps = catalog.unfinished_steps();
+  if (!steps) return tl::unexpected(steps.error());
+  RecoveryResult result;
+  for (StepRecord s : *steps) {
+    const std::string was = s.state;
+    const std::string key = s.pipeline + "/" + s.run + "/" + s.step;
+    bool before_pre =
+        (was == "registered" || was == "holding") && (s.policy == "pre" || s.policy == "both");
+    json data = {{"action", "fail_step"},
+                 {"pipeline", s.pipeline},
+                 {"run", s.run},
+                 {"step", s.step},
+                 {"was", was},
+                 {"cgroup", s.cgroup}};
+    if (before_pre) {
+      struct stat st {};
+      bool present = ::stat(s.cgroup.c_str(), &st) == 0;
+      auto k = present ? kill_cgroup(s.cgroup) : Status{};
+      data["killed"] = present && static_cast<bool>(k);
+      if (!k) log::error("recovery: step " + key + ": " + k.error().message());
+    }
+    s.state = "failed";
+    s.error = "stepsnapd restarted while the step was " + was;
+    s.finished_ns = now_ns();
+    data["reason"] = s.error;
+    auto sp = Savepoint::begin(catalog.db());
+    if (!sp) return tl::unexpected(sp.error());
+    if (auto r = catalog.save_step(s); !r) {
+      data["ok"] = false;
+      data["error"] = r.error().message();
+      ++result.failures;
+      log::error("recovery: step " + key + ": " + r.error().message());
+    } else {
+      data["ok"] = true;
+      ++result.repairs;
+      log::warn("recovery: step " + key + ": " + s.error + "; marked failed");
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+    if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
+  }
+  return result;
+}
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,630 @@
+#include "agent/policy/step_policy.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <set>
+#include <sstream>
+
+#include "common/cgroup_files.h"
+#include "common/log.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+std::string step_key(const std::string& pipeline, const std::string& run, const std::string& step) {
+  return pipeline + "/" + run + "/" + step;
+}
+
+std::optional<int> exit_status_of(const std::optional<bpf::ExitStatus>& e) {
+  if (!e) return std::nullopt;
+  if (e->code) return *e->code;
+  if (e->signal) return 128 + *e->signal;
+  return std::nullopt;
+}
+
+json step_ref(const StepSpec& a) {
+  return {{"pipeline", a.pipeline}, {"run", a.run}, {"step", a.step}};
+}
+
+// The API's view of a step, from its record: the same shape whether the
+// step is live in memory or was read back from the catalog after a restart.
+json record_json(const StepRecord& r) {
+  json j = {{"pipeline", r.pipeline}, {"run", r.run}, {"step", r.step}};
+  j["state"] = r.state;
+  j["policy"] = r.policy;
+  j["cgroup"] = r.cgroup;
+  j["cgroup_id"] = r.cgroup_id;
+  j["volumes"] = r.volumes;
+  j["command"] = r.command;
+  j["registered"] = format_rfc3339_ns(r.registered_ns);
+  if (r.started_ns) j["started"] = format_rfc3339_ns(r.started_ns);
+  if (r.finished_ns) j["finished"] = format_rfc3339_ns(r.finished_ns);
+  j["held_ns"] = r.held_ns;
+  if (r.exit_status) j["exit_status"] = *r.exit_status;
+  if (!r.error.empty()) j["error"] = r.error;
+  j["pre_snapshots"] = r.pre_snapshots;
+  j["post_snapshots"] = r.post_snapshots;
+  return j;
+}
+
+}  // namespace
+
+std::string_view policy_name(const StepSpec& spec) {
+  if (spec.pre_snapshot) return spec.post_snapshot ? "both" : "pre";
+  return spec.post_snapshot ? "post" : "none";
+}
+
+Result<std::unique_ptr<StepPolicy>> StepPolicy::start(Volumes& volumes, Catalog& catalog,
+                                                      EventLog& events,
+                                                      const StepPolicyOptions& options) {
+  auto tracer = bpf::StepTracer::open(options.tracer);
+  if (!tracer) return tl::unexpected(tracer.error().context("start step tracer"));
+  UniqueFd wake(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!wake) return fail_errno("start step policy", "eventfd");
+  std::unique_ptr<StepPolicy> p(
+      new StepPolicy(volumes, catalog, events, std::move(*tracer), options, std::move(wake)));
+  p->tracer_thread_ = std::thread([s = p.get()] { s->tracer_loop(); });
+  p->worker_thread_ = std::thread([s = p.get()] { s->worker_loop(); });
+  return p;
+}
+
+StepPolicy::StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
+                       const StepPolicyOptions& options, UniqueFd wake)
+    : volumes_(volumes),
+      catalog_(catalog),
+      events_(events),
+      options_(options),
+      tracer_(std::move(tracer)),
+      wake_(std::move(wake)) {}
+
+StepPolicy::~StepPolicy() { stop(); }
+
+void StepPolicy::stop() {
+  {
+    std::lock_guard lock(queue_mutex_);
+    if (stopping_ && !worker_thread_.joinable() && !tracer_thread_.joinable()) return;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  // The worker first: the snapshot under way finishes and queues its
+  // release, which the tracer thread still runs before it stops.
+  if (worker_thread_.joinable()) worker_thread_.join();
+  std::uint64_t one = 1;
+  if (::write(wake_.get(), &one, sizeof one) < 0)
+    log::warn("step policy: wake tracer thread failed");
+  if (tracer_thread_.joinable()) tracer_thread_.join();
+}
+
+void StepPolicy::post_work(std::function<void()> fn) {
+  {
+    std::lock_guard lock(queue_mutex_);
+    work_queue_.push_back(std::move(fn));
+  }
+  work_cv_.notify_all();
+}
+
+void StepPolicy::post_tracer(std::function<void(bpf::StepTracer&)> fn) {
+  {
+    std::lock_guard lock(queue_mutex_);
+    tracer_queue_.push_back(std::move(fn));
+  }
+  std::uint64_t one = 1;
+  if (::write(wake_.get(), &one, sizeof one) < 0)
+    log::warn("step policy: wake tracer thread failed");
+}
+
+Status StepPolicy::on_tracer(std::function<Status(bpf::StepTracer&)> fn) {
+  auto done = std::make_shared<std::promise<Status>>();
+  auto result = done->get_future();
+  {
+    std::lock_guard lock(queue_mutex_);
+    if (stopping_) return fail("step tracer", "", ESHUTDOWN, "the agent is stopping");
+  }
+  post_tracer([fn = std::move(fn), done](bpf::StepTracer& t) { done->set_value(fn(t)); });
+  return result.get();
+}
+
+void StepPolicy::worker_loop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock lock(queue_mutex_);
+      work_cv_.wait(lock, [&] { return stopping_ || !work_queue_.empty(); });
+      if (work_queue_.empty()) return;  // stopping and idle
+      job = std::move(work_queue_.front());
+      work_queue_.pop_front();
+    }
+    job();
+  }
+}
+
+void StepPolicy::tracer_loop() {
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = wake_.get();
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, wake_.get(), &ev);
+  ev.data.fd = tracer_->fd();
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, tracer_->fd(), &ev);
+  auto callback = [this](const bpf::Event& e) { on_event(e); };
+  std::optional<std::chrono::steady_clock::time_point> hold_due;
+  for (;;) {
+    int timeout_ms = 1000;
+    for (auto d : {tracer_->next_deadline(), hold_due}) {
+      if (!d) continue;
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                      *d - std::chrono::steady_clock::now())
+                      .count();
+      timeout_ms = std::min(timeout_ms, static_cast<int>(std::clamp<long long>(left + 1, 0, 1000)));
+    }
+    epoll_event events[4];
+    int n = ::epoll_wait(ep.get(), events, 4, timeout_ms);
+    if (n < 0 && errno != EINTR)
+      log::error(std::string("step tracer: epoll: ") + std::strerror(errno));
+    std::uint64_t count = 0;
+    if (::read(wake_.get(), &count, sizeof count) < 0 && errno != EAGAIN) {
+      log::warn("step tracer: read eventfd failed");
+    }
+    std::deque<std::function<void(bpf::StepTracer&)>> commands;
+    bool stop = false;
+    {
+      std::lock_guard lock(queue_mutex_);
+      commands.swap(tracer_queue_);
+      stop = stopping_;
+    }
+    for (auto& c : commands) c(*tracer_);
+    if (auto r = tracer_->poll(std::chrono::milliseconds(0), callback); !r) {
+      log::error("step tracer: " + r.error().message());
+    }
+    hold_due = enforce_hold_deadlines();
+    if (stop) {
+      // Watches end with the tracer: a held step is released by its
+      // destructor, volumes stay as they are.
+      std::lock_guard lock(queue_mutex_);
+      for (auto& c : tracer_queue_) c(*tracer_);
+      tracer_queue_.clear();
+      tracer_.reset();
+      return;
+    }
+  }
+}
+
+std::optional<std::chrono::steady_clock::time_point> StepPolicy::enforce_hold_deadlines() {
+  std::optional<std::chrono::steady_clock::time_point> next;
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::holding) continue;
+    if (now < s.hold_deadline) {
+      if (!next || s.hold_deadline < *next) next = s.hold_deadline;
+      continue;
+    }
+    auto seconds = std::chrono::duration_cast<std::chrono::duration<double>>(options_.hold_timeout);
+    std::ostringstream text;
+    text << "the pre-snapshot was not taken within the hold timeout (" << seconds.count()
+         << " s); killed while still held";
+    s.error = text.str();
+    apply(key, s, StepInput::hold_timeout);
+  }
+  return next;
+}
+
+void StepPolicy::emit(EventType type, json data) {
+  auto r = events_.append(type, std::move(data));
+  if (!r) log::error("event " + std::string(to_string(type)) + ": " + r.error().message());
+}
+
+StepRecord StepPolicy::record_of(const Step& s) const {
+  StepRecord r;
+  r.pipeline = s.args.pipeline;
+  r.run = s.args.run;
+  r.step = s.args.step;
+  r.cgroup = s.args.cgroup;
+  r.cgroup_id = s.cgroup_id;
+  r.policy = std::string(policy_name(s.args));
+  r.volumes = s.args.volumes;
+  r.command = s.args.command;
+  r.labels = s.args.labels;
+  r.state = std::string(to_string(s.state));
+  r.exit_status = exit_status_of(s.exit);
+  r.error = s.error;
+  r.registered_ns = s.registered_ns;
+  r.started_ns = s.started_ns;
+  r.finished_ns = s.finished_ns;
+  r.held_ns = s.held_ns;
+  r.pre_snapshots = s.pre_snapshots;
+  r.post_snapshots = s.post_snapshots;
+  return r;
+}
+
+void StepPolicy::persist(const std::string& key, const Step& s) {
+  if (auto r = catalog_.save_step(record_of(s)); !r) {
+    log::error("step " + key + ": " + r.error().message());
+  }
+}
+
+Result<json> StepPolicy::register_step(const StepSpec& args) {
+  const std::string key = step_key(args.pipeline, args.run, args.step);
+  for (const auto& v : args.volumes) {
+    auto d = volumes_.find(v);
+    if (!d) return tl::unexpected(d.error().context("register step " + key));
+    if (d->kind == DeviceKind::snapshot) {
+      return fail("register step " + key, v, EINVAL,
+                  "it is a snapshot; steps run on volumes or clones (clone it first)");
+    }
+    if (d->dm_name.empty()) {
+      return fail("register step " + key, v, ENXIO, "volume is not active");
+    }
+  }
+  struct stat st {};
+  if (::stat(args.cgroup.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail("register step " + key, args.cgroup, ENOENT,
+                "no such cgroup directory; create the step's cgroup first");
+  }
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it != steps_.end() && it->second.state != StepState::finished &&
+        it->second.state != StepState::failed) {
+      return fail("register step", key, EEXIST,
+                  "the step is registered and " + std::string(to_string(it->second.state)));
+    }
+    if (by_cgroup_.count(st.st_ino)) {
+      return fail("register step " + key, args.cgroup, EEXIST,
+                  "another step is registered on that cgroup");
+    }
+    Step s;
+    s.args = args;
+    s.cgroup_id = st.st_ino;
+    s.registered_ns = now_ns();
+    steps_[key] = std::move(s);
+    by_cgroup_[st.st_ino] = key;
+  }
+  bpf::WatchOptions w{.hold_first_exec = args.pre_snapshot,
+                      .hold_timeout = options_.hold_timeout + kTracerHoldGrace,
+                      .boundaries_only = true};
+  std::uint64_t id = 0;
+  auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
+    auto r = t.watch(args.cgroup, w);
+    if (!r) return tl::unexpected(r.error());
+    id = *r;
+    return {};
+  });
+  std::lock_guard lock(mutex_);
+  Step& s = steps_[key];
+  if (!watched) {
+    by_cgroup_.erase(s.cgroup_id);
+    steps_.erase(key);
+    return tl::unexpected(watched.error().context("register step " + key));
+  }
+  if (id != s.cgroup_id) {
+    by_cgroup_.erase(s.cgroup_id);
+    s.cgroup_id = id;
+    by_cgroup_[id] = key;
+  }
+  s.watching = true;
+  // The tracer thread may already have moved the step on (a fast exec);
+  // whatever state it is in now is what gets recorded.
+  persist(key, s);
+  log::info("step " + key + ": watching " + args.cgroup + " (policy " +
+            std::string(policy_name(args)) + ")");
+  return step_json(s);
+}
+
+void StepPolicy::on_event(const bpf::Event& e) {
+  if (e.type == bpf::EventType::lost) {
+    emit(EventType::events_lost, {{"source", "bpf"}, {"count", e.lost}});
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  auto k = by_cgroup_.find(e.cgroup_id);
+  if (k == by_cgroup_.end()) return;
+  auto it = steps_.find(k->second);
+  if (it == steps_.end()) return;
+  Step& s = it->second;
+  switch (e.type) {
+    case bpf::EventType::exec:
+      if (e.held) {
+        s.pid = e.tgid;
+        s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
+        s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
+        apply(k->second, s, StepInput::held_exec);
+      } else if (e.main) {
+        s.pid = e.tgid;
+        apply(k->second, s, StepInput::exec);
+      }
+      break;
+    case bpf::EventType::hold_timeout:
+      apply(k->second, s, StepInput::hold_timeout);
+      break;
+    case bpf::EventType::step_end:
+      if (!s.exit) s.exit = e.exit;
+      if (s.state == StepState::holding) {
+        s.ended_while_holding = true;
+      } else {
+        apply(k->second, s, StepInput::step_end);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
+  // One transaction for the step's new row and the events of this change.
+  // A failed begin is logged and the change still happens: a step must be
+  // killed or released whatever the database says.
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
+  StepPolicyFlags flags{s.args.pre_snapshot, s.args.post_snapshot};
+  StepState before = s.state;
+  StepTransition t = step_transition(s.state, input, flags);
+  s.state = t.next;
+  if (before == StepState::registered && t.next == StepState::failed && s.error.empty()) {
+    s.error =
+        "the step's cgroup emptied before any exec: whoever was to start it (runner) failed "
+        "during setup, so nothing ran and nothing was snapshotted";
+  }
+  if (before != t.next) {
+    log::debug("step " + key + ": " + std::string(to_string(before)) + " -> " +
+               std::string(to_string(t.next)));
+  }
+  std::uint64_t cgroup_id = s.cgroup_id;
+  switch (t.action) {
+    case StepAction::none:
+      break;
+    case StepAction::take_pre:
+      post_work([this, key] { take_snapshots(key, Phase::pre); });
+      break;
+    case StepAction::release:
+    case StepAction::mark_started: {
+      s.started_ns = now_ns();
+      if (t.action == StepAction::release && s.exec_mono_ns != 0) {
+        s.held_ns = static_cast<std::int64_t>(bpf::monotonic_ns() - s.exec_mono_ns);
+      }
+      json data = step_ref(s.args);
+      data["held_ns"] = s.held_ns;
+      data["pid"] = s.pid;
+      data["cgroup"] = s.args.cgroup;
+      data["pre_snapshots"] = s.pre_snapshots;
+      emit(EventType::step_started, data);
+      if (t.action == StepAction::release) {
+        post_tracer([cgroup_id, key](bpf::StepTracer& tr) {
+          if (auto r = tr.release(cgroup_id); !r) {
+            log::warn("step " + key + ": release: " + r.error().message());
+          }
+        });
+      }
+      log::info("step " + key + ": started (held " + std::to_string(s.held_ns / 1000000) + " ms)");
+      if (s.ended_while_holding) {
+        s.ended_while_holding = false;
+        apply(key, s, StepInput::step_end);
+      }
+      break;
+    }
+    case StepAction::kill: {
+      if (s.error.empty()) {
+        s.error = input == StepInput::hold_timeout
+                      ? "the tracer's hold timed out before the pre-snapshot was taken"
+                      : "pre-snapshot failed";
+      }
+      auto k = kill_cgroup(s.args.cgroup);
+      log::error("step " + key + ": " + s.error + "; killing its cgroup" +
+                 (k ? "" : " failed: " + k.error().message()));
+      json data = step_ref(s.args);
+      data["op"] = "step.pre_snapshot";
+      data["message"] = s.error;
+      data["cgroup"] = s.args.cgroup;
+      data["killed"] = static_cast<bool>(k);
+      emit(EventType::error, data);
+      if (s.ended_while_holding) {
+        s.ended_while_holding = false;
+        apply(key, s, StepInput::step_end);
+      }
+      break;
+    }
+    case StepAction::take_post:
+      post_work([this, key] { take_snapshots(key, Phase::post); });
+      break;
+    case StepAction::finish:
+      finish_step(key, s);
+      break;
+  }
+  if (before != t.next || t.action != StepAction::none) persist(key, s);
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
+}
+
+void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
+  std::vector<std::string> volumes;
+  StepInfo info;
+  Labels labels;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it == steps_.end()) return;
+    const Step& s = it->second;
+    // Given up on while queued (the hold timed out): a pre-snapshot now
+    // would be of a step that was killed, not of its starting state.
+    if (phase == Phase::pre && s.state != StepState::holding) return;
+    volumes = s.args.volumes;
+    info = StepInfo{s.args.pipeline, s.args.run,
+                    s.args.step,     phase,
+                    s.args.command,  phase == Phase::post ? exit_status_of(s.exit) : std::nullopt};
+    labels = s.args.labels;
+  }
+  json extra = {{"step",
+                 {{"pipeline", info.pipeline},
+                  {"run", info.run},
+                  {"step", info.step},
+                  {"phase", std::string(to_string(phase))},
+                  {"command", info.command}}}};
+  if (info.exit_status) extra["step"]["exit_status"] = *info.exit_status;
+  auto group = volumes_.snapshot_group(volumes, info, labels, extra);
+  std::lock_guard lock(mutex_);
+  auto it = steps_.find(key);
+  if (it == steps_.end()) return;
+  Step& s = it->second;
+  if (!group) {
+    s.error = std::string(to_string(phase)) + "-snapshot failed: " + group.error().message();
+    log::error("step " + key + ": " + s.error);
+    if (phase == Phase::post) {
+      json data = step_ref(s.args);
+      data["op"] = "step.post_snapshot";
+      data["message"] = s.error;
+      if (!group.error().kind.empty()) data["kind"] = group.error().kind;
+      emit(EventType::error, data);
+    }
+    apply(key, s, phase == Phase::pre ? StepInput::pre_failed : StepInput::post_failed);
+    if (phase == Phase::post) apply(key, s, StepInput::step_end);  // failed -> finish
+    return;
+  }
+  auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
+  for (const auto& d : group->snapshots) names.push_back(d.name);
+  // Recorded even when the step was given up on meanwhile (a hold timeout
+  // while this group waited for the pool): the snapshots exist, and the
+  // transition below would then change nothing and write nothing.
+  persist(key, s);
+  log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, pause " +
+            std::to_string(group->pause.count() / 1000) + " us");
+  if (phase == Phase::pre) {
+    apply(key, s, StepInput::pre_done);
+  } else {
+    apply(key, s, StepInput::post_done);
+    finish_step(key, s);
+  }
+}
+
+void StepPolicy::finish_step(const std::string& key, Step& s) {
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
+  s.finished_ns = now_ns();
+  json data = step_ref(s.args);
+  auto status = exit_status_of(s.exit);
+  data["exit_status"] = status ? json(*status) : json(nullptr);
+  if (s.exit && s.exit->signal) data["signal"] = *s.exit->signal;
+  data["state"] = std::string(to_string(s.state));
+  data["pre_snapshots"] = s.pre_snapshots;
+  data["post_snapshots"] = s.post_snapshots;
+  if (s.started_ns) data["duration_ns"] = s.finished_ns - s.started_ns;
+  if (!s.error.empty()) data["error"] = s.error;
+  persist(key, s);
+  emit(EventType::step_finished, data);
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
+  if (s.watching) {
+    s.watching = false;
+    std::uint64_t id = s.cgroup_id;
+    post_tracer([id](bpf::StepTracer& tr) { (void)tr.unwatch(id); });
+  }
+  by_cgroup_.erase(s.cgroup_id);
+  log::info("step " + key + ": " + std::string(to_string(s.state)) + ", exit status " +
+            (status ? std::to_string(*status) : std::string("unknown")));
+}
+
+json StepPolicy::step_json(const Step& s) const { return record_json(record_of(s)); }
+
+Result<json> StepPolicy::snapshots_json(const std::string& pipeline, const std::string& run,
+                                        const std::string& step) {
+  DeviceFilter f;
+  f.kind = DeviceKind::snapshot;
+  f.pipeline = pipeline;
+  f.run = run;
+  if (!step.empty()) f.step = step;
+  auto list = volumes_.list(f);
+  if (!list) return tl::unexpected(list.error());
+  json out = json::array();
+  for (const auto& d : *list) out.push_back(device_json(d));
+  return out;
+}
+
+Result<json> StepPolicy::status(const std::string& pipeline, const std::string& run,
+                                const std::string& step) {
+  auto snaps = snapshots_json(pipeline, run, step);
+  if (!snaps) return snaps;
+  json j;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(step_key(pipeline, run, step));
+    if (it != steps_.end()) j = step_json(it->second);
+  }
+  if (j.is_null()) {
+    // Not live: registered before a restart, so its last record tells.
+    auto rec = catalog_.find_step(pipeline, run, step);
+    if (!rec) return tl::unexpected(rec.error().context("step status"));
+    if (*rec) {
+      j = record_json(**rec);
+    } else if (!snaps->empty()) {
+      // Snapshots from before the catalog kept steps (schema version 1).
+      j = {{"pipeline", pipeline}, {"run", run}, {"step", step}, {"state", "unknown"}};
+    } else {
+      return fail("step status", step_key(pipeline, run, step), ENOENT,
+                  "no such step registered and no snapshots of it");
+    }
+  }
+  j["snapshots"] = *snaps;
+  return j;
+}
+
+Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run) {
+  auto snaps = snapshots_json(pipeline, run, "");
+  if (!snaps) return snaps;
+  std::map<std::string, json> steps;
+  auto recorded = catalog_.list_steps(pipeline, run);
+  if (!recorded) return tl::unexpected(recorded.error().context("run show"));
+  for (const auto& r : *recorded) {
+    steps[r.step] = record_json(r);
+    steps[r.step]["snapshots"] = json::array();
+  }
+  {
+    // Live steps win over their rows: memory is never behind the catalog.
+    std::lock_guard lock(mutex_);
+    for (const auto& [key, s] : steps_) {
+      if (s.args.pipeline == pipeline && s.args.run == run) {
+        steps[s.args.step] = step_json(s);
+        steps[s.args.step]["snapshots"] = json::array();
+      }
+    }
+  }
+  json initial = json::array();
+  for (const auto& snap : *snaps) {
+    // A run's initial snapshots belong to the run, not to a step.
+    if (snap["step"].value("phase", "") == "initial") {
+      initial.push_back(snap);
+      continue;
+    }
+    std::string name = snap["step"]["step"];
+    if (!steps.count(name)) {
+      steps[name] = {{"pipeline", pipeline},
+                     {"run", run},
+                     {"step", name},
+                     {"state", "unknown"},
+                     {"snapshots", json::array()}};
+    }
+    steps[name]["snapshots"].push_back(snap);
+  }
+  if (steps.empty() && initial.empty()) {
+    return fail("run show", pipeline + "/" + run, ENOENT, "no steps or snapshots for that run");
+  }
+  json out = {{"pipeline", pipeline},
+              {"run", run},
+              {"steps", json::array()},
+              {"initial_snapshots", initial}};
+  for (auto& [name, s] : steps) out["steps"].push_back(std::move(s));
+  return out;
+}
+
+}  // namespace stepsnap::agent

@@ -1,0 +1,62 @@
+#include "agent/policy/step_state.h"
+
+namespace stepsnap::agent {
+
+std::string_view to_string(StepState s) {
+  switch (s) {
+    case StepState::registered:
+      return "registered";
+    case StepState::holding:
+      return "holding";
+    case StepState::running:
+      return "running";
+    case StepState::finishing:
+      return "finishing";
+    case StepState::finished:
+      return "finished";
+    case StepState::failed:
+      return "failed";
+  }
+  return "unknown";
+}
+
+StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags flags) {
+  using S = StepState;
+  using I = StepInput;
+  using A = StepAction;
+  auto end_action = [&]() {
+    return flags.post ? StepTransition{S::finishing, A::take_post}
+                      : StepTransition{S::finished, A::finish};
+  };
+  switch (state) {
+    case S::registered:
+      if (input == I::held_exec) {
+        return flags.pre ? StepTransition{S::holding, A::take_pre}
+                         : StepTransition{S::running, A::release};
+      }
+      if (input == I::exec) return {S::running, A::mark_started};
+      // Gone before any exec: the step's launcher failed in its setup, so
+      // CMD never ran; there is no state worth a post-snapshot.
+      if (input == I::step_end) return {S::failed, A::finish};
+      break;
+    case S::holding:
+      if (input == I::pre_done) return {S::running, A::release};
+      if (input == I::pre_failed || input == I::hold_timeout) return {S::failed, A::kill};
+      break;
+    case S::running:
+      if (input == I::step_end) return end_action();
+      break;
+    case S::finishing:
+      if (input == I::post_done) return {S::finished, A::none};
+      if (input == I::post_failed) return {S::failed, A::none};
+      break;
+    case S::failed:
+      if (input == I::step_end) return {S::failed, A::finish};
+      break;
+    case S::finished:
+      break;
+  }
+  return {state, A::none};
+}
+
+}  // namespace stepsnap::agent

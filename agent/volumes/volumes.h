@@ -1,0 +1,116 @@
+// The agent's operations on thin devices: every kernel call through
+// dm::ThinPool wrapped in the catalog's intent (begin before, finish or
+// abort after), its event committed in the same transaction as the catalog
+// change, and the pool's space checked after each create.
+//
+// Naming on the kernel side: the pool device is "<pool>-pool"; volumes and
+// clones are active as "<pool>-vol-<name>" (/dev/mapper/...); snapshots are
+// thin ids with no active device (activate one by cloning it).
+//
+// Thread-safe: kernel operations on the pool are serialized by one mutex
+// (ThinPool is a single-threaded view); the catalog locks itself.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "agent/catalog/catalog.h"
+#include "agent/events/event_log.h"
+#include "common/names.h"
+#include "common/error.h"
+#include "dm/thin_pool.h"
+
+namespace stepsnap::agent {
+
+std::string pool_dm_name(const std::string& pool);
+std::string volume_dm_name(const std::string& pool, const std::string& name);
+
+// A device as the API shows it.
+nlohmann::json device_json(const DeviceRecord& device, const std::string& origin_name = {});
+
+struct GroupSnapshot {
+  std::vector<DeviceRecord> snapshots;  // in the order of the volumes asked for
+  // How long the volumes were paused: the group call minus the catalog
+  // writes done before the first suspend (an upper bound of the real pause).
+  std::chrono::nanoseconds pause{0};
+};
+
+class Volumes {
+ public:
+  Volumes(Catalog& catalog, EventLog& events, dm::ThinPool& pool, PoolRecord record,
+          unsigned low_space_percent)
+      : catalog_(catalog),
+        events_(events),
+        pool_(pool),
+        record_(std::move(record)),
+        low_space_percent_(low_space_percent) {}
+
+  const PoolRecord& pool_record() const { return record_; }
+  // Runs fn with the pool locked (recovery, status).
+  template <typename Fn>
+  auto with_pool(Fn&& fn) {
+    std::lock_guard lock(kernel_mutex_);
+    return fn(pool_);
+  }
+
+  Result<DeviceRecord> create_volume(const std::string& name, std::uint64_t size_bytes,
+                                     const Labels& labels);
+  // snapshot.create: name generated ("<volume>.s<thin id>") when absent;
+  // `step` set for a pipeline run's initial snapshot.
+  Result<DeviceRecord> snapshot(const std::string& volume, const std::optional<std::string>& name,
+                                const Labels& labels, const std::optional<StepInfo>& step = {});
+  // One instant across every volume (dm snapshot_group); all or nothing.
+  // Names "<run>.<step>.<volume>.<phase>" (or "<volume>.s<id>.<phase>" when
+  // that is too long or taken). Each snapshot gets a snapshot.created event
+  // carrying `event_extra`.
+  Result<GroupSnapshot> snapshot_group(const std::vector<std::string>& volumes,
+                                       const StepInfo& step, const Labels& labels,
+                                       const nlohmann::json& event_extra);
+  // clone.create (kind clone) and restore (kind volume): a new active device
+  // from a snapshot.
+  Result<DeviceRecord> clone(const std::string& snapshot, const std::string& name,
+                             const Labels& labels, DeviceKind kind);
+  // volume.delete (volumes and clones) or snapshot.delete (snapshots).
+  Status remove(const std::string& name, bool snapshot);
+
+  Result<DeviceRecord> find(const std::string& name);
+  Result<std::vector<DeviceRecord>> list(DeviceFilter filter);
+  Result<nlohmann::json> pool_json();
+
+ private:
+  // After a create: pool.low_space when usage crosses the threshold.
+  void check_space();
+  // After a failed create: pool.out_of_space for the space kinds.
+  void report_failure(const std::string& op, const Error& error);
+  Result<DeviceRecord> origin_for(const std::string& name, bool want_snapshot,
+                                  const std::string& op);
+  // EEXIST when a device of that name is in the catalog.
+  Status name_is_free(const std::string& op, const std::string& name);
+
+  // What the kernel made for one device of a create: its active dm name
+  // (empty for a snapshot) and, for a snapshot, its origin's mapped bytes.
+  struct Made {
+    std::string dm_name;
+    std::uint64_t mapped_bytes = 0;
+  };
+  // Intent, kernel operation, finish with events: see volumes.cpp.
+  template <typename SpecFn, typename OpFn, typename EventFn>
+  Result<std::vector<DeviceRecord>> create_with_intent(std::string_view op, SpecFn&& spec_for,
+                                                       OpFn&& kernel_op, EventFn&& event_for);
+
+  Catalog& catalog_;
+  EventLog& events_;
+  dm::ThinPool& pool_;
+  PoolRecord record_;
+  unsigned low_space_percent_;
+  std::mutex kernel_mutex_;
+  bool low_space_reported_ = false;  // guarded by kernel_mutex_
+};
+
+}  // namespace stepsnap::agent

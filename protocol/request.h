@@ -1,0 +1,194 @@
+// API requests and responses: one JSON object per line (schema in
+// docs/api.md). Parsing is pure and total: any byte string gives either a
+// typed Request or a RequestError with a code and a one-line message naming
+// the field and what to do. Fuzzed by tests/agent/request_fuzz.cpp.
+//
+//   request:  {"v":1,"id":7,"op":"volume.create","args":{"name":"ws","size_bytes":1073741824}}
+//   ok:       {"v":1,"id":7,"ok":true,"result":{...}}
+//   error:    {"v":1,"id":7,"ok":false,"error":{"code":"invalid_value","message":"..."}}
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tl/expected.hpp>
+#include <variant>
+#include <vector>
+
+#include "common/names.h"
+
+namespace stepsnap::protocol {
+
+inline constexpr int kApiVersion = 1;
+inline constexpr std::size_t kMaxLabels = 64;
+inline constexpr std::size_t kMaxLabelValueLength = 1024;
+inline constexpr std::size_t kMaxRequestBytes = 64 * 1024;
+inline constexpr int kMaxJsonDepth = 8;
+inline constexpr std::size_t kMaxIdLength = 128;
+inline constexpr std::size_t kMaxPathLength = 4096;
+inline constexpr std::size_t kMaxCommandLength = 4096;
+inline constexpr std::size_t kMaxStepVolumes = 32;
+// Largest volume we accept: 1 PiB. dm-thin goes further; nobody here needs it
+// and a typo of a few digits should fail loudly, not allocate a huge device.
+inline constexpr std::uint64_t kMaxVolumeBytes = 1ull << 50;
+
+enum class Op {
+  volume_create,
+  volume_list,
+  volume_delete,
+  snapshot_create,
+  snapshot_list,
+  snapshot_show,
+  snapshot_delete,
+  clone_create,
+  restore,
+  step_register,
+  step_status,
+  run_show,
+  run_clone,
+  events_subscribe,
+};
+std::string_view to_string(Op op);
+std::optional<Op> parse_op(std::string_view text);
+
+enum class SnapshotPolicy { pre, post, both, none };
+std::string_view to_string(SnapshotPolicy policy);
+
+// Every `pool` below is optional: the daemon's only (or default) pool.
+struct VolumeCreateArgs {
+  std::optional<std::string> pool;
+  std::string name;
+  std::uint64_t size_bytes = 0;
+  // "ext4" or "xfs": the agent makes the filesystem; absent: a raw device.
+  std::optional<std::string> filesystem;
+  Labels labels;
+};
+struct VolumeListArgs {
+  std::optional<std::string> pool;
+};
+struct VolumeDeleteArgs {
+  std::optional<std::string> pool;
+  std::string name;
+};
+struct SnapshotCreateArgs {
+  std::optional<std::string> pool;
+  std::string volume;
+  std::optional<std::string> name;  // generated when absent
+  Labels labels;
+  // Both or neither: the run this is an initial snapshot of (phase initial).
+  std::optional<std::string> pipeline;
+  std::optional<std::string> run;
+};
+struct SnapshotListArgs {
+  std::optional<std::string> pool;
+  std::optional<std::string> volume;
+  std::optional<std::string> pipeline;
+  std::optional<std::string> run;
+  std::optional<std::string> step;
+};
+struct SnapshotShowArgs {
+  std::optional<std::string> pool;
+  std::string name;
+};
+struct SnapshotDeleteArgs {
+  std::optional<std::string> pool;
+  std::string name;
+};
+// clone.create: a writable copy of a snapshot for a pipeline step.
+// restore: a snapshot becomes a new (ordinary) volume.
+struct CloneCreateArgs {
+  std::optional<std::string> pool;
+  std::string snapshot;
+  std::string name;
+  Labels labels;
+};
+struct RestoreArgs {
+  std::optional<std::string> pool;
+  std::string snapshot;
+  std::string name;
+  Labels labels;
+};
+struct StepRegisterArgs {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::string cgroup;                // absolute path under the cgroup v2 mount
+  std::vector<std::string> volumes;  // volume or clone names, each once
+  SnapshotPolicy policy = SnapshotPolicy::both;
+  std::string command;
+  Labels labels;
+};
+struct StepStatusArgs {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+};
+struct RunShowArgs {
+  std::string pipeline;
+  std::string run;
+};
+// run.clone: this run's writable clone of `volume`, made on the run's first
+// ask (from `snapshot`, or the volume's latest snapshot, or a snapshot taken
+// now) and returned as it is on every later ask.
+struct RunCloneArgs {
+  std::optional<std::string> pool;
+  std::string pipeline;
+  std::string run;
+  std::string volume;
+  std::optional<std::string> snapshot;
+};
+struct EventsSubscribeArgs {
+  // Deliver events with seq > since. Absent: only events from now on.
+  std::optional<std::uint64_t> since;
+  bool follow = true;  // false: send what is stored, then end
+};
+
+using RequestArgs = std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs,
+                                 SnapshotCreateArgs, SnapshotListArgs, SnapshotShowArgs,
+                                 SnapshotDeleteArgs, CloneCreateArgs, RestoreArgs, StepRegisterArgs,
+                                 StepStatusArgs, RunShowArgs, RunCloneArgs, EventsSubscribeArgs>;
+
+struct Request {
+  nlohmann::json id;  // string or unsigned integer, echoed in the response
+  Op op = Op::volume_list;
+  RequestArgs args;
+};
+
+// Codes a client can switch on. Handlers add their own (not_found, exists,
+// busy, no_space, pool_read_only, forbidden, internal, events.truncated).
+namespace code {
+inline constexpr std::string_view too_large = "too_large";
+inline constexpr std::string_view bad_json = "bad_json";
+inline constexpr std::string_view bad_request = "bad_request";
+inline constexpr std::string_view unsupported_version = "unsupported_version";
+inline constexpr std::string_view unknown_op = "unknown_op";
+inline constexpr std::string_view unknown_field = "unknown_field";
+inline constexpr std::string_view missing_field = "missing_field";
+inline constexpr std::string_view wrong_type = "wrong_type";
+inline constexpr std::string_view invalid_value = "invalid_value";
+}  // namespace code
+
+struct RequestError {
+  std::string code;
+  std::string message;
+  nlohmann::json id;  // null when the request's id could not be read
+};
+
+// `line` is one request without its newline.
+tl::expected<Request, RequestError> parse_request(std::string_view line);
+
+// Response lines, without the trailing newline. Never throw: strings that are
+// not valid UTF-8 are replaced, not rejected.
+std::string ok_response(const nlohmann::json& id, const nlohmann::json& result);
+std::string error_response(const nlohmann::json& id, std::string_view code,
+                           std::string_view message,
+                           const nlohmann::json& details = nlohmann::json());
+inline std::string error_response(const RequestError& e) {
+  return error_response(e.id, e.code, e.message);
+}
+// One event of an events.subscribe stream: {"v":1,"id":..,"event":{...}}.
+std::string event_response(const nlohmann::json& id, const nlohmann::json& event);
+
+}  // namespace stepsnap::protocol

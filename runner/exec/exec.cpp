@@ -1,0 +1,300 @@
+#include "runner/exec/exec.h"
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+
+#include "common/unique_fd.h"
+#include "runner/exec/agent_client.h"
+#include "runner/exec/cgroup.h"
+#include "runner/exec/fs_probe.h"
+#include "runner/exec/mount_plan.h"
+#include "runner/exec/step_process.h"
+#include "runner/exec/stepsnapd_client.h"
+
+extern char** environ;
+
+namespace stepsnap::runner {
+namespace {
+
+constexpr int kRunnerFailed = 125;
+constexpr int kTimedOut = 124;
+// A forwarded SIGINT, SIGTERM or SIGQUIT that the step handles or ignores
+// without exiting ends the step this long afterwards. (One it has no
+// handler for ends it at once: pid 1 of a namespace would drop it.)
+constexpr int kSignalGraceSeconds = 10;
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+
+int say(int code, const std::string& message) {
+  std::cerr << "runner: " << message << "\n";
+  return code;
+}
+
+// Limits need their controller enabled from the hierarchy's root down to the
+// step's parent; a hierarchy that does not offer it is a clear error.
+Status set_limit(const Cgroup& cg, const std::string& controller, const std::string& file,
+                 const std::string& value) {
+  namespace fs = std::filesystem;
+  auto root = cgroup2_mount_point();
+  if (!root) return tl::unexpected(root.error());
+  fs::path step(cg.path());
+  std::vector<fs::path> ancestors;
+  for (fs::path p = step.parent_path(); p.string().size() >= root->size(); p = p.parent_path()) {
+    ancestors.insert(ancestors.begin(), p);
+    if (p == fs::path(*root)) break;
+  }
+  for (const auto& dir : ancestors) {
+    std::ofstream control(dir / "cgroup.subtree_control");
+    control << "+" << controller << std::flush;
+    if (!control)
+      return fail(
+          "enable cgroup controller " + controller + " in", dir.string(), EINVAL,
+          "this cgroup v2 hierarchy does not offer it (see " + *root + "/cgroup.controllers)");
+  }
+  std::ofstream out(step / file);
+  out << value << std::flush;
+  if (!out) return fail("write " + value + " to", (step / file).string(), EINVAL);
+  return {};
+}
+
+Status apply_limits(const Cgroup& cg, const ExecOptions& o) {
+  if (o.memory_bytes) {
+    if (auto s = set_limit(cg, "memory", "memory.max", std::to_string(*o.memory_bytes)); !s)
+      return s;
+  }
+  if (o.cpus) {
+    constexpr long kPeriod = 100000;
+    long quota = std::lround(*o.cpus * kPeriod);
+    if (auto s =
+            set_limit(cg, "cpu", "cpu.max", std::to_string(quota) + " " + std::to_string(kPeriod));
+        !s)
+      return s;
+  }
+  return {};
+}
+
+std::vector<std::string> step_environment(const ExecOptions& o) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    bool overridden = false;
+    for (const auto& [k, v] : o.env) overridden |= kv.rfind(k + "=", 0) == 0;
+    if (!overridden) env.push_back(std::move(kv));
+  }
+  for (const auto& [k, v] : o.env) env.push_back(k + "=" + v);
+  return env;
+}
+
+UniqueFd timer_after(double seconds) {
+  UniqueFd fd(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC));
+  if (!fd) return fd;
+  struct itimerspec when {};
+  when.it_value.tv_sec = static_cast<time_t>(seconds);
+  when.it_value.tv_nsec = static_cast<long>((seconds - std::floor(seconds)) * 1e9);
+  if (when.it_value.tv_sec == 0 && when.it_value.tv_nsec == 0) when.it_value.tv_nsec = 1;
+  ::timerfd_settime(fd.get(), 0, &when, nullptr);
+  return fd;
+}
+
+// Whether pid has a handler for sig or ignores it (SigCgt / SigIgn in
+// /proc/PID/status). Unknown counts as handled: the signal is then only
+// forwarded, with the grace kill behind it.
+bool handles_or_ignores(pid_t pid, int sig) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  bool known = false, handled = false;
+  while (std::getline(status, line)) {
+    if (line.rfind("SigCgt:", 0) != 0 && line.rfind("SigIgn:", 0) != 0) continue;
+    known = true;
+    unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
+    handled |= (mask >> (sig - 1)) & 1;
+  }
+  return !known || handled;
+}
+
+// Removes the empty stepsnap/<pipeline>/<run> parents a step leaves behind;
+// a parent another step still uses is not empty and stays.
+void remove_empty_parents(const std::string& step_path) {
+  auto root = cgroup2_mount_point();
+  if (!root) return;
+  std::filesystem::path p = std::filesystem::path(step_path).parent_path();
+  // Two levels: <run> and <pipeline>; stepsnap/ itself stays for the next step.
+  for (int i = 0; i < 2 && p.string().size() > root->size(); ++i, p = p.parent_path())
+    if (::rmdir(p.c_str()) != 0) break;
+}
+
+struct StepOutcome {
+  int code = kRunnerFailed;  // the exit status runner reports
+  bool ran = false;          // CMD was exec'd: the agent gets step_finished
+};
+
+// Starts the step in its cgroup, forwards signals, enforces the timeout, and
+// returns the exit status runner reports.
+StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
+                     const Cgroup& step_cgroup) {
+  // Forwarded signals are taken through a signalfd; blocked before the
+  // step starts so none is lost in between.
+  sigset_t forwarded;
+  sigemptyset(&forwarded);
+  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  sigset_t old_mask;
+  ::sigprocmask(SIG_BLOCK, &forwarded, &old_mask);
+  UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
+
+  StepSpec spec{
+      plan,     o.hostname, o.net == NetMode::none, o.workdir.value_or(""), step_environment(o),
+      o.command};
+  // No gate before CMD's exec: the agent's BPF tracer holds the step at
+  // that exec and releases it only after the pre-snapshot.
+  auto step = StepProcess::start(spec, step_cgroup.dir_fd());
+  if (!step) {
+    ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    return {say(exit_code_of_start_failure(step.error()), step.error().message()), false};
+  }
+
+  UniqueFd deadline = o.timeout_seconds ? timer_after(*o.timeout_seconds) : UniqueFd();
+  UniqueFd grace;
+  int forwarded_signal = 0;
+  int killed_by = 0;  // a stop signal the step had no handler for
+  bool timed_out = false;
+  for (;;) {
+    struct pollfd fds[4] = {{step->pidfd(), POLLIN, 0},
+                            {signals.get(), POLLIN, 0},
+                            {deadline.get(), POLLIN, 0},
+                            {grace.get(), POLLIN, 0}};
+    if (::poll(fds, 4, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents) break;
+    if (fds[1].revents & POLLIN) {
+      struct signalfd_siginfo si {};
+      if (::read(signals.get(), &si, sizeof(si)) == sizeof(si)) {
+        forwarded_signal = static_cast<int>(si.ssi_signo);
+        // Only signals that ask the step to stop get the grace kill: a step
+        // that handles SIGHUP or SIGUSR1 and keeps running is doing its job.
+        bool asks_to_stop = forwarded_signal == SIGINT || forwarded_signal == SIGTERM ||
+                            forwarded_signal == SIGQUIT;
+        if (asks_to_stop && !handles_or_ignores(step->pid(), forwarded_signal)) {
+          // The kernel drops it for pid 1 of a namespace, yet any other
+          // process would die of it: end the step as if it had.
+          killed_by = forwarded_signal;
+          (void)step_cgroup.kill();
+        } else {
+          (void)step->signal(forwarded_signal);
+          if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
+        }
+      }
+    }
+    if (fds[2].revents & POLLIN) {
+      timed_out = true;
+      std::cerr << "runner: step " << o.step << " ran out of its " << *o.timeout_seconds
+                << " s timeout; killing every process of its cgroup\n";
+      (void)step_cgroup.kill();
+      deadline.reset();
+    }
+    if (fds[3].revents & POLLIN) {
+      std::cerr << "runner: step " << o.step << " ignored signal " << forwarded_signal << " for "
+                << kSignalGraceSeconds << " s; killing its cgroup\n";
+      (void)step_cgroup.kill();
+      grace.reset();
+    }
+  }
+  auto status = step->wait();
+  ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+  if (!status) return {say(kRunnerFailed, status.error().message()), true};
+  if (timed_out) return {kTimedOut, true};
+  return {killed_by ? 128 + killed_by : *status, true};
+}
+
+}  // namespace
+
+int run_exec(const ExecOptions& o) {
+  if (::geteuid() != 0)
+    return say(kRunnerFailed, "must run as root (namespaces, mounts and cgroups need it)");
+  auto agent = connect_agent(o);
+  if (!agent) return say(kRunnerFailed, agent.error().message());
+  if (!(*agent)->takes_snapshots())
+    std::cerr << "runner: --no-agent: volumes are host directories bind-mounted as they are; "
+                 "NO SNAPSHOTS are taken\n";
+  return run_exec_with(o, **agent);
+}
+
+int run_exec_with(const ExecOptions& o, AgentClient& agent) {
+  // Volume names become what to mount: host directories with --no-agent,
+  // this run's clones (block devices) with the agent.
+  StepRef ref{o.pipeline, o.run, o.step};
+  ExecOptions resolved = o;
+  std::vector<std::string> volume_names;
+  for (auto& v : resolved.volumes) {
+    volume_names.push_back(v.name);
+    std::optional<std::string> from;
+    if (auto it = o.clone_from.find(v.name); it != o.clone_from.end()) from = it->second;
+    auto source = agent.ensure_run_clone(ref, v.name, from);
+    if (!source) return say(kRunnerFailed, source.error().message());
+    v.name = source->path;
+    if (source->block_device) {
+      auto fstype = probe_filesystem(source->path);
+      if (!fstype)
+        return say(kRunnerFailed,
+                   "volume " + volume_names.back() + ": " + fstype.error().message());
+      v.fstype = *fstype;
+    }
+  }
+  auto plan = build_mount_plan(resolved);
+  if (!plan) return say(kRunnerFailed, plan.error().message());
+
+  auto cg = Cgroup::create("stepsnap/" + o.pipeline + "/" + o.run + "/" + o.step);
+  if (!cg) {
+    auto e = cg.error();
+    if (e.err == EEXIST) e.detail = "a step " + ref.text() + " is already running";
+    return say(kRunnerFailed, e.message());
+  }
+  StepOutcome outcome;
+  if (auto s = apply_limits(*cg, o); !s) {
+    say(kRunnerFailed, s.error().message());
+  } else if (auto r = agent.register_step(
+                 {ref, cg->path(), o.snapshots, volume_names, o.command});
+             !r) {
+    say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
+  } else {
+    outcome = run_step(resolved, *plan, *cg);
+    // Every process of the step must be gone before the post-snapshot. pid 1
+    // exiting makes the kernel kill the rest; wait until they are gone.
+    if (outcome.ran && agent.takes_snapshots()) {
+      if (auto p = cg->populated(); p && *p) {
+        (void)cg->kill();
+        (void)cg->wait_empty(std::chrono::seconds(10));
+      }
+    }
+    auto done = outcome.ran ? agent.step_finished(ref, outcome.code) : agent.unregister_step(ref);
+    if (!done && done.error().kind == kPreSnapshotFailed) {
+      // The agent killed the step at its held first exec: CMD never ran.
+      outcome.code =
+          say(kRunnerFailed, "pre-snapshot of step " + ref.text() +
+                                 " failed, the step did not start: " + done.error().detail);
+    } else if (!done) {
+      say(0, "stepsnapd after step " + ref.text() + ": " + done.error().message());
+      if (outcome.ran && outcome.code == 0) outcome.code = kRunnerFailed;
+    }
+  }
+  std::string cg_path = cg->path();
+  if (auto s = cg->remove(); !s) say(0, "cleanup: " + s.error().message());
+  remove_empty_parents(cg_path);
+  return outcome.code;
+}
+
+}  // namespace stepsnap::runner

@@ -1,0 +1,43 @@
+// A step's filesystem setup as data: the list of operations the child runs,
+// in order, inside its new mount namespace (bubblewrap's idea). Building the
+// plan touches no kernel state, so it is unit-tested without one; running it
+// is one small interpreter (run_mount_plan).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "runner/exec/options.h"
+
+namespace stepsnap::runner {
+
+struct MountOp {
+  enum class Kind {
+    make_private,  // MS_REC|MS_PRIVATE on /: nothing propagates back to the host
+    bind,          // source -> target (MS_BIND|MS_REC); a missing target is created
+    mount_device,  // the filesystem `fstype` on block device source at target
+    remount_ro,    // target becomes read-only
+    proc,          // a fresh procfs at target, for the new pid namespace
+    mkdir,         // target and its parents, mode 0755
+  };
+  Kind kind;
+  std::string source;
+  std::string target;
+  std::string fstype = {};  // mount_device only
+
+  bool operator==(const MountOp&) const = default;
+};
+
+// The ordered operations for options' volumes (host directories, as with
+// --no-agent, or the device paths of mounted clones), the fresh /proc and the
+// marshal folder. Fails on a relative target or a marshal folder that
+// escapes the workspace.
+Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options);
+
+// Runs the plan; the first failing operation stops it, named in the error.
+Status run_mount_plan(const std::vector<MountOp>& plan);
+
+std::string describe(const MountOp& op);
+
+}  // namespace stepsnap::runner

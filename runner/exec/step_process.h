@@ -1,0 +1,59 @@
+// The step's root process: started with clone3 straight into new namespaces
+// and into the step's cgroup (CLONE_INTO_CGROUP), so not one instruction of
+// the step runs outside them. Held by a pidfd, so signals and the final wait
+// can never reach a recycled pid.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "common/unique_fd.h"
+#include "runner/exec/mount_plan.h"
+#include "runner/exec/options.h"
+
+namespace stepsnap::runner {
+
+struct StepSpec {
+  std::vector<MountOp> mounts;
+  std::string hostname;
+  bool new_net = true;
+  std::string workdir;               // empty: stay where runner was
+  std::vector<std::string> env;      // "K=V", the whole environment
+  std::vector<std::string> command;  // argv; argv[0] is looked up in PATH
+};
+
+class StepProcess {
+ public:
+  // Starts the step and returns once CMD runs. A failure inside the child
+  // (a mount, the exec) comes back as the Error, its kind "not_found",
+  // "not_executable" or "setup": see exit_code_of_start_failure().
+  //
+  // before_exec, when given, runs in runner once the child's setup is done
+  // and before CMD's first instruction (the agent's pre-snapshot). If it
+  // fails, the child exits without exec'ing and its error comes back with
+  // kind "before_exec": the step never ran.
+  static Result<StepProcess> start(const StepSpec& spec, int cgroup_fd,
+                                   const std::function<Status()>& before_exec = {});
+
+  pid_t pid() const { return pid_; }
+  int pidfd() const { return pidfd_.get(); }
+  Status signal(int sig) const;
+  // Waits for the step's root process; returns its shell-style exit status:
+  // the exit code, or 128+N for death by signal N.
+  Result<int> wait();
+
+ private:
+  StepProcess(pid_t pid, UniqueFd pidfd) : pid_(pid), pidfd_(std::move(pidfd)) {}
+  pid_t pid_;
+  UniqueFd pidfd_;
+};
+
+// The exit code runner reports for a failed start: 127 when CMD was not
+// found, 126 when it could not be executed, 125 for everything else.
+int exit_code_of_start_failure(const Error& e);
+
+}  // namespace stepsnap::runner

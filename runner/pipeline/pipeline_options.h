@@ -1,0 +1,29 @@
+// The command line of `runner pipeline run`, parsed into plain data.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/error.h"
+#include "runner/exec/options.h"
+
+namespace stepsnap::runner {
+
+struct PipelineRunOptions {
+  bool help = false;
+  std::string file;
+  std::string agent_socket = kDefaultAgentSocket;
+  std::optional<std::string> run;  // default: generated from the clock
+  // --restore RUN --from-step S: a new run starting at S on clones of RUN's
+  // pre-snapshots of S.
+  std::optional<std::string> restore_run;
+  std::optional<std::string> from_step;
+};
+
+// The words after "pipeline run". Every error is one line, ready to print.
+Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::string>& args);
+
+std::string pipeline_run_help();
+
+}  // namespace stepsnap::runner

@@ -1,0 +1,459 @@
+#include "agent/catalog/catalog.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+
+#include "agent/catalog/catalog_schema.h"
+#include "tests/agent/test_db.h"
+
+namespace stepsnap::agent {
+namespace {
+
+using testing::open_db;
+using testing::TempDir;
+
+class CatalogTest : public ::testing::Test {
+ protected:
+  void SetUp() override { reopen(); }
+
+  void reopen() {
+    catalog_.reset();
+    auto c = Catalog::open(open_db(dir_.file("catalog.db")));
+    ASSERT_TRUE(c) << c.error().message();
+    catalog_.emplace(std::move(*c));
+    auto pool = catalog_->find_pool("pool0");
+    ASSERT_TRUE(pool);
+    if (*pool) {
+      pool_ = **pool;
+    } else {
+      auto added = catalog_->add_pool({"pool0", "/dev/loop0", "/dev/loop1", 65536});
+      ASSERT_TRUE(added) << added.error().message();
+      pool_ = *added;
+    }
+  }
+
+  // Creates a device the way the daemon will: intent, (kernel), finish.
+  DeviceRecord make(const std::string& name, DeviceKind kind,
+                    std::optional<std::int64_t> origin = {}, std::uint64_t size = 1 << 30) {
+    CreateSpec spec{.pool_id = pool_.id,
+                    .name = name,
+                    .kind = kind,
+                    .origin_id = origin,
+                    .size_bytes = kind == DeviceKind::volume && !origin ? size : 0};
+    auto intent = catalog_->begin_create(spec);
+    EXPECT_TRUE(intent) << intent.error().message();
+    auto done = catalog_->finish_create(*intent, "stepsnap-" + name, 4096);
+    EXPECT_TRUE(done) << done.error().message();
+    return *catalog_->get_device(intent->device_id);
+  }
+
+  TempDir dir_;
+  std::optional<Catalog> catalog_;
+  PoolRecord pool_;
+};
+
+TEST_F(CatalogTest, OpensInWalModeAtLatestSchemaVersion) {
+  EXPECT_EQ(catalog_->db().pragma_text("journal_mode"), "wal");
+  EXPECT_EQ(catalog_->db().pragma_text("synchronous"), "2");  // FULL
+  EXPECT_EQ(catalog_->db().pragma_text("foreign_keys"), "1");
+  EXPECT_EQ(*catalog_->schema_version(), Catalog::latest_schema_version());
+}
+
+TEST_F(CatalogTest, ReopeningDoesNotReapplyMigrationsAndKeepsData) {
+  make("workspace", DeviceKind::volume);
+  reopen();
+  EXPECT_EQ(*catalog_->schema_version(), Catalog::latest_schema_version());
+  auto found = catalog_->find_device(pool_.id, "workspace");
+  ASSERT_TRUE(found);
+  ASSERT_TRUE(*found);
+  EXPECT_EQ((*found)->state, DeviceState::created);
+}
+
+TEST_F(CatalogTest, RefusesASchemaNewerThanTheAgent) {
+  ASSERT_TRUE(catalog_->db().exec("INSERT INTO schema_migrations VALUES (999, 0)"));
+  auto again = Catalog::open(open_db(dir_.file("catalog.db")));
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find("newer than this agent"), std::string::npos);
+}
+
+TEST_F(CatalogTest, DuplicatePoolIsEexist) {
+  auto again = catalog_->add_pool({"pool0", "/dev/a", "/dev/b", 65536});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EEXIST);
+}
+
+TEST_F(CatalogTest, CreateWritesIntentBeforeAndResultAfter) {
+  auto intent = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "data", .kind = DeviceKind::volume, .size_bytes = 1 << 20});
+  ASSERT_TRUE(intent) << intent.error().message();
+  EXPECT_EQ(catalog_->get_device(intent->device_id)->state, DeviceState::creating);
+  auto pending = catalog_->pending_operations(pool_.id);
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].kind, OperationKind::create);
+  EXPECT_EQ((*pending)[0].thin_id, intent->thin_id);
+
+  ASSERT_TRUE(catalog_->finish_create(*intent, "stepsnap-data", 0));
+  EXPECT_EQ(catalog_->get_device(intent->device_id)->state, DeviceState::created);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, ThinIdsIncreaseAndAreNeverReused) {
+  auto a = make("a", DeviceKind::volume);
+  auto b = make("b", DeviceKind::volume);
+  EXPECT_EQ(b.thin_id, a.thin_id + 1);
+  auto del = catalog_->begin_delete(b.id);
+  ASSERT_TRUE(del);
+  ASSERT_TRUE(catalog_->finish_delete(*del));
+  reopen();
+  auto c = make("c", DeviceKind::volume);
+  EXPECT_EQ(c.thin_id, b.thin_id + 1);  // b's id is not handed out again
+}
+
+TEST_F(CatalogTest, AnIdThePoolReservedIsRecordedAndTheCounterMovesPastIt) {
+  // dm::ThinPool reserves ids itself (gaps are normal: a reserve whose
+  // create never happened is skipped); the catalog records what it is given.
+  auto intent = catalog_->begin_create({.pool_id = pool_.id,
+                                        .name = "v",
+                                        .kind = DeviceKind::volume,
+                                        .size_bytes = 4096,
+                                        .thin_id = 42});
+  ASSERT_TRUE(intent) << intent.error().message();
+  EXPECT_EQ(intent->thin_id, 42u);
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 43u);
+  EXPECT_EQ(make("next", DeviceKind::volume).thin_id, 43u);
+
+  // An id below the counter was handed out before: refused, nothing written.
+  auto reused = catalog_->begin_create({.pool_id = pool_.id,
+                                        .name = "again",
+                                        .kind = DeviceKind::volume,
+                                        .size_bytes = 4096,
+                                        .thin_id = 42});
+  ASSERT_FALSE(reused);
+  EXPECT_EQ(reused.error().err, EINVAL);
+  EXPECT_FALSE(*catalog_->find_device(pool_.id, "again"));
+}
+
+TEST_F(CatalogTest, ThinIdSpaceExhaustionIsEnospc) {
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, kMaxThinId));
+  make("last", DeviceKind::volume);
+  auto over = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "over", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_FALSE(over);
+  EXPECT_EQ(over.error().err, ENOSPC);
+  EXPECT_NE(over.error().message().find("new pool"), std::string::npos);
+}
+
+TEST_F(CatalogTest, AdvanceThinIdNeverLowersTheCounter) {
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, 100));
+  ASSERT_TRUE(catalog_->advance_thin_id(pool_.id, 50));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 100u);
+}
+
+TEST_F(CatalogTest, DuplicateNameIsEexistAndLeavesNoTrace) {
+  make("ws", DeviceKind::volume);
+  auto next_before = catalog_->get_pool(pool_.id)->next_thin_id;
+  auto again = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "ws", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EEXIST);
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, next_before);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, SnapshotRecordsOriginParentSizeAndStepMetadata) {
+  auto vol = make("ws", DeviceKind::volume, {}, 8 << 20);
+  auto first = make("ws-initial", DeviceKind::snapshot, vol.id);
+  EXPECT_EQ(first.origin_id, vol.id);
+  EXPECT_FALSE(first.parent_id);
+  EXPECT_EQ(first.size_bytes, 8u << 20);
+
+  CreateSpec spec{.pool_id = pool_.id,
+                  .name = "ws-step1-post",
+                  .kind = DeviceKind::snapshot,
+                  .origin_id = vol.id,
+                  .labels = {{"team", "ml"}, {"notebook", "train.ipynb"}},
+                  .step = StepInfo{"pipe", "run-7", "train", Phase::post, "python train.py", 3}};
+  auto intent = catalog_->begin_create(spec);
+  ASSERT_TRUE(intent) << intent.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*intent, "", 123));
+  auto snap = *catalog_->get_device(intent->device_id);
+  EXPECT_EQ(snap.parent_id, first.id);
+  EXPECT_EQ(snap.mapped_bytes, 123u);
+  EXPECT_EQ(snap.labels, (Labels{{"notebook", "train.ipynb"}, {"team", "ml"}}));
+  ASSERT_TRUE(snap.step);
+  EXPECT_EQ(snap.step->run, "run-7");
+  EXPECT_EQ(snap.step->phase, Phase::post);
+  EXPECT_EQ(snap.step->command, "python train.py");
+  EXPECT_EQ(snap.step->exit_status, 3);
+
+  auto of_run = catalog_->list_devices({.pipeline = "pipe", .run = "run-7"});
+  ASSERT_EQ(of_run->size(), 1u);
+  EXPECT_EQ((*of_run)[0].name, "ws-step1-post");
+  EXPECT_EQ(catalog_->list_devices({.kind = DeviceKind::snapshot})->size(), 2u);
+  EXPECT_EQ(catalog_->list_devices({.origin_id = vol.id})->size(), 2u);
+}
+
+TEST_F(CatalogTest, LineageRules) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("s1", DeviceKind::snapshot, vol.id);
+  auto clone = make("c1", DeviceKind::clone, snap.id);
+  EXPECT_EQ(clone.origin_id, snap.id);
+  // A snapshot of a clone is fine: steps run on clones.
+  make("c1-pre", DeviceKind::snapshot, clone.id);
+
+  auto snap_of_snap = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::snapshot, .origin_id = snap.id});
+  ASSERT_FALSE(snap_of_snap);
+  EXPECT_EQ(snap_of_snap.error().err, EINVAL);
+  auto clone_of_vol = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone, .origin_id = vol.id});
+  ASSERT_FALSE(clone_of_vol);
+  auto no_origin =
+      catalog_->begin_create({.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone});
+  ASSERT_FALSE(no_origin);
+  auto missing = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "bad", .kind = DeviceKind::clone, .origin_id = 9999});
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, OriginMidTransitionIsEbusy) {
+  auto intent = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "ws", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(intent);
+  auto snap = catalog_->begin_create({.pool_id = pool_.id,
+                                      .name = "s",
+                                      .kind = DeviceKind::snapshot,
+                                      .origin_id = intent->device_id});
+  ASSERT_FALSE(snap);
+  EXPECT_EQ(snap.error().err, EBUSY);
+}
+
+TEST_F(CatalogTest, AbortCreateDropsOrKeepsAsFaulty) {
+  auto gone = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "gone", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(catalog_->abort_create(*gone, fail("create_thin", "gone", ENOSPC).value(), false));
+  EXPECT_FALSE(*catalog_->find_device(pool_.id, "gone"));
+
+  auto stuck = catalog_->begin_create(
+      {.pool_id = pool_.id, .name = "stuck", .kind = DeviceKind::volume, .size_bytes = 4096});
+  ASSERT_TRUE(catalog_->abort_create(*stuck, fail("activate", "stuck", EIO).value(), true));
+  auto d = catalog_->get_device(stuck->device_id);
+  EXPECT_EQ(d->state, DeviceState::faulty);
+  EXPECT_NE(d->fault.find("Input/output error"), std::string::npos);
+  EXPECT_TRUE(catalog_->pending_operations(pool_.id)->empty());
+}
+
+TEST_F(CatalogTest, DeleteTransitionsAndBusyRetry) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto del = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(del);
+  EXPECT_EQ(catalog_->get_device(vol.id)->state, DeviceState::deleting);
+  auto twice = catalog_->begin_delete(vol.id);
+  ASSERT_FALSE(twice);
+  EXPECT_EQ(twice.error().err, EBUSY);
+  // The kernel said EBUSY: the device is back to created, the op is failed.
+  ASSERT_TRUE(catalog_->abort_delete(*del, fail("delete", "ws", EBUSY).value(), true));
+  EXPECT_EQ(catalog_->get_device(vol.id)->state, DeviceState::created);
+
+  auto again = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(again);
+  ASSERT_TRUE(catalog_->finish_delete(*again));
+  auto after = catalog_->get_device(vol.id);
+  ASSERT_FALSE(after);
+  EXPECT_EQ(after.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, DeletingAnOriginKeepsItsSnapshotsWithoutOrigin) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("s1", DeviceKind::snapshot, vol.id);
+  ASSERT_TRUE(catalog_->set_labels(snap.id, {{"k", "v"}}));
+  auto del = catalog_->begin_delete(vol.id);
+  ASSERT_TRUE(catalog_->finish_delete(*del));
+  auto s = catalog_->get_device(snap.id);
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->origin_id);
+  EXPECT_EQ(s->labels.at("k"), "v");
+}
+
+TEST_F(CatalogTest, NestedTransactionRollsBackEverything) {
+  {
+    auto sp = Savepoint::begin(catalog_->db());
+    ASSERT_TRUE(sp);
+    make("inside", DeviceKind::volume);
+    // sp goes out of scope without commit: as if the agent failed mid-way.
+  }
+  EXPECT_FALSE(*catalog_->find_device(pool_.id, "inside"));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 1u);
+}
+
+TEST_F(CatalogTest, SetMappedBytesAndDmName) {
+  auto vol = make("ws", DeviceKind::volume);
+  ASSERT_TRUE(catalog_->set_mapped_bytes(vol.id, 77));
+  ASSERT_TRUE(catalog_->set_dm_name(vol.id, "x"));
+  auto d = catalog_->get_device(vol.id);
+  EXPECT_EQ(d->mapped_bytes, 77u);
+  EXPECT_EQ(d->dm_name, "x");
+  EXPECT_EQ(catalog_->set_mapped_bytes(4242, 1).error().err, ENOENT);
+}
+
+// ---- schema version 2: steps and the pool's transaction id -----------------
+
+StepRecord sample_step(const std::string& step = "train", const std::string& state = "running") {
+  StepRecord r;
+  r.pipeline = "kale";
+  r.run = "r1";
+  r.step = step;
+  r.cgroup = "/sys/fs/cgroup/steps/" + step;
+  r.cgroup_id = 4242;
+  r.policy = "both";
+  r.volumes = {"ws", "data"};
+  r.command = "python train.py --epochs 3";
+  r.labels = {{"team", "ml"}};
+  r.state = state;
+  r.registered_ns = 1'700'000'000'000'000'000;
+  r.started_ns = r.registered_ns + 5;
+  r.held_ns = 1234567;
+  r.pre_snapshots = {"r1." + step + ".ws.pre", "r1." + step + ".data.pre"};
+  return r;
+}
+
+TEST_F(CatalogTest, AVersion1CatalogMigratesKeepingItsPools) {
+  // A catalog written by the previous agent: only migration 1 applied.
+  TempDir old;
+  {
+    auto db = open_db(old.file("catalog.db"));
+    ASSERT_TRUE(db->exec(
+        "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT "
+        "NULL)"));
+    ASSERT_TRUE(db->exec(std::string(catalog_migrations().at(0))));
+    ASSERT_TRUE(db->exec("INSERT INTO schema_migrations VALUES (1, 0)"));
+    ASSERT_TRUE(db->exec(
+        "INSERT INTO pools (name, data_device, metadata_device, block_bytes, next_thin_id, "
+        "created_ns) VALUES ('old', '/dev/a', '/dev/b', 65536, 7, 1)"));
+  }
+  auto c = Catalog::open(open_db(old.file("catalog.db")));
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(*c->schema_version(), 2);
+  auto pool = c->find_pool("old");
+  ASSERT_TRUE(pool && *pool);
+  EXPECT_EQ((*pool)->next_thin_id, 7u);
+  EXPECT_FALSE((*pool)->transaction_id) << "never recorded by the old agent";
+  auto steps = c->unfinished_steps();
+  ASSERT_TRUE(steps) << steps.error().message();
+  EXPECT_TRUE(steps->empty());
+}
+
+TEST_F(CatalogTest, TransactionIdRoundTripsAllSixtyFourBits) {
+  EXPECT_FALSE(pool_.transaction_id);
+  // dm's transaction id is unsigned; SQLite's integers are signed.
+  const std::uint64_t txn = 0xFFFFFF0000000123ull;
+  ASSERT_TRUE(catalog_->set_transaction_id(pool_.id, txn));
+  reopen();
+  EXPECT_EQ(pool_.transaction_id, txn);
+  ASSERT_TRUE(catalog_->set_transaction_id(pool_.id, 5));
+  EXPECT_EQ(catalog_->get_pool(pool_.id)->transaction_id, 5u);
+  auto missing = catalog_->set_transaction_id(pool_.id + 100, 5);
+  ASSERT_FALSE(missing);
+  EXPECT_EQ(missing.error().err, ENOENT);
+}
+
+TEST_F(CatalogTest, StepsSurviveReopenWithEveryField) {
+  StepRecord r = sample_step();
+  r.exit_status = 3;
+  r.error = "post-snapshot failed: no space";
+  r.finished_ns = r.started_ns + 99;
+  r.state = "failed";
+  r.post_snapshots = {"r1.train.ws.post"};
+  ASSERT_TRUE(catalog_->save_step(r));
+  reopen();
+  auto found = catalog_->find_step("kale", "r1", "train");
+  ASSERT_TRUE(found) << found.error().message();
+  ASSERT_TRUE(*found);
+  const StepRecord& g = **found;
+  EXPECT_EQ(g.cgroup, r.cgroup);
+  EXPECT_EQ(g.cgroup_id, r.cgroup_id);
+  EXPECT_EQ(g.policy, "both");
+  EXPECT_EQ(g.volumes, r.volumes);
+  EXPECT_EQ(g.command, r.command);
+  EXPECT_EQ(g.labels, r.labels);
+  EXPECT_EQ(g.state, "failed");
+  EXPECT_EQ(g.exit_status, 3);
+  EXPECT_EQ(g.error, r.error);
+  EXPECT_EQ(g.registered_ns, r.registered_ns);
+  EXPECT_EQ(g.started_ns, r.started_ns);
+  EXPECT_EQ(g.finished_ns, r.finished_ns);
+  EXPECT_EQ(g.held_ns, r.held_ns);
+  EXPECT_EQ(g.pre_snapshots, r.pre_snapshots);
+  EXPECT_EQ(g.post_snapshots, r.post_snapshots);
+  EXPECT_TRUE(g.terminal());
+  auto none = catalog_->find_step("kale", "r1", "nope");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+}
+
+TEST_F(CatalogTest, SavingAStepAgainUpdatesItsOneRow) {
+  StepRecord r = sample_step("prep", "registered");
+  r.started_ns = 0;
+  ASSERT_TRUE(catalog_->save_step(r));
+  auto first = *catalog_->find_step("kale", "r1", "prep");
+  EXPECT_EQ(first->started_ns, 0) << "not started is kept as not started";
+  EXPECT_FALSE(first->exit_status);
+  for (const char* state : {"holding", "running", "finishing", "finished"}) {
+    r.state = state;
+    ASSERT_TRUE(catalog_->save_step(r)) << state;
+  }
+  r.exit_status = 0;
+  ASSERT_TRUE(catalog_->save_step(r));
+  auto run = catalog_->list_steps("kale", "r1");
+  ASSERT_TRUE(run);
+  ASSERT_EQ(run->size(), 1u);
+  EXPECT_EQ((*run)[0].state, "finished");
+  EXPECT_EQ((*run)[0].exit_status, 0);
+}
+
+TEST_F(CatalogTest, UnknownStateOrPolicyIsRefusedByTheSchema) {
+  StepRecord bad = sample_step("x", "paused");
+  auto r = catalog_->save_step(bad);
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.error().message().find("kale/r1/x"), std::string::npos) << r.error().message();
+  bad.state = "running";
+  bad.policy = "sometimes";
+  EXPECT_FALSE(catalog_->save_step(bad));
+  EXPECT_FALSE(*catalog_->find_step("kale", "r1", "x"));
+}
+
+TEST_F(CatalogTest, UnfinishedStepsAreTheNonTerminalOnesOfEveryRun) {
+  ASSERT_TRUE(catalog_->save_step(sample_step("a", "registered")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("b", "holding")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("c", "running")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("d", "finishing")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("e", "finished")));
+  ASSERT_TRUE(catalog_->save_step(sample_step("f", "failed")));
+  StepRecord other = sample_step("a", "running");
+  other.run = "r2";
+  ASSERT_TRUE(catalog_->save_step(other));
+  auto open = catalog_->unfinished_steps();
+  ASSERT_TRUE(open);
+  std::vector<std::string> keys;
+  for (const auto& s : *open) keys.push_back(s.run + "/" + s.step + ":" + s.state);
+  EXPECT_EQ(keys, (std::vector<std::string>{"r1/a:registered", "r1/b:holding", "r1/c:running",
+                                            "r1/d:finishing", "r2/a:running"}));
+  EXPECT_EQ(catalog_->list_steps("kale", "r1")->size(), 6u);
+  EXPECT_EQ(catalog_->list_steps("kale", "r2")->size(), 1u);
+  EXPECT_TRUE(catalog_->list_steps("other", "r1")->empty());
+}
+
+TEST_F(CatalogTest, AStepRowRollsBackWithItsTransaction) {
+  {
+    auto sp = Savepoint::begin(catalog_->db());
+    ASSERT_TRUE(sp);
+    ASSERT_TRUE(catalog_->save_step(sample_step()));
+    // no commit: the event it would have gone with did not happen either
+  }
+  EXPECT_FALSE(*catalog_->find_step("kale", "r1", "train"));
+}
+
+}  // namespace
+}  // namespace stepsnap::agent

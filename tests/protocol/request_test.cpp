@@ -1,0 +1,306 @@
+#include "protocol/request.h"
+
+#include <gtest/gtest.h>
+
+namespace stepsnap::protocol {
+namespace {
+
+using json = nlohmann::json;
+
+RequestError rejected(std::string_view line) {
+  auto r = parse_request(line);
+  EXPECT_FALSE(r) << "accepted: " << line;
+  return r ? RequestError{} : r.error();
+}
+
+Request accepted(std::string_view line) {
+  auto r = parse_request(line);
+  EXPECT_TRUE(r) << line << " -> " << (r ? "" : r.error().message);
+  return r ? *r : Request{};
+}
+
+std::string req(const std::string& op, const json& args, const json& id = 1) {
+  return json{{"v", 1}, {"id", id}, {"op", op}, {"args", args}}.dump();
+}
+
+TEST(Request, VolumeCreate) {
+  auto r =
+      accepted(req("volume.create",
+                   {{"name", "ws"}, {"size_bytes", 1 << 30}, {"labels", {{"team", "ml"}}}}, "abc"));
+  EXPECT_EQ(r.id, "abc");
+  EXPECT_EQ(r.op, Op::volume_create);
+  const auto& a = std::get<VolumeCreateArgs>(r.args);
+  EXPECT_EQ(a.name, "ws");
+  EXPECT_EQ(a.size_bytes, 1u << 30);
+  EXPECT_FALSE(a.pool);
+  EXPECT_EQ(a.labels.at("team"), "ml");
+}
+
+TEST(Request, VolumeCreateFilesystemIsExt4OrXfs) {
+  auto r =
+      accepted(req("volume.create", {{"name", "ws"}, {"size_bytes", 512}, {"filesystem", "xfs"}}));
+  EXPECT_EQ(std::get<VolumeCreateArgs>(r.args).filesystem, "xfs");
+  auto e =
+      rejected(req("volume.create", {{"name", "ws"}, {"size_bytes", 512}, {"filesystem", "fat"}}));
+  EXPECT_EQ(e.code, "invalid_value");
+  EXPECT_NE(e.message.find("ext4, xfs"), std::string::npos) << e.message;
+}
+
+TEST(Request, InitialSnapshotNamesBothPipelineAndRun) {
+  auto r = accepted(req("snapshot.create", {{"volume", "v"}, {"pipeline", "p"}, {"run", "r"}}));
+  const auto& a = std::get<SnapshotCreateArgs>(r.args);
+  EXPECT_EQ(a.pipeline, "p");
+  EXPECT_EQ(a.run, "r");
+  auto e = rejected(req("snapshot.create", {{"volume", "v"}, {"pipeline", "p"}}));
+  EXPECT_EQ(e.code, "invalid_value");
+  EXPECT_NE(e.message.find("args.run"), std::string::npos) << e.message;
+}
+
+TEST(Request, RunClone) {
+  auto r = accepted(req("run.clone", {{"pipeline", "p"}, {"run", "r"}, {"volume", "ws"}}));
+  EXPECT_EQ(r.op, Op::run_clone);
+  const auto& a = std::get<RunCloneArgs>(r.args);
+  EXPECT_EQ(a.volume, "ws");
+  EXPECT_FALSE(a.snapshot);
+  EXPECT_EQ(rejected(req("run.clone", {{"pipeline", "p"}, {"run", "../r"}, {"volume", "ws"}})).code,
+            "invalid_value");
+}
+
+TEST(Request, EveryOpParsesWithMinimalArgs) {
+  std::vector<std::pair<std::string, json>> cases = {
+      {"volume.create", {{"name", "v"}, {"size_bytes", 4096}}},
+      {"volume.list", json::object()},
+      {"volume.delete", {{"name", "v"}}},
+      {"snapshot.create", {{"volume", "v"}}},
+      {"snapshot.list", json::object()},
+      {"snapshot.show", {{"name", "s"}}},
+      {"snapshot.delete", {{"name", "s"}}},
+      {"clone.create", {{"snapshot", "s"}, {"name", "c"}}},
+      {"restore", {{"snapshot", "s"}, {"name", "v2"}}},
+      {"step.register",
+       {{"pipeline", "p"},
+        {"run", "r"},
+        {"step", "s"},
+        {"cgroup", "/sys/fs/cgroup/x"},
+        {"volumes", {"ws"}}}},
+      {"step.status", {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}}},
+      {"run.show", {{"pipeline", "p"}, {"run", "r"}}},
+      {"events.subscribe", json::object()},
+  };
+  for (const auto& [op, args] : cases) {
+    auto r = accepted(req(op, args));
+    EXPECT_EQ(to_string(r.op), op);
+  }
+}
+
+TEST(Request, ArgsMayBeOmittedWhenNoneAreRequired) {
+  auto r = accepted(R"({"v":1,"id":2,"op":"volume.list"})");
+  EXPECT_EQ(r.op, Op::volume_list);
+  auto missing = rejected(R"({"v":1,"id":2,"op":"volume.delete"})");
+  EXPECT_EQ(missing.code, code::missing_field);
+  EXPECT_EQ(missing.message, "args.name: missing; it is required");
+  EXPECT_EQ(missing.id, 2);
+}
+
+TEST(Request, StepRegisterFull) {
+  auto r = accepted(req("step.register", {{"pipeline", "kale-demo"},
+                                          {"run", "run-0042"},
+                                          {"step", "train_model"},
+                                          {"cgroup", "/sys/fs/cgroup/unified/stepsnap/r42/train"},
+                                          {"volumes", {"ws-clone", "data-clone"}},
+                                          {"policy", "pre"},
+                                          {"command", "python -m train --epochs 3"},
+                                          {"labels", {{"notebook", "train.ipynb"}}}}));
+  const auto& a = std::get<StepRegisterArgs>(r.args);
+  EXPECT_EQ(a.volumes, (std::vector<std::string>{"ws-clone", "data-clone"}));
+  EXPECT_EQ(a.policy, SnapshotPolicy::pre);
+  EXPECT_EQ(a.command, "python -m train --epochs 3");
+}
+
+TEST(Request, StepRegisterDefaultsToBoth) {
+  auto r = accepted(
+      req("step.register",
+          {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}}));
+  EXPECT_EQ(std::get<StepRegisterArgs>(r.args).policy, SnapshotPolicy::both);
+}
+
+TEST(Request, EventsSubscribe) {
+  auto r = accepted(req("events.subscribe", {{"since", 41}, {"follow", false}}));
+  const auto& a = std::get<EventsSubscribeArgs>(r.args);
+  EXPECT_EQ(a.since, 41u);
+  EXPECT_FALSE(a.follow);
+  auto live = accepted(req("events.subscribe", json::object()));
+  EXPECT_FALSE(std::get<EventsSubscribeArgs>(live.args).since);
+  EXPECT_TRUE(std::get<EventsSubscribeArgs>(live.args).follow);
+  EXPECT_EQ(rejected(req("events.subscribe", {{"since", -1}})).code, code::wrong_type);
+  EXPECT_EQ(rejected(req("events.subscribe", {{"follow", "yes"}})).code, code::wrong_type);
+}
+
+TEST(Request, MalformedJson) {
+  for (std::string_view bad : {"", "{", "{\"v\":1,}", "nul", "{\"v\":1}}", "\xff\xfe",
+                               "{\"v\":1,\"id\":\"\xc3\x28\",\"op\":\"volume.list\"}"}) {
+    auto e = rejected(bad);
+    EXPECT_EQ(e.code, code::bad_json) << bad;
+    EXPECT_TRUE(e.id.is_null());
+  }
+}
+
+TEST(Request, NotAnObject) {
+  EXPECT_EQ(rejected("[1,2]").code, code::bad_request);
+  EXPECT_EQ(rejected("42").code, code::bad_request);
+}
+
+TEST(Request, TooLarge) {
+  std::string big = req("volume.list", {{"pool", std::string(kMaxRequestBytes, 'a')}});
+  auto e = rejected(big);
+  EXPECT_EQ(e.code, code::too_large);
+  EXPECT_NE(e.message.find("65536"), std::string::npos);
+}
+
+TEST(Request, TooDeep) {
+  std::string deep = std::string(100000 > kMaxRequestBytes ? 5000 : 5000, '[');
+  EXPECT_EQ(rejected(deep).code, code::bad_json);
+  // Brackets inside strings do not count.
+  auto ok =
+      accepted(req("snapshot.create", {{"volume", "v"}, {"labels", {{"k", "[[[[[[[[[[[["}}}}));
+  EXPECT_EQ(std::get<SnapshotCreateArgs>(ok.args).labels.at("k"), "[[[[[[[[[[[[");
+}
+
+TEST(Request, DuplicateKeysAreRefused) {
+  auto e = rejected(R"({"v":1,"id":1,"op":"volume.list","op":"volume.delete"})");
+  EXPECT_EQ(e.code, code::bad_request);
+  EXPECT_NE(e.message.find("\"op\""), std::string::npos);
+  EXPECT_EQ(rejected(R"({"v":1,"id":1,"op":"volume.delete","args":{"name":"a","name":"b"}})").code,
+            code::bad_request);
+}
+
+TEST(Request, UnknownFieldsAreNamed) {
+  auto top = rejected(R"({"v":1,"id":1,"op":"volume.list","extra":true})");
+  EXPECT_EQ(top.code, code::unknown_field);
+  EXPECT_EQ(top.message, "extra: unknown field; allowed here: args, id, op, v");
+  auto arg = rejected(req("volume.delete", {{"name", "x"}, {"force", true}}));
+  EXPECT_EQ(arg.code, code::unknown_field);
+  EXPECT_EQ(arg.message, "args.force: unknown field; allowed here: name, pool");
+  EXPECT_EQ(arg.id, 1);
+}
+
+TEST(Request, VersionAndIdAndOp) {
+  EXPECT_EQ(rejected(R"({"id":1,"op":"volume.list"})").code, code::missing_field);
+  auto v2 = rejected(R"({"v":2,"id":1,"op":"volume.list"})");
+  EXPECT_EQ(v2.code, code::unsupported_version);
+  EXPECT_EQ(v2.message, "v: 2 is not supported; this agent speaks v1");
+  EXPECT_EQ(rejected(R"({"v":"1","id":1,"op":"volume.list"})").code, code::wrong_type);
+  EXPECT_EQ(rejected(R"({"v":1,"op":"volume.list"})").code, code::missing_field);
+  EXPECT_EQ(rejected(R"({"v":1,"id":-3,"op":"volume.list"})").code, code::wrong_type);
+  EXPECT_EQ(rejected(R"({"v":1,"id":{"a":1},"op":"volume.list"})").code, code::wrong_type);
+  auto op = rejected(R"({"v":1,"id":"q","op":"volume.explode"})");
+  EXPECT_EQ(op.code, code::unknown_op);
+  EXPECT_NE(op.message.find("known ops: volume.create"), std::string::npos);
+  EXPECT_EQ(op.id, "q");
+  EXPECT_EQ(rejected(R"({"v":1,"id":1,"op":7})").code, code::wrong_type);
+  EXPECT_EQ(rejected(R"({"v":1,"id":1,"op":"volume.list","args":[]})").code, code::wrong_type);
+}
+
+TEST(Request, NamesOutsideTheRuleAreRefusedWithTheRule) {
+  for (std::string bad :
+       std::vector<std::string>{"", ".", "..", "a/b", "a b", "ä", std::string(64, 'x'), "a\nb",
+                                std::string("a\0b", 3)}) {
+    auto e = rejected(req("volume.delete", {{"name", bad}}));
+    EXPECT_EQ(e.code, code::invalid_value) << bad;
+    EXPECT_EQ(e.message.rfind("args.name: ", 0), 0u) << e.message;
+    EXPECT_NE(e.message.find("1-63 characters"), std::string::npos) << e.message;
+  }
+  for (std::string good :
+       std::vector<std::string>{"a", "...", ".hidden", "A-b_c.9", std::string(63, 'x')}) {
+    accepted(req("volume.delete", {{"name", good}}));
+  }
+}
+
+TEST(Request, WrongTypesSayWhatWasExpected) {
+  auto e = rejected(req("volume.create", {{"name", "v"}, {"size_bytes", "10G"}}));
+  EXPECT_EQ(e.code, code::wrong_type);
+  EXPECT_EQ(e.message, "args.size_bytes: expected an unsigned integer, got a string");
+  EXPECT_EQ(rejected(req("volume.create", {{"name", "v"}, {"size_bytes", 4096.0}})).code,
+            code::wrong_type);
+  EXPECT_EQ(rejected(req("volume.delete", {{"name", 5}})).code, code::wrong_type);
+}
+
+TEST(Request, SizeMustBeSectorsAndSane) {
+  EXPECT_EQ(rejected(req("volume.create", {{"name", "v"}, {"size_bytes", 0}})).code,
+            code::invalid_value);
+  EXPECT_EQ(rejected(req("volume.create", {{"name", "v"}, {"size_bytes", 1000}})).code,
+            code::invalid_value);
+  EXPECT_EQ(rejected(req("volume.create", {{"name", "v"}, {"size_bytes", 1ull << 60}})).code,
+            code::invalid_value);
+}
+
+TEST(Request, Labels) {
+  EXPECT_EQ(rejected(req("snapshot.create", {{"volume", "v"}, {"labels", {{"k", 1}}}})).code,
+            code::wrong_type);
+  EXPECT_EQ(
+      rejected(req("snapshot.create", {{"volume", "v"}, {"labels", {{"bad key", "x"}}}})).code,
+      code::invalid_value);
+  EXPECT_EQ(rejected(req("snapshot.create", {{"volume", "v"}, {"labels", {"k"}}})).code,
+            code::wrong_type);
+  json many = json::object();
+  for (int i = 0; i <= static_cast<int>(kMaxLabels); ++i) many["k" + std::to_string(i)] = "v";
+  EXPECT_EQ(rejected(req("snapshot.create", {{"volume", "v"}, {"labels", many}})).code,
+            code::invalid_value);
+  EXPECT_EQ(rejected(req("snapshot.create",
+                         {{"volume", "v"}, {"labels", {{"k", std::string(2000, 'v')}}}}))
+                .code,
+            code::invalid_value);
+}
+
+TEST(Request, StepRegisterValidation) {
+  json base = {
+      {"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}};
+  auto with = [&](const std::string& k, const json& v) {
+    json a = base;
+    a[k] = v;
+    return req("step.register", a);
+  };
+  EXPECT_EQ(rejected(with("cgroup", "relative/path")).code, code::invalid_value);
+  EXPECT_EQ(rejected(with("cgroup", "/sys/fs/cgroup/../../etc")).code, code::invalid_value);
+  EXPECT_EQ(rejected(with("cgroup", "/sys/fs/cgroup/./x")).code, code::invalid_value);
+  EXPECT_EQ(rejected(with("volumes", json::array())).code, code::invalid_value);
+  EXPECT_EQ(rejected(with("volumes", {"a", "a"})).code, code::invalid_value);
+  EXPECT_EQ(rejected(with("volumes", {"a", 3})).message,
+            "args.volumes[1]: expected a string, got an unsigned integer");
+  EXPECT_EQ(rejected(with("volumes", "a")).code, code::wrong_type);
+  auto policy = rejected(with("policy", "sometimes"));
+  EXPECT_EQ(policy.message, "args.policy: \"sometimes\" is not one of pre, post, both, none");
+  EXPECT_EQ(rejected(with("command", std::string(kMaxCommandLength + 1, 'x'))).code,
+            code::invalid_value);
+}
+
+TEST(Request, LongValuesAreCutInMessages) {
+  auto e = rejected(req("volume.delete", {{"name", std::string(5000, 'x')}}));
+  EXPECT_LT(e.message.size(), 300u);
+}
+
+TEST(Response, Shapes) {
+  auto ok = json::parse(ok_response(7, {{"name", "ws"}}));
+  EXPECT_EQ(ok, (json{{"v", 1}, {"id", 7}, {"ok", true}, {"result", {{"name", "ws"}}}}));
+  auto err = json::parse(error_response("x", "not_found", "volume ws: not found"));
+  EXPECT_EQ(err["ok"], false);
+  EXPECT_EQ(err["error"]["code"], "not_found");
+  EXPECT_FALSE(err["error"].contains("details"));
+  auto trunc = json::parse(error_response(nullptr, "events.truncated", "m", {{"oldest_seq", 9}}));
+  EXPECT_EQ(trunc["error"]["details"]["oldest_seq"], 9);
+  EXPECT_TRUE(trunc["id"].is_null());
+  auto ev = json::parse(event_response(3, {{"seq", 1}}));
+  EXPECT_EQ(ev["event"]["seq"], 1);
+  // Never throws on bytes that are not UTF-8.
+  EXPECT_NO_THROW(error_response(1, "bad", std::string("\xff\xfe")));
+}
+
+TEST(Response, ErrorOfARejectedRequestCarriesItsId) {
+  auto e = rejected(R"({"v":1,"id":"abc","op":"nope"})");
+  auto line = json::parse(error_response(e));
+  EXPECT_EQ(line["id"], "abc");
+  EXPECT_EQ(line["error"]["code"], "unknown_op");
+}
+
+}  // namespace
+}  // namespace stepsnap::protocol

@@ -1,0 +1,142 @@
+// `runner exec` options are plain data: parsed here without a kernel (label unit).
+#include "runner/exec/options.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace stepsnap::runner {
+namespace {
+
+using Args = std::vector<std::string>;
+
+Args named(Args extra) {
+  Args a{"--pipeline", "train", "--run", "r1", "--step", "prep"};
+  a.insert(a.end(), extra.begin(), extra.end());
+  return a;
+}
+
+TEST(ExecOptions, EveryOptionLandsInItsField) {
+  auto o = parse_exec_options(named({"--agent",     "/tmp/a.sock",
+                                     "--volume",    "workspace:/home/jovyan",
+                                     "--volume",    "data:/data:ro",
+                                     "--workdir",   "/home/jovyan",
+                                     "--env",       "A=1",
+                                     "--env",       "B=x=y",
+                                     "--hostname",  "h1",
+                                     "--net",       "host",
+                                     "--memory",    "512M",
+                                     "--cpus",      "1.5",
+                                     "--timeout",   "30",
+                                     "--snapshots", "pre",
+                                     "--marshal",   "out/.m",
+                                     "--",          "python3",
+                                     "-c",          "print(1)"}));
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_FALSE(o->no_agent);
+  EXPECT_EQ(o->agent_socket, "/tmp/a.sock");
+  EXPECT_EQ(o->pipeline, "train");
+  EXPECT_EQ(o->run, "r1");
+  EXPECT_EQ(o->step, "prep");
+  ASSERT_EQ(o->volumes.size(), 2u);
+  EXPECT_EQ(o->volumes[0].name, "workspace");
+  EXPECT_EQ(o->volumes[0].target, "/home/jovyan");
+  EXPECT_FALSE(o->volumes[0].read_only);
+  EXPECT_EQ(o->volumes[1].name, "data");
+  EXPECT_TRUE(o->volumes[1].read_only);
+  EXPECT_EQ(o->workdir, "/home/jovyan");
+  ASSERT_EQ(o->env.size(), 2u);
+  EXPECT_EQ(o->env[1].first, "B");
+  EXPECT_EQ(o->env[1].second, "x=y");
+  EXPECT_EQ(o->hostname, "h1");
+  EXPECT_EQ(o->net, NetMode::host);
+  EXPECT_EQ(o->memory_bytes, 512ull << 20);
+  EXPECT_EQ(o->cpus, 1.5);
+  EXPECT_EQ(o->timeout_seconds, 30.0);
+  EXPECT_TRUE(o->snapshots.pre);
+  EXPECT_FALSE(o->snapshots.post);
+  EXPECT_EQ(o->marshal, "out/.m");
+  EXPECT_EQ(o->command, (Args{"python3", "-c", "print(1)"}));
+}
+
+TEST(ExecOptions, DefaultsAreTheDocumentedOnes) {
+  auto o = parse_exec_options(named({"--", "true"}));
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_EQ(o->agent_socket, kDefaultAgentSocket);
+  EXPECT_EQ(o->hostname, "prep");  // the step name
+  EXPECT_EQ(o->net, NetMode::none);
+  EXPECT_TRUE(o->snapshots.pre && o->snapshots.post);
+  EXPECT_EQ(o->marshal, ".marshal");
+  EXPECT_FALSE(o->timeout_seconds);
+  EXPECT_FALSE(o->memory_bytes);
+}
+
+TEST(ExecOptions, WordsAfterDoubleDashBelongToTheCommand) {
+  auto o = parse_exec_options({"--no-agent", "--", "ls", "--help", "--volume", "x"});
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_FALSE(o->help);
+  EXPECT_TRUE(o->volumes.empty());
+  EXPECT_EQ(o->command, (Args{"ls", "--help", "--volume", "x"}));
+}
+
+TEST(ExecOptions, NoAgentNeedsNoNamesAndTakesHostDirectories) {
+  auto o = parse_exec_options({"--no-agent", "--volume", "/srv/ws:/ws", "--", "true"});
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_TRUE(o->no_agent);
+  EXPECT_EQ(o->pipeline, "no-agent");
+  EXPECT_EQ(o->step, "step");
+  EXPECT_EQ(o->volumes[0].name, "/srv/ws");
+  // With the agent, a volume is a name, never a path; without, the reverse.
+  EXPECT_FALSE(parse_exec_options(named({"--volume", "/srv/ws:/ws", "--", "true"})));
+  EXPECT_FALSE(parse_exec_options({"--no-agent", "--volume", "ws:/ws", "--", "true"}));
+}
+
+TEST(ExecOptions, HelpNeedsNothingElse) {
+  auto o = parse_exec_options({"--help"});
+  ASSERT_TRUE(o);
+  EXPECT_TRUE(o->help);
+  EXPECT_NE(exec_help().find("124"), std::string::npos);
+  EXPECT_NE(exec_help().find("HOSTDIR:/path[:ro]"), std::string::npos);
+}
+
+TEST(ExecOptions, NamesFollowTheOneRule) {
+  for (const char* bad : {".", "..", "", "a/b", "with space",
+                          "x234567890123456789012345678901234567890123456789012345678901234"}) {
+    auto o = parse_exec_options({"--pipeline", "p", "--run", "r", "--step", bad, "--", "true"});
+    EXPECT_FALSE(o) << "'" << bad << "'";
+  }
+  EXPECT_TRUE(
+      parse_exec_options({"--pipeline", "p.1_x-y", "--run", "R-2", "--step", "s", "--", "true"}));
+}
+
+TEST(ExecOptions, EachBadInputIsOneLineWithoutANewline) {
+  const std::vector<Args> bad = {
+      named({"true"}),  // no "--"
+      named({"--"}),    // no command
+      named({"--volume", "ws", "--", "true"}),
+      named({"--volume", "ws:/x:rx", "--", "true"}),
+      named({"--env", "=v", "--", "true"}),
+      named({"--net", "bridge", "--", "true"}),
+      named({"--memory", "lots", "--", "true"}),
+      named({"--memory", "0", "--", "true"}),
+      named({"--cpus", "-1", "--", "true"}),
+      named({"--timeout", "soon", "--", "true"}),
+      named({"--snapshots", "during", "--", "true"}),
+      named({"--bogus", "--", "true"}),
+      {"--run", "r", "--step", "s", "--", "true"},  // no --pipeline without --no-agent
+      {"--no-agent", "--agent", "/x.sock", "--", "true"},
+  };
+  for (const auto& args : bad) {
+    auto o = parse_exec_options(args);
+    std::string joined;
+    for (const auto& a : args) joined += a + " ";
+    ASSERT_FALSE(o) << joined;
+    auto m = o.error().message();
+    EXPECT_FALSE(m.empty()) << joined;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << joined << "-> " << m;
+  }
+}
+
+}  // namespace
+}  // namespace stepsnap::runner
