@@ -1,3 +1,6 @@
+// bpf/: the step tracer's programs, records and C++ API. Uses common/ only;
+// never includes agent/.
+//
 // StepTracer: the agent's handle on the step tracer BPF programs.
 //
 //   auto tracer = StepTracer::open({});             // load + attach, or a clear error

@@ -14,17 +14,13 @@
 namespace stepsnap {
 namespace fs = std::filesystem;
 
-namespace {
-
-Status write_file(const std::string& path, const std::string& text) {
+Status write_control_file(const std::string& path, const std::string& text) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd) return fail_errno("open", path);
   if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
     return fail_errno("write", path);
   return {};
 }
-
-}  // namespace
 
 Result<std::string> cgroup2_mount_point() {
   std::ifstream in("/proc/self/mountinfo");
@@ -59,11 +55,11 @@ Result<bool> cgroup_populated(const std::string& dir) {
 }
 
 Status kill_cgroup(const std::string& dir) {
-  if (write_file(dir + "/cgroup.kill", "1")) return {};
+  if (write_control_file(dir + "/cgroup.kill", "1")) return {};
   std::error_code ec;
   if (!fs::is_directory(dir, ec))
     return fail("kill cgroup", dir, ENOENT, "no such cgroup directory");
-  (void)write_file(dir + "/cgroup.freeze", "1");
+  (void)write_control_file(dir + "/cgroup.freeze", "1");
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     if (it->path().filename() != "cgroup.procs") continue;
@@ -71,7 +67,7 @@ Status kill_cgroup(const std::string& dir) {
     pid_t pid;
     while (procs >> pid) ::kill(pid, SIGKILL);
   }
-  (void)write_file(dir + "/cgroup.freeze", "0");
+  (void)write_control_file(dir + "/cgroup.freeze", "0");
   return {};
 }
 

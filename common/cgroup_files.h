@@ -10,6 +10,10 @@
 
 namespace stepsnap {
 
+// Writes `text` to a cgroup control file (cgroup.procs, memory.max, ...) in
+// one write(2), as the kernel wants it.
+Status write_control_file(const std::string& path, const std::string& text);
+
 // Where the cgroup v2 hierarchy is mounted: "/sys/fs/cgroup" on a pure v2
 // system, "/sys/fs/cgroup/unified" on a hybrid one. Read from mountinfo.
 Result<std::string> cgroup2_mount_point();

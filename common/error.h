@@ -1,3 +1,6 @@
+// common/: what every module shares (errors, fds, logging, names, sizes, time,
+// cgroup files). Uses nothing else of ours.
+//
 // The one result type of the code base.
 //
 // Recoverable failures are values: Result<T> holds a T or an Error that says

@@ -1,3 +1,6 @@
+// dm/: device-mapper and nothing else (pools, thin devices, loop devices).
+// Uses common/ only; never includes agent/.
+//
 // The stateful layer over one dm-thin pool: id allocation, the transaction-id
 // view of the pool, retries on EBUSY, typed space errors, rollback of group
 // snapshots. Everything below it (dm_task.h, pool_messages.h, snapshot.h) is

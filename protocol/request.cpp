@@ -2,6 +2,8 @@
 
 #include <set>
 
+#include "common/enum_names.h"
+
 namespace stepsnap::protocol {
 
 namespace {
@@ -420,17 +422,9 @@ tl::unexpected<RequestError> reject(std::string_view code, std::string message, 
 
 }  // namespace
 
-std::string_view to_string(Op op) {
-  for (const auto& [o, name] : kOps)
-    if (o == op) return name;
-  return "unknown";
-}
+std::string_view to_string(Op op) { return name_of(op, kOps); }
 
-std::optional<Op> parse_op(std::string_view text) {
-  for (const auto& [o, name] : kOps)
-    if (name == text) return o;
-  return std::nullopt;
-}
+std::optional<Op> parse_op(std::string_view text) { return parse_enum(text, kOps); }
 
 std::string_view to_string(SnapshotPolicy policy) {
   switch (policy) {

@@ -1,7 +1,10 @@
+// protocol/: stepsnapd's wire protocol, shared by the agent, runner and
+// stepsnapctl (types, parser, client). Uses common/ only.
+//
 // API requests and responses: one JSON object per line (schema in
 // docs/api.md). Parsing is pure and total: any byte string gives either a
 // typed Request or a RequestError with a code and a one-line message naming
-// the field and what to do. Fuzzed by tests/agent/request_fuzz.cpp.
+// the field and what to do. Fuzzed by tests/protocol/request_fuzz.cpp.
 //
 //   request:  {"v":1,"id":7,"op":"volume.create","args":{"name":"ws","size_bytes":1073741824}}
 //   ok:       {"v":1,"id":7,"ok":true,"result":{...}}

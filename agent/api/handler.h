@@ -1,3 +1,6 @@
+// agent/api/: the socket server and the handler of each protocol/ op. Uses
+// protocol/ and agent/policy (and what that uses).
+//
 // The daemon's API handler: each op of docs/api.md over Volumes (pool +
 // catalog + events) and the StepPolicy. Errors become one-line ApiErrors
 // with a code a client can switch on (error_code() below).

@@ -5,25 +5,12 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/catalog/catalog_schema.h"
+#include "common/enum_names.h"
 #include "common/time.h"
 
 namespace stepsnap::agent {
 
 namespace {
-
-template <typename E, std::size_t N>
-std::optional<E> parse_enum(std::string_view s, const std::pair<E, std::string_view> (&table)[N]) {
-  for (const auto& [value, name] : table)
-    if (name == s) return value;
-  return std::nullopt;
-}
-
-template <typename E, std::size_t N>
-std::string_view name_of(E e, const std::pair<E, std::string_view> (&table)[N]) {
-  for (const auto& [value, name] : table)
-    if (value == e) return name;
-  return "unknown";
-}
 
 constexpr std::pair<DeviceKind, std::string_view> kKinds[] = {{DeviceKind::volume, "volume"},
                                                               {DeviceKind::snapshot, "snapshot"},
@@ -137,16 +124,6 @@ StepRecord read_step(const Statement& st) {
 }
 
 // Runs fn inside a savepoint and commits it if fn succeeded.
-template <typename Fn>
-auto in_transaction(Database& db, Fn&& fn) -> decltype(fn()) {
-  auto sp = Savepoint::begin(db);
-  if (!sp) return tl::unexpected(sp.error());
-  auto result = fn();
-  if (!result) return result;  // the savepoint's destructor rolls back
-  if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
-  return result;
-}
-
 }  // namespace
 
 std::string_view to_string(DeviceKind k) { return name_of(k, kKinds); }

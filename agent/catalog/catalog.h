@@ -1,3 +1,6 @@
+// agent/catalog/: the persistent record (SQLite) and the pure reconcile
+// planner. Uses common/ only.
+//
 // The catalog: the agent's persistent record of pools, thin devices (volumes,
 // snapshots, clones), their labels and step metadata, and the intent log of
 // every kernel operation.

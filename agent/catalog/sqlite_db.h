@@ -115,4 +115,17 @@ class Savepoint {
   bool open_ = false;
 };
 
+// Runs fn (which returns a Status or a Result) inside one savepoint: its
+// catalog changes and events commit together, or roll back together when fn
+// or the commit fails.
+template <typename Fn>
+auto in_transaction(Database& db, Fn&& fn) -> decltype(fn()) {
+  auto sp = Savepoint::begin(db);
+  if (!sp) return tl::unexpected(sp.error());
+  auto result = fn();
+  if (!result) return result;  // the savepoint's destructor rolls back
+  if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
+  return result;
+}
+
 }  // namespace stepsnap::agent

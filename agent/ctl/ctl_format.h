@@ -1,3 +1,6 @@
+// agent/ctl/: stepsnapctl, a client of the socket API. Uses protocol/ only,
+// nothing of the daemon.
+//
 // stepsnapctl's human output: aligned tables, sizes, one-line events and
 // errors. Pure functions over the API's JSON, unit-tested.
 #pragma once

@@ -1,3 +1,6 @@
+// agent/daemon/: stepsnapd itself (options, start-up, recovery, main).
+// Uses agent/api and so all of agent/.
+//
 // stepsnapd's pieces and their order. start(): open the catalog and event
 // log, open the pool (or create it: on loop files for development, on the
 // given devices otherwise), recover (reconcile the catalog with the pool),

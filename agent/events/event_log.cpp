@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "common/enum_names.h"
 #include "common/time.h"
 #include "common/log.h"
 
@@ -33,16 +34,10 @@ Status run(Statement& st) { return st.run(); }
 
 }  // namespace
 
-std::string_view to_string(EventType type) {
-  for (const auto& [t, name] : kTypes)
-    if (t == type) return name;
-  return "error";
-}
+std::string_view to_string(EventType type) { return name_of(type, kTypes, "error"); }
 
 std::optional<EventType> parse_event_type(std::string_view text) {
-  for (const auto& [t, name] : kTypes)
-    if (name == text) return t;
-  return std::nullopt;
+  return parse_enum(text, kTypes);
 }
 
 nlohmann::json Event::to_json() const {

@@ -1,3 +1,6 @@
+// agent/events/: the sequenced, resumable event log. Uses agent/catalog
+// (its database).
+//
 // The event log: every state change as one JSON object with a strictly
 // increasing sequence number, persisted in the catalog's database.
 //

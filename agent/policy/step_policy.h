@@ -1,3 +1,6 @@
+// agent/policy/: snapshots at step boundaries (state machine + tracer
+// driver). Uses agent/volumes and bpf/.
+//
 // Snapshots at step boundaries. For each registered step the policy watches
 // the step's cgroup with the BPF tracer; at the held first exec it takes the
 // pre-snapshots of all the step's volumes as one group, records them, emits

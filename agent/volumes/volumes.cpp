@@ -32,15 +32,6 @@ json labels_json(const Labels& labels) {
   return out;
 }
 
-// Commits `fn` (catalog changes + events) as one transaction.
-template <typename Fn>
-Status in_transaction(Database& db, Fn&& fn) {
-  auto sp = Savepoint::begin(db);
-  if (!sp) return tl::unexpected(sp.error());
-  if (auto r = fn(); !r) return r;
-  return sp->commit();
-}
-
 bool is_space_kind(const Error& e) {
   auto k = dm::kind_of(e);
   return k == dm::ErrorKind::out_of_data_space || k == dm::ErrorKind::out_of_metadata_space;

@@ -1,3 +1,6 @@
+// agent/volumes/: every pool operation in its catalog intent, with its
+// event. Uses agent/events, agent/catalog and dm/.
+//
 // The agent's operations on thin devices: every kernel call through
 // dm::ThinPool wrapped in the catalog's intent (begin before, finish or
 // abort after), its event committed in the same transaction as the catalog

@@ -17,18 +17,6 @@
 namespace stepsnap::runner {
 namespace fs = std::filesystem;
 
-namespace {
-
-Status write_file(const std::string& path, const std::string& text) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (!fd) return fail_errno("open", path);
-  if (::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
-    return fail_errno("write", path);
-  return {};
-}
-
-}  // namespace
-
 Result<Cgroup> Cgroup::create(const std::string& relative_path) {
   if (relative_path.empty() || relative_path.front() == '/' ||
       relative_path.find("..") != std::string::npos)
@@ -70,7 +58,7 @@ Cgroup::~Cgroup() {
 }
 
 Status Cgroup::add_process(pid_t pid) const {
-  return write_file(path_ + "/cgroup.procs", std::to_string(pid));
+  return write_control_file(path_ + "/cgroup.procs", std::to_string(pid));
 }
 
 Result<bool> Cgroup::populated() const { return cgroup_populated(path_); }

@@ -1,3 +1,6 @@
+// runner/exec/: one step in namespaces, its cgroup and mounts, and the agent
+// client. Uses protocol/ only.
+//
 // `runner exec`: one pipeline step, start to finish. Returns the exit status
 // runner itself exits with (see exec_help() for the table).
 #pragma once

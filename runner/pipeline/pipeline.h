@@ -1,3 +1,6 @@
+// runner/pipeline/: a whole pipeline run through runner/exec. Uses
+// runner/exec (and protocol/ through it).
+//
 // `runner pipeline run`: one run of a pipeline, the Kale/Rok flow. Initial
 // snapshots of the pipeline's volumes, one clone of each for the run, then
 // every step in dependency order through run_exec_with (the same code as
