@@ -190,10 +190,10 @@ void StepPolicy::tracer_loop() {
     hold_due = enforce_hold_deadlines();
     enforce_leases();
     if (stop) {
-      // Watches end with the tracer. Releases the worker queued run first;
-      // a step still held then is killed: once the programs are detached
-      // nothing would tell a SIGCONT from a release. Volumes stay as they
-      // are.
+      // Watches end with the tracer. First the releases the worker queued
+      // run; then every step still held is killed: once the programs are
+      // detached nothing would tell a SIGCONT from a release. Volumes stay
+      // as they are.
       {
         std::lock_guard lock(queue_mutex_);
         for (auto& c : tracer_queue_) c(*tracer_);
