@@ -24,6 +24,10 @@ std::string_view to_string(EventType type) {
       return "hold_released";
     case EventType::hold_timeout:
       return "hold_timeout";
+    case EventType::hold_lost:
+      return "hold_lost";
+    case EventType::hold_broken:
+      return "hold_broken";
     case EventType::lost:
       return "lost";
   }
@@ -95,6 +99,12 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
     case STEP_REC_STEP_END:
       e.type = EventType::step_end;
       break;
+    case STEP_REC_HOLD_LOST:
+      e.type = EventType::hold_lost;
+      break;
+    case STEP_REC_HOLD_BROKEN:
+      e.type = EventType::hold_broken;
+      break;
     default:
       e.type = EventType::lost;
       break;
@@ -108,6 +118,7 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
   e.comm = bounded_string(r.comm, sizeof(r.comm));
   e.held = (r.flags & STEP_F_HELD) != 0;
   e.main = (r.flags & STEP_F_MAIN) != 0;
+  e.killed = (r.flags & STEP_F_KILLED) != 0;
   e.live_processes = r.live_processes;
   e.start_time_ns = r.start_time_ns;
   e.start_boottime_ns = r.start_boottime_ns;
@@ -160,6 +171,12 @@ nlohmann::json to_json(const Event& e) {
       j["argv"] = e.argv;
       if (e.argv_truncated) j["argv_truncated"] = true;
       j["held"] = e.held;
+      break;
+    case EventType::hold_timeout:
+      j["action"] = e.killed ? "killed" : "released";
+      break;
+    case EventType::hold_broken:
+      j["killed_in_kernel"] = e.killed;
       break;
     default:
       break;

@@ -1,6 +1,7 @@
 // A step tracer event as the agent sees it: decoded from the kernel record
 // (bpf/step_tracer.h) or made in user space (hold released, hold timeout,
-// lost records, step end from cgroup.events), and its JSON form.
+// lost records, step end from cgroup.events, a hold lost or broken whose
+// record did not fit), and its JSON form.
 #pragma once
 
 #include <cstdint>
@@ -20,7 +21,9 @@ enum class EventType {
   exit,           // a process (its last thread) exited
   step_end,       // the last process of the watched cgroup is gone
   hold_released,  // release() resumed the held process
-  hold_timeout,   // nobody released the held process in time; resumed anyway
+  hold_timeout,   // nobody released the held process in time; resumed or killed (killed)
+  hold_lost,      // the first exec was to be held but was killed instead (fail closed)
+  hold_broken,    // the held process was continued before release; killed
   lost,           // records the ring buffer had no room for
 };
 
@@ -47,8 +50,9 @@ struct Event {
   std::string filename;           // exec
   std::vector<std::string> argv;  // exec: the first bytes of argv, split
   bool argv_truncated = false;
-  bool held = false;               // exec: stopped before its first instruction
-  bool main = false;               // about the step's main process
+  bool held = false;    // exec: stopped before its first instruction
+  bool main = false;    // about the step's main process
+  bool killed = false;  // hold_timeout: killed, not resumed; hold_broken: killed by the kernel side
   std::optional<ExitStatus> exit;  // exit: this process; step_end: the main process
   std::uint32_t main_pid = 0;      // step_end
   std::uint32_t live_processes = 0;

@@ -11,7 +11,19 @@
 #include "step_tracer.h"
 // clang-format on
 
+#define SIGKILL_NR 9
+#define SIGCONT_NR 18
 #define SIGSTOP_NR 19
+
+// Set by user space before load: on_signal_return (fexit/get_signal) is
+// loaded and kills a continued held task in its own context, so the
+// signal_generate programs leave it to that.
+const volatile bool guard_in_task = false;
+
+// Linux 6.13+: signal another task. Weak: only on_signal_kill calls it, and
+// user space loads that program only where the kernel has it.
+extern int bpf_send_signal_task(struct task_struct* task, int sig, enum pid_type type,
+                                __u64 value) __ksym __weak;
 
 // cgroup id -> watch; changed at run time by StepTracer::watch()/unwatch().
 struct {
@@ -28,6 +40,15 @@ struct {
   __type(key, struct step_proc_key);
   __type(value, struct step_proc);
 } procs SEC(".maps");
+
+// Tasks stopped at their first exec and not yet released, by tgid. At most
+// one per watch, so as many as there can be watches.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u32);
+  __type(value, struct step_held);
+} held SEC(".maps");
 
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -132,6 +153,15 @@ int BPF_PROG(on_fork, struct task_struct* parent, struct task_struct* child) {
   return 0;
 }
 
+// Fail closed: the task that was to be held is killed instead. Called in the
+// exec'ing task's context, so the SIGKILL is pending before the new program
+// runs, like the SIGSTOP would have been.
+static __always_inline void hold_lost(struct step_watch* w, __u32 tgid) {
+  bpf_send_signal(SIGKILL_NR);
+  bpf_map_delete_elem(&held, &tgid);
+  w->hold_state = STEP_HOLD_LOST;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm* bprm) {
   __u64 watched_id = 0;
@@ -150,16 +180,34 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
     if (w->main_start_ns == 0) w->main_start_ns = start;
     if (w->main_start_ns == start) flags |= STEP_F_MAIN;
   }
-  // Hold: the signal is pending when the exec returns to user space, so the
-  // new program stops before its first instruction. SIGSTOP stops the whole
-  // thread group whichever thread gets it, and after exec there is only one.
-  if ((w->flags & STEP_WATCH_HOLD) && __sync_val_compare_and_swap(&w->hold_state, 0, 1) == 0) {
-    bpf_send_signal(SIGSTOP_NR);
+  bool hold =
+      (w->flags & STEP_WATCH_HOLD) &&
+      __sync_val_compare_and_swap(&w->hold_state, STEP_HOLD_NONE, STEP_HOLD_HELD) == STEP_HOLD_NONE;
+  if (!hold && (w->flags & STEP_WATCH_BOUNDARIES_ONLY) && !(flags & STEP_F_MAIN)) return 0;
+
+  // The record first: a hold user space never hears of would keep the step
+  // stopped forever, so a hold is only made once its record is reserved.
+  struct step_record* r = reserve();
+  if (hold) {
+    // Hold: the signal is pending when the exec returns to user space, so
+    // the new program stops before its first instruction. SIGSTOP stops the
+    // whole thread group whichever thread gets it, and after exec there is
+    // only one. The held entry is what lets on_signal_return tell a release
+    // from a SIGCONT sent by anyone else.
+    struct step_held h = {.cgroup_id = watched_id, .start_time_ns = start};
+    if (!r || bpf_map_update_elem(&held, &tgid, &h, BPF_ANY) != 0 ||
+        bpf_send_signal(SIGSTOP_NR) != 0) {
+      hold_lost(w, tgid);
+      if (!r) return 0;  // counted in drops; user space finds hold_state
+      r->type = STEP_REC_HOLD_LOST;
+      fill_task(r, p);
+      r->cgroup_id = watched_id;
+      r->live_processes = w->live;
+      bpf_ringbuf_submit(r, 0);
+      return 0;
+    }
     flags |= STEP_F_HELD;
   }
-  if ((w->flags & STEP_WATCH_BOUNDARIES_ONLY) && !(flags & (STEP_F_MAIN | STEP_F_HELD))) return 0;
-
-  struct step_record* r = reserve();
   if (!r) return 0;
   r->type = STEP_REC_EXEC;
   r->flags = flags;
@@ -179,6 +227,81 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
   return 0;
 }
 
+// A stopped task leaves get_signal() only when continued (SIGKILL never
+// returns from it), and every task goes through it between the exec that
+// queued its SIGSTOP and its first instruction: the SIGSTOP made a signal
+// pending. So a task still in the held map here was continued before user
+// space released it (which deletes the entry first): a SIGCONT from its
+// session, a shell's fg, anyone with the right to signal it. Killing it now,
+// in its own context, makes SIGKILL pending before it returns to user mode,
+// so it still runs no instruction of its program.
+SEC("fexit/get_signal")
+int BPF_PROG(on_signal_return, struct ksignal* ksig, bool ret) {
+  __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+  struct step_held* h = bpf_map_lookup_elem(&held, &tgid);
+  if (!h) return 0;
+  struct task_struct* t = bpf_get_current_task_btf();
+  if (h->start_time_ns != leader_start(t)) return 0;  // a stale entry of a reused pid
+  __u64 watched_id = h->cgroup_id;
+  // Deleting decides the race with a release: whoever deletes it owns it.
+  if (bpf_map_delete_elem(&held, &tgid) != 0) return 0;
+  bpf_send_signal(SIGKILL_NR);
+  struct step_watch* w = bpf_map_lookup_elem(&watched, &watched_id);
+  if (w) w->hold_state = STEP_HOLD_BROKEN;
+  struct step_record* r = reserve();
+  if (!r) return 0;  // counted in drops; user space finds hold_state
+  r->type = STEP_REC_HOLD_BROKEN;
+  r->flags = STEP_F_KILLED;
+  fill_task(r, t);
+  r->cgroup_id = watched_id;
+  bpf_ringbuf_submit(r, 0);
+  return 0;
+}
+
+// Where fexit programs cannot load (no BPF trampolines): a SIGCONT is seen
+// as it is generated, in the sender's context, with the target's siglock
+// held. The hold is marked broken there. With kill, the target gets SIGKILL
+// through bpf_send_signal_task (deferred by the kernel to an irq_work right
+// after the siglock is dropped, microseconds; the target is then kicked out
+// of user mode before it reaches its first system call). Without it, user
+// space kills it on reading the record (STEP_F_KILLED unset).
+static __always_inline int sigcont_to_held(struct task_struct* task, bool kill) {
+  __u32 tgid = BPF_CORE_READ(task, tgid);
+  struct step_held* h = bpf_map_lookup_elem(&held, &tgid);
+  if (!h) return 0;
+  if (h->start_time_ns != leader_start(task)) return 0;
+  __u64 watched_id = h->cgroup_id;
+  if (bpf_map_delete_elem(&held, &tgid) != 0) return 0;
+  bool killed = false;
+  if (kill && bpf_send_signal_task) {
+    killed = bpf_send_signal_task(task, SIGKILL_NR, PIDTYPE_TGID, 0) == 0;
+  }
+  struct step_watch* w = bpf_map_lookup_elem(&watched, &watched_id);
+  if (w) w->hold_state = STEP_HOLD_BROKEN;
+  struct step_record* r = reserve();
+  if (!r) return 0;  // counted in drops; user space finds hold_state
+  r->type = STEP_REC_HOLD_BROKEN;
+  if (killed) r->flags = STEP_F_KILLED;
+  fill_task(r, task);
+  r->cgroup_id = watched_id;
+  bpf_ringbuf_submit(r, 0);
+  return 0;
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(on_signal, int sig, struct kernel_siginfo* info, struct task_struct* task, int group,
+             int result) {
+  if (sig != SIGCONT_NR || guard_in_task) return 0;
+  return sigcont_to_held(task, false);
+}
+
+SEC("tp_btf/signal_generate")
+int BPF_PROG(on_signal_kill, int sig, struct kernel_siginfo* info, struct task_struct* task,
+             int group, int result) {
+  if (sig != SIGCONT_NR || guard_in_task) return 0;
+  return sigcont_to_held(task, true);
+}
+
 // True when t is the last thread of its process. signal->live drops to zero
 // for the last thread before the tracepoint fires, on every kernel we support;
 // 6.1's tracepoint has no group_dead argument, so this is the portable test.
@@ -191,6 +314,9 @@ SEC("tp_btf/sched_process_exit")
 int BPF_PROG(on_exit, struct task_struct* p) {
   if (!last_thread(p)) return 0;
   struct step_proc_key key = {.tgid = BPF_CORE_READ(p, tgid), .start_time_ns = leader_start(p)};
+  // A held task that dies (killed while stopped) frees its held slot.
+  struct step_held* h = bpf_map_lookup_elem(&held, &key.tgid);
+  if (h && h->start_time_ns == key.start_time_ns) bpf_map_delete_elem(&held, &key.tgid);
   struct step_proc* proc = bpf_map_lookup_elem(&procs, &key);
   if (!proc) return 0;
   __u64 watched_id = proc->cgroup_id;

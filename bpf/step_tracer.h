@@ -20,12 +20,21 @@ enum step_record_type {
   STEP_REC_EXEC = 2,     /* an exec in a watched cgroup */
   STEP_REC_EXIT = 3,     /* the last thread of a tracked process exited */
   STEP_REC_STEP_END = 4, /* the last tracked process of a watched cgroup exited */
+  /* The first exec was to be held, but the hold could not be made sure of
+   * (no ring record, no held slot, SIGSTOP refused): the task was sent
+   * SIGKILL instead, before its first instruction. Fail closed. */
+  STEP_REC_HOLD_LOST = 5,
+  /* A held task was continued (SIGCONT from anyone) before user space
+   * released it: the task was sent SIGKILL on its way back to user mode,
+   * before its first instruction. */
+  STEP_REC_HOLD_BROKEN = 6,
 };
 
 /* step_record.flags */
 #define STEP_F_HELD (1u << 0) /* exec: the task was sent SIGSTOP before its first instruction */
 #define STEP_F_MAIN (1u << 1) /* the record is about the step's main process */
 #define STEP_F_MAIN_EXITED (1u << 2) /* step end: main_exit_code is valid */
+#define STEP_F_KILLED (1u << 3)      /* hold broken: the kernel side sent SIGKILL */
 
 /* One event, kernel -> user, through the ring buffer. */
 struct step_record {
@@ -61,11 +70,17 @@ struct step_record {
  * from filling the ring buffer and waking user space thousands of times. */
 #define STEP_WATCH_BOUNDARIES_ONLY (1u << 1)
 
+/* step_watch.hold_state */
+#define STEP_HOLD_NONE 0   /* no exec held (yet) */
+#define STEP_HOLD_HELD 1   /* the first exec was stopped and reported */
+#define STEP_HOLD_LOST 2   /* the first exec was killed: its hold could not be made sure of */
+#define STEP_HOLD_BROKEN 3 /* the held task was continued before release, and killed */
+
 struct step_watch {
   __u32 flags;          /* STEP_WATCH_* (set by user space) */
   __u32 main_tgid;      /* 0: the first process that execs becomes the main one */
   __u64 main_start_ns;  /* start time of the main process, 0 until known */
-  __u32 hold_state;     /* 0, or 1 once the first exec was held */
+  __u32 hold_state;     /* STEP_HOLD_* */
   __u32 ended;          /* 0, or 1 once the step end was sent */
   __u32 live;           /* tracked processes alive */
   __u32 main_exit_code; /* raw wait status of the main process */
@@ -82,6 +97,15 @@ struct step_proc_key {
 
 struct step_proc {
   __u64 cgroup_id; /* the watched cgroup it counts for */
+};
+
+/* held map: tgid -> the task stopped at its first exec, from the exec until
+ * user space releases it (deletes the entry, then sends SIGCONT) or it
+ * exits. A held task that returns from get_signal() while its entry is
+ * still there was continued by someone else: it is killed. */
+struct step_held {
+  __u64 cgroup_id;     /* the watch that holds it */
+  __u64 start_time_ns; /* the task's start (its identity with tgid) */
 };
 
 #endif /* STEPSNAP_BPF_STEP_TRACER_H */

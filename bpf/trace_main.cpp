@@ -85,6 +85,9 @@ int main(int argc, char** argv) {
   wopts.hold_first_exec = vm.count("hold") > 0;
   wopts.boundaries_only = vm.count("boundaries-only") > 0;
   wopts.hold_timeout = duration_cast<milliseconds>(duration<double>(hold_timeout));
+  // A debugging aid: an unreleased hold lets the process go on (the agent
+  // kills instead).
+  wopts.on_hold_timeout = stepsnap::bpf::HoldExpiry::release;
   auto id = tracer->watch(cgroup, wopts);
   if (!id) {
     std::cerr << "stepsnap-trace: " << id.error().message() << "\n";

@@ -122,7 +122,8 @@ struct WatchState {
   bool seen_running = false;  // some process was in it: populated 0 then means ended
   bool ended = false;
   bool held = false;
-  bool released = false;
+  bool released = false;     // released, killed, or broken: no longer ours to release
+  bool hold_failed = false;  // hold_lost or hold_broken delivered
   std::uint32_t held_pid = 0;
   UniqueFd held_pidfd;
   std::chrono::steady_clock::time_point deadline;
@@ -141,9 +142,8 @@ struct StepTracer::Impl {
   const Callback* callback = nullptr;
   int delivered = 0;
 
-  ~Impl() {
-    for (auto& [id, w] : watches) resume(w);
-  }
+  // Held processes stay stopped (see ~StepTracer).
+  ~Impl() = default;
 
   void emit(const Event& e) {
     ++delivered;
@@ -151,17 +151,47 @@ struct StepTracer::Impl {
   }
 
   // SIGCONT through the pidfd taken when the hold was seen: a reused pid can
-  // never receive it.
+  // never receive it. The held entry goes first: once it is gone the kernel
+  // side takes the coming return from get_signal() for this release, while
+  // it is there any continue is a broken hold. If the kernel side deleted
+  // it already, the hold was broken (the process is being killed) or the
+  // process exited: nothing to resume.
   Status resume(WatchState& w) {
     if (!w.held || w.released) return {};
     w.released = true;
     if (!w.held_pidfd) return {};
+    __u32 key = w.held_pid;
+    if (bpf_map__delete_elem(skel->maps.held, &key, sizeof(key), 0) != 0) {
+      int err = errno;
+      w.held_pidfd.reset();
+      return fail("resume held process", std::to_string(w.held_pid),
+                  err == ENOENT ? ECANCELED : err,
+                  err == ENOENT ? "it was continued from outside before its release (and killed) "
+                                  "or has exited"
+                                : "");
+    }
     int rc = pidfd_send_signal(w.held_pidfd.get(), SIGCONT);
     int err = errno;
     w.held_pidfd.reset();
     if (rc != 0 && err != ESRCH)
       return fail("resume held process", std::to_string(w.held_pid), err);
     return {};
+  }
+
+  // SIGKILL through the pidfd: the held process never runs.
+  Status kill_held(WatchState& w) {
+    if (!w.held || w.released) return {};
+    w.released = true;
+    if (!w.held_pidfd) return {};
+    int rc = pidfd_send_signal(w.held_pidfd.get(), SIGKILL);
+    int err = errno;
+    w.held_pidfd.reset();
+    if (rc != 0 && err != ESRCH) return fail("kill held process", std::to_string(w.held_pid), err);
+    return {};
+  }
+
+  Status expire_hold(WatchState& w) {
+    return w.options.on_hold_timeout == HoldExpiry::release ? resume(w) : kill_held(w);
   }
 
   Event user_event(EventType type, std::uint64_t cgroup_id, const WatchState& w) {
@@ -211,6 +241,16 @@ struct StepTracer::Impl {
     WatchState& w = it->second;
     w.seen_running = true;
     if (e.type == EventType::exec && e.held) on_held(w, e);
+    if (e.type == EventType::hold_lost || e.type == EventType::hold_broken) {
+      if (w.hold_failed) return;  // already found in the map after a drop
+      w.hold_failed = true;
+      // Where the kernel side could only see the SIGCONT, not kill its
+      // target, the kill is ours, at once.
+      if (e.type == EventType::hold_broken && !e.killed && w.held_pidfd)
+        pidfd_send_signal(w.held_pidfd.get(), SIGKILL);
+      if (w.held) w.released = true;
+      w.held_pidfd.reset();
+    }
     if (e.type == EventType::exit && e.main) {
       w.main_exit = e.exit;
       w.main_pid = e.tgid;
@@ -280,14 +320,39 @@ struct StepTracer::Impl {
     e.wall_ns = e.mono_ns + wall_offset_ns();
     drops_reported = total;
     emit(e);
+    find_failed_holds();
+  }
+
+  // A hold the kernel side lost or broke while the ring was full: its record
+  // is among the drops, its state is in the watch. Read it there.
+  void find_failed_holds() {
+    for (auto& [id, w] : watches) {
+      if (!w.options.hold_first_exec || w.hold_failed) continue;
+      step_watch kw{};
+      std::uint64_t key = id;
+      if (bpf_map__lookup_elem(skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) != 0)
+        continue;
+      if (kw.hold_state != STEP_HOLD_LOST && kw.hold_state != STEP_HOLD_BROKEN) continue;
+      w.hold_failed = true;
+      if (kw.hold_state == STEP_HOLD_BROKEN && w.held_pidfd)
+        pidfd_send_signal(w.held_pidfd.get(), SIGKILL);
+      if (w.held) w.released = true;
+      w.held_pidfd.reset();
+      Event e = user_event(
+          kw.hold_state == STEP_HOLD_LOST ? EventType::hold_lost : EventType::hold_broken, id, w);
+      e.source = "bpf.map";
+      emit(e);
+    }
   }
 
   void check_deadlines() {
     auto now = std::chrono::steady_clock::now();
     for (auto& [id, w] : watches) {
       if (!w.held || w.released || now < w.deadline) continue;
-      if (auto st = resume(w); !st) log::warn(st.error().message());
-      emit(user_event(EventType::hold_timeout, id, w));
+      if (auto st = expire_hold(w); !st) log::warn(st.error().message());
+      Event e = user_event(EventType::hold_timeout, id, w);
+      e.killed = w.options.on_hold_timeout == HoldExpiry::kill;
+      emit(e);
     }
   }
 };
@@ -308,48 +373,103 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
   }
   libbpf_set_print(libbpf_print);
 
-  auto impl = std::make_unique<Impl>();
-  impl->skel.reset(step_tracer::open());
-  if (!impl->skel) return fail_errno("open BPF object", "step_tracer");
-  if (options.ring_bytes != 0) {
-    auto page = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE));
-    bool power_of_two = (options.ring_bytes & (options.ring_bytes - 1)) == 0;
-    if (!power_of_two || options.ring_bytes < page)
-      return fail("size ring buffer", std::to_string(options.ring_bytes) + " bytes", EINVAL,
-                  "give a power of two of at least " + std::to_string(page));
-    if (int rc = bpf_map__set_max_entries(impl->skel->maps.events, options.ring_bytes); rc != 0)
-      return fail("size ring buffer", "events", -rc);
-  }
+  // How a held task continued from outside is stopped, best first:
+  //  in_task: fexit/get_signal kills it in its own context before it
+  //           returns to user mode (needs BPF trampolines: Linux 6.1 has
+  //           them; kernels without ftrace do not);
+  //  kfunc:   tp_btf/signal_generate sees the SIGCONT and kills the target
+  //           with bpf_send_signal_task (Linux 6.13+);
+  //  user:    tp_btf/signal_generate sees it; user space kills it on the
+  //           record (the step may run for a moment first).
+  enum class Guard { in_task, kfunc, user };
+  auto load = [&](Guard guard) -> Result<std::unique_ptr<Impl>> {
+    auto impl = std::make_unique<Impl>();
+    impl->skel.reset(step_tracer::open());
+    if (!impl->skel) return fail_errno("open BPF object", "step_tracer");
+    if (options.ring_bytes != 0) {
+      auto page = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE));
+      bool power_of_two = (options.ring_bytes & (options.ring_bytes - 1)) == 0;
+      if (!power_of_two || options.ring_bytes < page)
+        return fail("size ring buffer", std::to_string(options.ring_bytes) + " bytes", EINVAL,
+                    "give a power of two of at least " + std::to_string(page));
+      if (int rc = bpf_map__set_max_entries(impl->skel->maps.events, options.ring_bytes); rc != 0)
+        return fail("size ring buffer", "events", -rc);
+    }
+    impl->skel->rodata->guard_in_task = guard == Guard::in_task;
+    bpf_program__set_autoload(impl->skel->progs.on_signal_return, guard == Guard::in_task);
+    bpf_program__set_autoload(impl->skel->progs.on_signal_kill, guard == Guard::kfunc);
+    bpf_program__set_autoload(impl->skel->progs.on_signal, guard == Guard::user);
 
-  std::string load_log;
-  {
-    std::lock_guard lock(g_print_mutex);
-    g_capture = &load_log;
-  }
-  int rc = step_tracer::load(impl->skel.get());
-  int err = errno;
-  {
-    std::lock_guard lock(g_print_mutex);
-    g_capture = nullptr;
-  }
-  if (rc != 0) return explain_load_error(rc < 0 ? -rc : err, load_log);
+    std::string load_log;
+    {
+      std::lock_guard lock(g_print_mutex);
+      g_capture = &load_log;
+    }
+    int rc = step_tracer::load(impl->skel.get());
+    int err = errno;
+    {
+      std::lock_guard lock(g_print_mutex);
+      g_capture = nullptr;
+    }
+    if (rc != 0) {
+      auto e = explain_load_error(rc < 0 ? -rc : err, load_log);
+      // Only a failure of this guard's own program lets the next guard try.
+      const char* own = guard == Guard::in_task ? "'on_signal_return'"
+                        : guard == Guard::kfunc ? "'on_signal_kill'"
+                                                : "";
+      if (*own && load_log.find(own) != std::string::npos) e.value().kind = "guard";
+      return e;
+    }
 
-  // Attach one by one so an error names the tracepoint the kernel refused.
-  struct {
-    bpf_program* prog;
-    bpf_link** link;
-    const char* what;
-  } progs[] = {
-      {impl->skel->progs.on_fork, &impl->skel->links.on_fork, "tp_btf/sched_process_fork"},
-      {impl->skel->progs.on_exec, &impl->skel->links.on_exec, "tp_btf/sched_process_exec"},
-      {impl->skel->progs.on_exit, &impl->skel->links.on_exit, "tp_btf/sched_process_exit"},
-      {impl->skel->progs.on_attach, &impl->skel->links.on_attach, "tp_btf/cgroup_attach_task"},
+    // Attach one by one so an error names the tracepoint the kernel refused.
+    struct {
+      bpf_program* prog;
+      bpf_link** link;
+      const char* what;
+      bool load;
+    } progs[] = {
+        {impl->skel->progs.on_fork, &impl->skel->links.on_fork, "tp_btf/sched_process_fork", true},
+        {impl->skel->progs.on_exec, &impl->skel->links.on_exec, "tp_btf/sched_process_exec", true},
+        {impl->skel->progs.on_exit, &impl->skel->links.on_exit, "tp_btf/sched_process_exit", true},
+        {impl->skel->progs.on_attach, &impl->skel->links.on_attach, "tp_btf/cgroup_attach_task",
+         true},
+        {impl->skel->progs.on_signal_return, &impl->skel->links.on_signal_return,
+         "fexit/get_signal", guard == Guard::in_task},
+        {impl->skel->progs.on_signal_kill, &impl->skel->links.on_signal_kill,
+         "tp_btf/signal_generate", guard == Guard::kfunc},
+        {impl->skel->progs.on_signal, &impl->skel->links.on_signal, "tp_btf/signal_generate",
+         guard == Guard::user},
+    };
+    for (auto& p : progs) {
+      if (!p.load) continue;
+      bpf_link* link = bpf_program__attach(p.prog);
+      if (!link) {
+        auto e = fail_errno("attach", p.what);
+        if (p.prog == impl->skel->progs.on_signal_return ||
+            p.prog == impl->skel->progs.on_signal_kill)
+          e.value().kind = "guard";
+        return e;
+      }
+      *p.link = link;  // the skeleton's destroy() detaches it
+    }
+    return impl;
   };
-  for (auto& p : progs) {
-    bpf_link* link = bpf_program__attach(p.prog);
-    if (!link) return fail_errno("attach", p.what);
-    *p.link = link;  // the skeleton's destroy() detaches it
+  Result<std::unique_ptr<Impl>> loaded = fail("load step tracer", "", EINVAL);
+  const char* guard_name[] = {"fexit/get_signal kills it in its own context",
+                              "signal_generate kills it with bpf_send_signal_task",
+                              "signal_generate reports it and the tracer kills it"};
+  for (Guard g : {Guard::in_task, Guard::kfunc, Guard::user}) {
+    loaded = load(g);
+    if (loaded) {
+      log::info(std::string("step tracer: a held step continued from outside: ") +
+                guard_name[static_cast<int>(g)]);
+      break;
+    }
+    if (loaded.error().kind != "guard") return tl::unexpected(loaded.error());
+    log::debug("step tracer: " + loaded.error().message() + "; trying the next hold guard");
   }
+  if (!loaded) return tl::unexpected(loaded.error());
+  auto impl = std::move(*loaded);
 
   impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record,
                                     impl.get(), nullptr));
@@ -405,7 +525,7 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
 Status StepTracer::unwatch(std::uint64_t cgroup_id) {
   auto it = impl_->watches.find(cgroup_id);
   if (it == impl_->watches.end()) return fail("unwatch", std::to_string(cgroup_id), ENOENT);
-  Status resumed = impl_->resume(it->second);
+  Status resumed = impl_->expire_hold(it->second);
   bpf_map__delete_elem(impl_->skel->maps.watched, &cgroup_id, sizeof(cgroup_id), 0);
   inotify_rm_watch(impl_->inotify.get(), it->second.events_wd);
   impl_->watches.erase(it);
@@ -417,6 +537,9 @@ Status StepTracer::release(std::uint64_t cgroup_id) {
   std::string what = "cgroup " + std::to_string(cgroup_id);
   if (it == impl_->watches.end()) return fail("release", what, ENOENT, "not watched");
   WatchState& w = it->second;
+  if (w.hold_failed)
+    return fail("release", what, ECANCELED,
+                "the hold was lost or broken and the process killed (see hold_lost/hold_broken)");
   if (!w.held) return fail("release", what, EINVAL, "nothing is held (yet)");
   if (w.released) return fail("release", what, EALREADY);
   if (auto st = impl_->resume(w); !st) return st;

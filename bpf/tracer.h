@@ -37,13 +37,25 @@ struct TracerOptions {
   std::uint32_t ring_bytes = 0;
 };
 
+// What happens to a held process nobody released within hold_timeout (and
+// to one still held when its watch ends).
+enum class HoldExpiry {
+  kill,     // SIGKILL: it never runs without whatever the hold was for
+  release,  // SIGCONT: it runs anyway (a debugging aid: stepsnap-trace)
+};
+
 struct WatchOptions {
   // SIGSTOP the first process that execs in the cgroup before it runs a
-  // single instruction of the new program; release() resumes it.
+  // single instruction of the new program; release() resumes it. The kernel
+  // side fails closed: a hold it cannot report (ring buffer full) kills the
+  // process instead (hold_lost), and a held process continued by anyone
+  // else (kill -CONT, a shell's fg) is killed before its first instruction
+  // (hold_broken).
   bool hold_first_exec = false;
-  // A hold nobody releases within this time is released anyway, with a
+  // A hold nobody releases within this time ends with on_hold_timeout and a
   // hold_timeout event: a step is never hung by the tracer.
   std::chrono::milliseconds hold_timeout{std::chrono::seconds(60)};
+  HoldExpiry on_hold_timeout = HoldExpiry::kill;
   // The step's main process (whose exit status step_end reports). 0: the
   // first process that execs in the cgroup.
   pid_t main_pid = 0;
@@ -63,17 +75,24 @@ class StepTracer {
 
   StepTracer(StepTracer&&) noexcept;
   StepTracer& operator=(StepTracer&&) noexcept;
-  ~StepTracer();  // releases any process still held
+  // Detaches the programs. A process still held stays stopped, neither
+  // resumed nor killed: the tracer never lets a held process run by itself,
+  // and whether to kill it is its owner's decision (the agent's policy).
+  // Nothing guards the hold afterwards: a SIGCONT then resumes it.
+  ~StepTracer();
 
   // Watches a cgroup v2 directory (and its descendants). Returns its id, the
   // one events carry. Watch before putting processes in: processes already
   // inside are not counted by the kernel side, only by the cgroup.events
   // safety net.
   Result<std::uint64_t> watch(const std::string& cgroup_dir, const WatchOptions& options = {});
-  // Stops watching; a process still held is released first.
+  // Stops watching; a process still held gets the watch's on_hold_timeout
+  // (killed, unless the watch said release).
   Status unwatch(std::uint64_t cgroup_id);
   // Resumes the held process of a cgroup, exactly once. EINVAL when nothing
-  // is held (yet), EALREADY when it was released before.
+  // is held (yet), EALREADY when it was released before, ECANCELED when the
+  // hold was broken or lost (the process was killed, see hold_broken and
+  // hold_lost) or timed out.
   Status release(std::uint64_t cgroup_id);
 
   // Waits up to timeout for events (less when a hold deadline comes first)

@@ -21,6 +21,7 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::clone_create, "clone.create"},
     {Op::restore, "restore"},
     {Op::step_register, "step.register"},
+    {Op::step_unregister, "step.unregister"},
     {Op::step_status, "step.status"},
     {Op::run_show, "run.show"},
     {Op::run_clone, "run.clone"},
@@ -359,6 +360,13 @@ RequestArgs parse_args(Op op, Fields& f) {
       }
       a.command = f.string("command", false, kMaxCommandLength).value_or("");
       a.labels = f.labels("labels");
+      return a;
+    }
+    case Op::step_unregister: {
+      StepUnregisterArgs a;
+      a.pipeline = f.required_name("pipeline");
+      a.run = f.required_name("run");
+      a.step = f.required_name("step");
       return a;
     }
     case Op::step_status: {

@@ -48,6 +48,7 @@ enum class Op {
   clone_create,
   restore,
   step_register,
+  step_unregister,
   step_status,
   run_show,
   run_clone,
@@ -128,6 +129,12 @@ struct StepStatusArgs {
   std::string run;
   std::string step;
 };
+// step.unregister: drop a registration whose step has not started.
+struct StepUnregisterArgs {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+};
 struct RunShowArgs {
   std::string pipeline;
   std::string run;
@@ -148,10 +155,11 @@ struct EventsSubscribeArgs {
   bool follow = true;  // false: send what is stored, then end
 };
 
-using RequestArgs = std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs,
-                                 SnapshotCreateArgs, SnapshotListArgs, SnapshotShowArgs,
-                                 SnapshotDeleteArgs, CloneCreateArgs, RestoreArgs, StepRegisterArgs,
-                                 StepStatusArgs, RunShowArgs, RunCloneArgs, EventsSubscribeArgs>;
+using RequestArgs =
+    std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs, SnapshotCreateArgs,
+                 SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
+                 RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
+                 EventsSubscribeArgs, StepUnregisterArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

@@ -214,6 +214,7 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot));
       }
       case Op::step_register:
+      case Op::step_unregister:
       case Op::step_status:
       case Op::run_show:
         if (!policy_) {
@@ -233,6 +234,10 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
               .post_snapshot = a.policy == SnapshotPolicy::post || a.policy == SnapshotPolicy::both,
               .command = a.command,
               .labels = a.labels}));
+        }
+        if (request.op == Op::step_unregister) {
+          const auto& a = std::get<StepUnregisterArgs>(request.args);
+          return answer(policy_->unregister_step(a.pipeline, a.run, a.step));
         }
         if (request.op == Op::step_status) {
           const auto& a = std::get<StepStatusArgs>(request.args);

@@ -223,6 +223,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
                                           o.pool.low_space_percent);
   StepPolicyOptions policy_options;
   policy_options.hold_timeout = std::chrono::seconds(o.hold_timeout_seconds);
+  policy_options.step_lease = std::chrono::seconds(o.step_lease_seconds);
   auto policy = StepPolicy::start(*d->volumes_, *d->catalog_, *d->events_, policy_options);
   if (policy) {
     d->policy_ = std::move(*policy);

@@ -20,8 +20,8 @@ tl::unexpected<Error> flag_error(const std::string& flag, const std::string& wha
 }
 
 po::options_description describe(DaemonOptions& o, std::string& log_level, std::string& block,
-                                 std::string& loop_data, std::string& loop_meta,
-                                 std::string& hold) {
+                                 std::string& loop_data, std::string& loop_meta, std::string& hold,
+                                 std::string& lease) {
   po::options_description general("General");
   general.add_options()("help,h", "print this help and exit")(
       "config,c", po::value(&o.config_file)->value_name("FILE"),
@@ -45,6 +45,10 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
           std::to_string(o.hold_timeout_seconds)),
       "how long a step's first exec may be held for its pre-snapshot (1 to 86400); when it runs "
       "out the step is killed, since it would run without its pre-snapshot")(
+      "step-lease",
+      po::value(&lease)->value_name("SECONDS")->default_value(std::to_string(o.step_lease_seconds)),
+      "how long a registered step's cgroup may stay without a process (1 to 86400); then the "
+      "registration expires (an error event, op step.expire) and its name is free again")(
       "log-level", po::value(&log_level)->value_name("LEVEL")->default_value("info"),
       "debug, info, warn or error (logs go to stderr)");
   po::options_description pool("Thin pool (give devices, or loop files for development)");
@@ -75,8 +79,8 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
 }
 
 Status validate(DaemonOptions& o, const std::string& log_level, const std::string& block,
-                const std::string& loop_data, const std::string& loop_meta,
-                const std::string& hold) {
+                const std::string& loop_data, const std::string& loop_meta, const std::string& hold,
+                const std::string& lease) {
   if (!log::parse_level(log_level, &o.log_level)) {
     return flag_error("log-level",
                       "\"" + log_level + "\" is not a level; use debug, info, warn or error");
@@ -111,6 +115,18 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
                         "\"" + hold + "\" is not a whole number of seconds from 1 to 86400");
     }
     o.hold_timeout_seconds = seconds;
+  }
+  {
+    std::uint64_t seconds = 0;
+    auto [end, ec] = std::from_chars(lease.data(), lease.data() + lease.size(), seconds);
+    if (lease.empty() || ec != std::errc() || end != lease.data() + lease.size() ||
+        seconds < kMinStepLeaseSeconds || seconds > kMaxStepLeaseSeconds) {
+      return flag_error("step-lease",
+                        ""
+                        " + lease + "
+                        " is not a whole number of seconds from 1 to 86400");
+    }
+    o.step_lease_seconds = seconds;
   }
   if (auto problem = name_problem(o.pool.name)) {
     return flag_error("pool-name",
@@ -178,8 +194,8 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
 
 Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
   DaemonOptions o;
-  std::string log_level, block, loop_data, loop_meta, hold;
-  auto desc = describe(o, log_level, block, loop_data, loop_meta, hold);
+  std::string log_level, block, loop_data, loop_meta, hold, lease;
+  auto desc = describe(o, log_level, block, loop_data, loop_meta, hold, lease);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -203,7 +219,7 @@ Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
     // Boost's words already name the option ("unrecognised option '--x'").
     return tl::unexpected(fail(e.what(), "", 0, "see stepsnapd --help").value());
   }
-  if (auto r = validate(o, log_level, block, loop_data, loop_meta, hold); !r) {
+  if (auto r = validate(o, log_level, block, loop_data, loop_meta, hold, lease); !r) {
     return tl::unexpected(r.error());
   }
   return ParsedOptions(std::move(o));

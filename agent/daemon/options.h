@@ -17,6 +17,9 @@
 // at most a day (a step held longer is stuck, not slow).
 inline constexpr std::uint64_t kMinHoldTimeoutSeconds = 1;
 inline constexpr std::uint64_t kMaxHoldTimeoutSeconds = 86400;
+// Bounds of --step-lease: the same, for a registration nobody uses.
+inline constexpr std::uint64_t kMinStepLeaseSeconds = 1;
+inline constexpr std::uint64_t kMaxStepLeaseSeconds = 86400;
 
 namespace stepsnap::agent {
 
@@ -44,6 +47,9 @@ struct DaemonOptions {
   // the tracer lets it go (and the policy kills it: it would run without its
   // pre-state). A step is stopped all that time.
   std::uint64_t hold_timeout_seconds = 600;
+  // How long a registered step's cgroup may stay empty before the
+  // registration expires (its watch slot and name freed, an error event).
+  std::uint64_t step_lease_seconds = 60;
   log::Level log_level = log::Level::info;
   PoolConfig pool;
 

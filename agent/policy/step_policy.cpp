@@ -188,9 +188,18 @@ void StepPolicy::tracer_loop() {
       log::error("step tracer: " + r.error().message());
     }
     hold_due = enforce_hold_deadlines();
+    enforce_leases();
     if (stop) {
-      // Watches end with the tracer: a held step is released by its
-      // destructor, volumes stay as they are.
+      // Watches end with the tracer. First the releases the worker queued
+      // run; then every step still held is killed: once the programs are
+      // detached nothing would tell a SIGCONT from a release. Volumes stay
+      // as they are.
+      {
+        std::lock_guard lock(queue_mutex_);
+        for (auto& c : tracer_queue_) c(*tracer_);
+        tracer_queue_.clear();
+      }
+      abandon_holds();
       std::lock_guard lock(queue_mutex_);
       for (auto& c : tracer_queue_) c(*tracer_);
       tracer_queue_.clear();
@@ -218,6 +227,93 @@ std::optional<std::chrono::steady_clock::time_point> StepPolicy::enforce_hold_de
     apply(key, s, StepInput::hold_timeout);
   }
   return next;
+}
+
+void StepPolicy::abandon_holds() {
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::holding) continue;
+    s.error =
+        "stepsnapd stopped while the step was held for its pre-snapshot; killed, since nothing "
+        "guards a held step while no agent runs";
+    apply(key, s, StepInput::abandon);
+  }
+}
+
+void StepPolicy::enforce_leases() {
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::registered) continue;
+    struct stat st {};
+    if (::stat(s.args.cgroup.c_str(), &st) != 0 && errno == ENOENT) {
+      s.error = "its cgroup " + s.args.cgroup +
+                " was removed before the step started; registration expired";
+      expire(key, s, "step.expire", StepInput::expired);
+      continue;
+    }
+    if (now < s.lease_deadline) continue;
+    // A process there may still be setting up (mounts) before its exec:
+    // the lease only ends a registration nobody is using.
+    auto populated = cgroup_populated(s.args.cgroup);
+    if (populated && *populated) continue;
+    auto seconds = std::chrono::duration_cast<std::chrono::duration<double>>(options_.step_lease);
+    std::ostringstream text;
+    text << "no process entered its cgroup " << s.args.cgroup << " within the step lease ("
+         << seconds.count() << " s); registration expired, register it again to run it";
+    s.error = text.str();
+    expire(key, s, "step.expire", StepInput::expired);
+  }
+}
+
+void StepPolicy::expire(const std::string& key, Step& s, const std::string& op, StepInput input) {
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
+  log::warn("step " + key + ": " + s.error);
+  json data = step_ref(s.args);
+  data["op"] = op;
+  data["message"] = s.error;
+  data["cgroup"] = s.args.cgroup;
+  emit(EventType::error, data);
+  apply(key, s, input);  // -> failed, finish: step.finished, stop watching
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
+}
+
+Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std::string& run,
+                                         const std::string& step) {
+  const std::string key = step_key(pipeline, run, step);
+  {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it != steps_.end()) {
+      Step& s = it->second;
+      if (s.state == StepState::finished || s.state == StepState::failed) return step_json(s);
+      if (s.state != StepState::registered) {
+        return fail("unregister step", key, EBUSY,
+                    "the step has started (" + std::string(to_string(s.state)) +
+                        "); it ends when its processes exit");
+      }
+      // A process that has not exec'd yet would run its command unwatched
+      // once the watch is gone: the cgroup belongs to the step, so it goes.
+      auto populated = cgroup_populated(s.args.cgroup);
+      if (populated && *populated) {
+        if (auto k = kill_cgroup(s.args.cgroup); !k) {
+          return tl::unexpected(k.error().context("unregister step " + key));
+        }
+      }
+      s.error = "unregistered before it started: its launcher gave up on it (nothing ran)";
+      log::info("step " + key + ": " + s.error);
+      apply(key, s, StepInput::unregister);
+      return step_json(s);
+    }
+  }
+  // Not in memory: over, or from before a restart (recovery failed it).
+  auto rec = catalog_.find_step(pipeline, run, step);
+  if (!rec) return tl::unexpected(rec.error().context("unregister step"));
+  if (!*rec) return fail("unregister step", key, ENOENT, "no such step registered");
+  return record_json(**rec);
 }
 
 void StepPolicy::emit(EventType type, json data) {
@@ -288,11 +384,17 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
     s.args = args;
     s.cgroup_id = st.st_ino;
     s.registered_ns = now_ns();
+    s.lease_deadline = std::chrono::steady_clock::now() + options_.step_lease;
+    s.life = ++lives_;
     steps_[key] = std::move(s);
     by_cgroup_[st.st_ino] = key;
   }
+  // The tracer's timeout kills, never resumes: the policy's own deadline
+  // (kTracerHoldGrace earlier) normally acts first, and if it could not,
+  // the step still never runs without its pre-snapshot.
   bpf::WatchOptions w{.hold_first_exec = args.pre_snapshot,
                       .hold_timeout = options_.hold_timeout + kTracerHoldGrace,
+                      .on_hold_timeout = bpf::HoldExpiry::kill,
                       .boundaries_only = true};
   std::uint64_t id = 0;
   auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
@@ -334,6 +436,18 @@ void StepPolicy::on_event(const bpf::Event& e) {
   if (it == steps_.end()) return;
   Step& s = it->second;
   switch (e.type) {
+    case bpf::EventType::hold_lost:
+      s.error =
+          "the step's first exec could not be held (the tracer could not report it: ring buffer "
+          "full); the kernel killed it before its first instruction";
+      apply(k->second, s, StepInput::hold_lost);
+      break;
+    case bpf::EventType::hold_broken:
+      s.error =
+          "the held step was continued from outside (SIGCONT) before its pre-snapshot was "
+          "released; the kernel killed it before its first instruction";
+      apply(k->second, s, StepInput::hold_broken);
+      break;
     case bpf::EventType::exec:
       if (e.held) {
         s.pid = e.tgid;
@@ -342,6 +456,11 @@ void StepPolicy::on_event(const bpf::Event& e) {
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
         s.pid = e.tgid;
+        if (s.args.pre_snapshot && s.state == StepState::registered) {
+          s.error =
+              "the step's first exec was not held, so it would run without its pre-snapshot; "
+              "killed";
+        }
         apply(k->second, s, StepInput::exec);
       }
       break;
@@ -423,7 +542,11 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       log::error("step " + key + ": " + s.error + "; killing its cgroup" +
                  (k ? "" : " failed: " + k.error().message()));
       json data = step_ref(s.args);
-      data["op"] = "step.pre_snapshot";
+      // step.hold: the hold itself failed (lost, broken, never made, or
+      // abandoned at stop); step.pre_snapshot: the snapshot failed or was late.
+      bool hold = input == StepInput::hold_lost || input == StepInput::hold_broken ||
+                  input == StepInput::exec || input == StepInput::abandon;
+      data["op"] = hold ? "step.hold" : "step.pre_snapshot";
       data["message"] = s.error;
       data["cgroup"] = s.args.cgroup;
       data["killed"] = static_cast<bool>(k);
@@ -475,7 +598,12 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   auto group = volumes_.snapshot_group(volumes, info, labels, extra);
   std::lock_guard lock(mutex_);
   auto it = steps_.find(key);
-  if (it == steps_.end()) return;
+  if (it == steps_.end()) {
+    // The step ended meanwhile and left memory (killed while this group
+    // waited for the pool): the snapshots exist, so its row names them.
+    if (group) record_late_snapshots(info, phase, *group);
+    return;
+  }
   Step& s = it->second;
   if (!group) {
     s.error = std::string(to_string(phase)) + "-snapshot failed: " + group.error().message();
@@ -533,6 +661,32 @@ void StepPolicy::finish_step(const std::string& key, Step& s) {
   by_cgroup_.erase(s.cgroup_id);
   log::info("step " + key + ": " + std::string(to_string(s.state)) + ", exit status " +
             (status ? std::to_string(*status) : std::string("unknown")));
+  forget_later(key, s);
+}
+
+void StepPolicy::forget_later(const std::string& key, const Step& s) {
+  // Over steps leave memory; the catalog has their last record, which
+  // status() and run() read. Later, on the tracer thread: callers up the
+  // stack still hold references to this step.
+  post_tracer([this, key, life = s.life](bpf::StepTracer&) {
+    std::lock_guard lock(mutex_);
+    auto it = steps_.find(key);
+    if (it == steps_.end() || it->second.life != life) return;
+    if (it->second.state != StepState::finished && it->second.state != StepState::failed) return;
+    steps_.erase(it);
+  });
+}
+
+void StepPolicy::record_late_snapshots(const StepInfo& info, Phase phase,
+                                       const GroupSnapshot& group) {
+  auto rec = catalog_.find_step(info.pipeline, info.run, info.step);
+  if (!rec || !*rec) return;
+  StepRecord r = **rec;
+  auto& names = phase == Phase::pre ? r.pre_snapshots : r.post_snapshots;
+  for (const auto& d : group.snapshots) names.push_back(d.name);
+  if (auto w = catalog_.save_step(r); !w) {
+    log::error("step " + step_key(info.pipeline, info.run, info.step) + ": " + w.error().message());
+  }
 }
 
 json StepPolicy::step_json(const Step& s) const { return record_json(record_of(s)); }

@@ -63,11 +63,15 @@ struct StepPolicyOptions {
   bpf::TracerOptions tracer;
   // How long a step may be held for its pre-snapshot. When it runs out the
   // policy kills the step's cgroup while the step is still stopped (it would
-  // otherwise run without a pre-snapshot). The tracer's own hold timeout,
-  // which resumes the step, is set kTracerHoldGrace later as a backstop
-  // only: resuming first and killing after would let the step run a few
-  // instructions with no pre-snapshot.
+  // otherwise run without a pre-snapshot). The tracer's own hold timeout is
+  // an "on timeout: kill" watch set kTracerHoldGrace later, a backstop
+  // only: the tracer never resumes a held step by itself.
   std::chrono::milliseconds hold_timeout{std::chrono::minutes(10)};
+  // A registration whose cgroup has no process within this time expires
+  // (an error event, op step.expire), and so does one whose cgroup
+  // directory is removed before the step started: its watch slot and name
+  // are freed.
+  std::chrono::milliseconds step_lease{std::chrono::seconds(60)};
 };
 
 inline constexpr std::chrono::milliseconds kTracerHoldGrace{2000};
@@ -81,13 +85,22 @@ class StepPolicy {
   StepPolicy(const StepPolicy&) = delete;
   StepPolicy& operator=(const StepPolicy&) = delete;
 
-  // Finishes the snapshot under way, stops watching (a held step is
-  // released by the tracer), joins both threads. Idempotent.
+  // Finishes the snapshot under way, kills every step still held (nothing
+  // guards a hold once the tracer is gone: a SIGCONT would run it without
+  // its pre-snapshot), stops watching, joins both threads. Idempotent.
   void stop();
 
   // Errors: EEXIST (step registered and not over), ENOENT (volume), ENXIO
   // (volume not active), EINVAL (volume is a snapshot), or the tracer's.
   Result<nlohmann::json> register_step(const StepSpec& spec);
+  // Drops a registration whose step has not started (state registered):
+  // its watch ends, its cgroup is killed if a process is in it (one that
+  // has not exec'd yet and would otherwise run unwatched), and it is
+  // recorded failed with the reason. A step already over answers as it is.
+  // Errors: ENOENT (no such step), EBUSY (started: it ends when its
+  // processes exit).
+  Result<nlohmann::json> unregister_step(const std::string& pipeline, const std::string& run,
+                                         const std::string& step);
   Result<nlohmann::json> status(const std::string& pipeline, const std::string& run,
                                 const std::string& step);
   Result<nlohmann::json> run(const std::string& pipeline, const std::string& run);
@@ -103,6 +116,12 @@ class StepPolicy {
     std::uint64_t exec_mono_ns = 0;
     // While holding: when the policy gives up on the pre-snapshot.
     std::chrono::steady_clock::time_point hold_deadline{};
+    // While registered: when the registration expires if its cgroup is
+    // still empty.
+    std::chrono::steady_clock::time_point lease_deadline{};
+    // Which registration of this name it is: a deferred removal from
+    // memory must not remove a newer one.
+    std::uint64_t life = 0;
     std::int64_t registered_ns = 0;
     std::int64_t started_ns = 0;
     std::int64_t finished_ns = 0;
@@ -128,11 +147,24 @@ class StepPolicy {
   // Tracer thread: kills held steps whose hold_deadline passed. Returns the
   // next deadline still pending, if any (for the epoll timeout).
   std::optional<std::chrono::steady_clock::time_point> enforce_hold_deadlines();
+  // Tracer thread: expires registrations whose lease ran out with an empty
+  // cgroup, or whose cgroup directory is gone.
+  void enforce_leases();
+  // mutex_ held: ends a registered step that never started, with an error
+  // event (op) saying why.
+  void expire(const std::string& key, Step& step, const std::string& op, StepInput input);
+  // Tracer thread, at stop: kills the steps still held.
+  void abandon_holds();
   // mutex_ held.
   void apply(const std::string& key, Step& step, StepInput input);
   void take_snapshots(const std::string& key, Phase phase);
   // mutex_ held: step.finished, stop watching.
   void finish_step(const std::string& key, Step& step);
+  // Removes an over step from memory later, on the tracer thread.
+  void forget_later(const std::string& key, const Step& step);
+  // mutex_ held: a group that completed after its step left memory is
+  // added to the step's catalog row.
+  void record_late_snapshots(const StepInfo& info, Phase phase, const GroupSnapshot& group);
   void emit(EventType type, nlohmann::json data);
   // mutex_ held: writes the step's row (inside the caller's transaction when
   // one is open, so the row and the event commit together). A failed write
@@ -151,8 +183,10 @@ class StepPolicy {
   std::optional<bpf::StepTracer> tracer_;  // the tracer thread's only
   UniqueFd wake_;                          // eventfd: commands for the tracer thread
 
-  std::mutex mutex_;  // steps_, by_cgroup_
-  std::map<std::string, Step> steps_;
+  std::mutex mutex_;                   // steps_, by_cgroup_
+  std::map<std::string, Step> steps_;  // steps not over, and over ones until the tracer
+                                       // thread forgets them (the catalog keeps them)
+  std::uint64_t lives_ = 0;
   std::map<std::uint64_t, std::string> by_cgroup_;
 
   std::mutex queue_mutex_;

@@ -34,17 +34,30 @@ StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags
         return flags.pre ? StepTransition{S::holding, A::take_pre}
                          : StepTransition{S::running, A::release};
       }
-      if (input == I::exec) return {S::running, A::mark_started};
+      // Under a pre policy every first exec must come held: one that did
+      // not (its hold was never made) is already running its program
+      // without a pre-snapshot, so it is killed, never called started.
+      if (input == I::exec) {
+        return flags.pre ? StepTransition{S::failed, A::kill}
+                         : StepTransition{S::running, A::mark_started};
+      }
+      if (input == I::hold_lost) return {S::failed, A::kill};
       // Gone before any exec: the step's launcher failed in its setup, so
       // CMD never ran; there is no state worth a post-snapshot.
-      if (input == I::step_end) return {S::failed, A::finish};
+      if (input == I::step_end || input == I::unregister || input == I::expired) {
+        return {S::failed, A::finish};
+      }
       break;
     case S::holding:
       if (input == I::pre_done) return {S::running, A::release};
-      if (input == I::pre_failed || input == I::hold_timeout) return {S::failed, A::kill};
+      if (input == I::pre_failed || input == I::hold_timeout || input == I::hold_broken ||
+          input == I::abandon) {
+        return {S::failed, A::kill};
+      }
       break;
     case S::running:
       if (input == I::step_end) return end_action();
+      if (input == I::hold_broken) return {S::failed, A::kill};
       break;
     case S::finishing:
       if (input == I::post_done) return {S::finished, A::none};

@@ -4,10 +4,25 @@
 //
 //   registered --held exec--> holding   (take pre-snapshots; step stopped)
 //   registered --exec-------> running   (no pre policy: just note the start)
+//   registered --exec-------> failed    (pre policy: an exec that was not held
+//                                        would run without its pre-snapshot;
+//                                        kill it)
+//   registered --hold lost--> failed    (the kernel killed the exec it could
+//                                        not hold; kill the rest)
 //   registered --step end---> failed    (no exec ever: its launcher failed)
+//   registered --unregister-> failed    (dropped before it started; finish)
+//   registered --expired----> failed    (no process in its lease, or its
+//                                        cgroup vanished; finish)
 //   holding   --pre done----> running   (release the step)
 //   holding   --pre failed--> failed    (kill the cgroup, never release)
 //   holding   --hold timeout> failed    (kill it while still stopped)
+//   holding   --hold broken-> failed    (continued from outside before its
+//                                        release: the kernel killed it; kill
+//                                        the rest)
+//   holding   --abandon-----> failed    (the agent stops: kill it, nothing
+//                                        would guard the hold)
+//   running   --hold broken-> failed    (continued from outside between the
+//                                        decision to release and the release)
 //   running   --step end----> finishing (take post-snapshots, or finish)
 //   holding   --step end----> holding   (remembered; handled at pre done)
 //   finishing --post done---> finished
@@ -28,6 +43,11 @@ enum class StepInput {
   pre_done,      // pre-snapshots taken
   pre_failed,    // pre-snapshots failed
   hold_timeout,  // the pre-snapshot was not taken within --hold-timeout
+  hold_lost,     // the kernel killed the first exec: its hold could not be reported
+  hold_broken,   // the held process was continued (SIGCONT) before its release
+  abandon,       // the agent stops while the step is held
+  unregister,    // step.unregister before the step started
+  expired,       // no process in the cgroup within the lease, or the cgroup is gone
   step_end,      // every process of the step is gone
   post_done,
   post_failed,

@@ -106,8 +106,16 @@ Status StepsnapdClient::step_finished(const StepRef& ref, int) {
 }
 
 Status StepsnapdClient::unregister_step(const StepRef& ref) {
-  // The agent ends a step when its cgroup empties, exec or not; waiting
-  // here keeps its record from saying "running" after runner is gone.
+  // The step never ran: drop its registration now rather than leave the
+  // agent watching a cgroup runner is about to remove. An agent that already
+  // ended the step (its cgroup emptied) answers with it as it is. "busy"
+  // means the step did start (a first exec raced runner's failure): then
+  // wait for the agent to finish it, so its record never says "running"
+  // after runner is gone. An agent without the op (unknown_op) ends it by
+  // itself once the cgroup empties: wait for that, as before.
+  auto r = api_.request("step.unregister", ref_json(ref));
+  if (r) return {};
+  if (r.error().kind != "busy" && r.error().kind != "unknown_op") return tl::unexpected(r.error());
   auto status = wait_until_done(ref, kUnregisterLimit);
   if (!status) return tl::unexpected(status.error());
   return {};

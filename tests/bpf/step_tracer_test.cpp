@@ -80,6 +80,19 @@ class Pending {
     waitpid(pid_, &status, 0);
     return status;
   }
+  // The raw wait status, or nullopt if it is still alive after `limit` (it
+  // is then killed and reaped, so a test that fails never hangs).
+  std::optional<int> wait_for(std::chrono::milliseconds limit) {
+    auto deadline = std::chrono::steady_clock::now() + limit;
+    int status = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (waitpid(pid_, &status, WNOHANG) == pid_) return status;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ::kill(pid_, SIGKILL);
+    waitpid(pid_, &status, 0);
+    return std::nullopt;
+  }
 
  private:
   pid_t pid_ = -1;
@@ -194,7 +207,8 @@ TEST_F(StepTracerTest, UnreleasedHoldIsReleasedAtTheTimeout) {
   Cgroup cg = make_cgroup("timeout");
   std::string marker = "/tmp/stepsnap-bpf-timeout-" + std::to_string(getpid());
   ::unlink(marker.c_str());
-  auto id = watch(cg, {.hold_first_exec = true, .hold_timeout = 500ms});
+  auto id = watch(
+      cg, {.hold_first_exec = true, .hold_timeout = 500ms, .on_hold_timeout = HoldExpiry::release});
 
   Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
   step.go(cg);
@@ -209,6 +223,120 @@ TEST_F(StepTracerTest, UnreleasedHoldIsReleasedAtTheTimeout) {
   EXPECT_TRUE(WIFEXITED(step.wait()));
   EXPECT_TRUE(exists(marker));
   ::unlink(marker.c_str());
+}
+
+// The agent's watch: an unreleased hold ends with the process killed, never
+// resumed, so the step cannot run without its pre-snapshot.
+TEST_F(StepTracerTest, UnreleasedHoldIsKilledAtTheTimeoutByDefault) {
+  Cgroup cg = make_cgroup("timeout-kill");
+  std::string marker = "/tmp/stepsnap-bpf-timeout-kill-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true, .hold_timeout = 300ms});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::hold_timeout, id) > 0; }));
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status) << "the held step was neither killed nor resumed";
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
+  EXPECT_FALSE(exists(marker)) << "the step ran after its hold timed out";
+  EXPECT_EQ(to_json(of(EventType::hold_timeout, id)[0])["action"], "killed");
+  EXPECT_EQ(tracer_->release(id).error().err, EALREADY);
+}
+
+// Anyone allowed to signal the step (its session, a shell's fg) can send
+// SIGCONT. A held step continued that way is killed by the kernel side on
+// its way back to user space: its program never runs an instruction.
+TEST_F(StepTracerTest, HeldStepContinuedFromOutsideIsKilledBeforeItsFirstInstruction) {
+  Cgroup cg = make_cgroup("cont");
+  std::string marker = "/tmp/stepsnap-bpf-cont-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true, .hold_timeout = 60s});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  ASSERT_TRUE(of(EventType::exec, id)[0].held);
+  // Stopped for sure before the SIGCONT, so this is the continue of a stop.
+  for (int i = 0; i < 200 && proc_state(step.pid()) != 'T'; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(proc_state(step.pid()), 'T');
+  ASSERT_EQ(::kill(step.pid(), SIGCONT), 0);
+
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status) << "still alive after its hold was broken";
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
+  EXPECT_FALSE(exists(marker)) << "a SIGCONT from outside ran the held step";
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::hold_broken, id) > 0; }));
+  auto broken = of(EventType::hold_broken, id);
+  ASSERT_EQ(broken.size(), 1u);
+  EXPECT_EQ(broken[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  auto r = tracer_->release(id);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().err, ECANCELED);
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(count(EventType::hold_released, id), 0u);
+  ::unlink(marker.c_str());
+}
+
+// A SIGCONT that arrives after the release is no broken hold.
+TEST_F(StepTracerTest, SigcontAfterTheReleaseIsHarmless) {
+  Cgroup cg = make_cgroup("cont-after");
+  auto id = watch(cg, {.hold_first_exec = true});
+  Pending step = shell("kill -CONT $$; exit 4");
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  ASSERT_TRUE(tracer_->release(id));
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 4);
+  EXPECT_EQ(count(EventType::hold_broken, id), 0u);
+}
+
+// The hold's record is reserved before the SIGSTOP: with the ring full, the
+// first exec is killed (fail closed) instead of being stopped with nobody
+// told, and the lost record still comes out as a hold_lost.
+TEST_F(StepTracerTest, HoldWhoseRecordCannotBeWrittenKillsTheStepAndIsReported) {
+  auto small =
+      StepTracer::open({.ring_bytes = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE))});
+  ASSERT_TRUE(small) << small.error().message();
+  tracer_.emplace(std::move(*small));
+  // Fill the ring: a chatty step nobody polls for.
+  Cgroup noisy = make_cgroup("fill");
+  watch(noisy);
+  Pending filler = shell("i=0; while [ $i -lt 20 ]; do /bin/true & i=$((i+1)); done; wait");
+  filler.go(noisy);
+  ASSERT_EQ(filler.wait(), 0);
+
+  Cgroup cg = make_cgroup("lost");
+  std::string marker = "/tmp/stepsnap-bpf-lost-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true, .hold_timeout = 60s});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status) << "held with its record lost: stopped forever";
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
+  EXPECT_FALSE(exists(marker));
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::hold_lost, id) > 0; }));
+  EXPECT_EQ(count(EventType::hold_lost, id), 1u);
+  EXPECT_EQ(count(EventType::exec, id), 0u) << "a held exec was reported for a killed step";
+  ASSERT_TRUE(poll_until_end(id));
+  ::unlink(marker.c_str());
+}
+
+// The tracer going away (the agent stopping) never resumes a held step.
+TEST_F(StepTracerTest, ClosingTheTracerLeavesAHeldStepStopped) {
+  Cgroup cg = make_cgroup("close");
+  std::string marker = "/tmp/stepsnap-bpf-close-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  watch(cg, {.hold_first_exec = true});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return !events_.empty() && events_[0].held; }));
+  for (int i = 0; i < 200 && proc_state(step.pid()) != 'T'; ++i) std::this_thread::sleep_for(5ms);
+  tracer_.reset();
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(proc_state(step.pid()), 'T') << "the tracer's end resumed a held step";
+  EXPECT_FALSE(exists(marker));
+  ::kill(step.pid(), SIGKILL);
+  step.wait();
 }
 
 TEST_F(StepTracerTest, StepOfFiftyChildrenThatEachExecAndExitEndsOnce) {

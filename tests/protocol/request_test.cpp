@@ -84,6 +84,7 @@ TEST(Request, EveryOpParsesWithMinimalArgs) {
         {"cgroup", "/sys/fs/cgroup/x"},
         {"volumes", {"ws"}}}},
       {"step.status", {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}}},
+      {"step.unregister", {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}}},
       {"run.show", {{"pipeline", "p"}, {"run", "r"}}},
       {"events.subscribe", json::object()},
   };
@@ -122,6 +123,23 @@ TEST(Request, StepRegisterDefaultsToBoth) {
       req("step.register",
           {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}}));
   EXPECT_EQ(std::get<StepRegisterArgs>(r.args).policy, SnapshotPolicy::both);
+}
+
+TEST(Request, StepUnregisterNamesTheStepAndNothingElse) {
+  auto r = accepted(req("step.unregister", {{"pipeline", "p"}, {"run", "r1"}, {"step", "train"}}));
+  ASSERT_EQ(r.op, Op::step_unregister);
+  const auto& a = std::get<StepUnregisterArgs>(r.args);
+  EXPECT_EQ(a.pipeline, "p");
+  EXPECT_EQ(a.run, "r1");
+  EXPECT_EQ(a.step, "train");
+  EXPECT_EQ(rejected(req("step.unregister", {{"pipeline", "p"}, {"run", "r1"}})).code,
+            code::missing_field);
+  auto extra = rejected(
+      req("step.unregister", {{"pipeline", "p"}, {"run", "r1"}, {"step", "s"}, {"cgroup", "/c"}}));
+  EXPECT_EQ(extra.code, code::unknown_field);
+  EXPECT_EQ(
+      rejected(req("step.unregister", {{"pipeline", "p"}, {"run", "r1"}, {"step", "a/b"}})).code,
+      code::invalid_value);
 }
 
 TEST(Request, EventsSubscribe) {

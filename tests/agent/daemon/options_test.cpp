@@ -43,6 +43,21 @@ TEST(Options, DefaultsWithDevices) {
   EXPECT_EQ(o.log_level, log::Level::info);
   EXPECT_EQ(o.event_retention, 100000u);
   EXPECT_EQ(o.hold_timeout_seconds, 600u);
+  EXPECT_EQ(o.step_lease_seconds, 60u);
+}
+
+TEST(Options, StepLeaseIsWholeSecondsWithinBounds) {
+  auto args = kDevices;
+  args.insert(args.end(), {"--step-lease", "5"});
+  EXPECT_EQ(ok(args).step_lease_seconds, 5u);
+  for (const char* bad : {"0", "86401", "-1", "2.5", "1m", ""}) {
+    auto a = kDevices;
+    a.insert(a.end(), {"--step-lease", bad});
+    std::string e = error_of(a);
+    EXPECT_EQ(e.rfind("--step-lease", 0), 0u) << bad << ": " << e;
+    EXPECT_NE(e.find("1 to 86400"), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
 }
 
 TEST(Options, HoldTimeoutIsWholeSecondsWithinBounds) {
@@ -73,9 +88,10 @@ TEST(Options, HelpExplainsEveryFlag) {
   auto r = parse({"--help"});
   ASSERT_TRUE(r);
   auto text = std::get<HelpRequested>(*r).text;
-  for (const char* flag : {"--config", "--state-dir", "--socket", "--socket-group", "--event-log",
-                           "--log-level", "--pool-data-device", "--pool-loop-dir",
-                           "--pool-block-size", "--event-retention", "--hold-timeout"}) {
+  for (const char* flag :
+       {"--config", "--state-dir", "--socket", "--socket-group", "--event-log", "--log-level",
+        "--pool-data-device", "--pool-loop-dir", "--pool-block-size", "--event-retention",
+        "--hold-timeout", "--step-lease"}) {
     EXPECT_NE(text.find(flag), std::string::npos) << flag;
   }
 }

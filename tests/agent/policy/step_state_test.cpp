@@ -12,6 +12,7 @@ using A = StepAction;
 constexpr StepPolicyFlags kBoth{true, true};
 constexpr StepPolicyFlags kPost{false, true};
 constexpr StepPolicyFlags kNone{false, false};
+constexpr StepPolicyFlags kPre{true, false};
 
 void expect(StepTransition t, S next, A action) {
   EXPECT_EQ(t.next, next) << to_string(t.next);
@@ -51,6 +52,36 @@ TEST(StepState, WithoutPrePolicyAHeldExecIsReleasedAtOnce) {
 TEST(StepState, NonePolicyFinishesWithoutSnapshots) {
   expect(step_transition(S::registered, I::exec, kNone), S::running, A::mark_started);
   expect(step_transition(S::running, I::step_end, kNone), S::finished, A::finish);
+}
+
+// Under a pre policy the first exec must come held; an unheld one is
+// already running its program without a pre-snapshot: killed, never started.
+TEST(StepState, AnUnheldFirstExecUnderAPrePolicyIsKilledNotStarted) {
+  for (auto flags : {kBoth, kPre})
+    expect(step_transition(S::registered, I::exec, flags), S::failed, A::kill);
+  expect(step_transition(S::failed, I::step_end, kPre), S::failed, A::finish);
+}
+
+TEST(StepState, AHoldLostOrBrokenInTheKernelFailsTheStep) {
+  expect(step_transition(S::registered, I::hold_lost, kBoth), S::failed, A::kill);
+  expect(step_transition(S::holding, I::hold_broken, kBoth), S::failed, A::kill);
+  // Continued between the decision to release and the release itself.
+  expect(step_transition(S::running, I::hold_broken, kBoth), S::failed, A::kill);
+  // A pre-snapshot that completes after the break changes nothing.
+  expect(step_transition(S::failed, I::pre_done, kBoth), S::failed, A::none);
+}
+
+TEST(StepState, AnAgentStoppingKillsAHeldStep) {
+  expect(step_transition(S::holding, I::abandon, kBoth), S::failed, A::kill);
+}
+
+TEST(StepState, UnregisterAndExpiryEndOnlyAStepThatHasNotStarted) {
+  for (auto in : {I::unregister, I::expired}) {
+    expect(step_transition(S::registered, in, kBoth), S::failed, A::finish);
+    expect(step_transition(S::holding, in, kBoth), S::holding, A::none);
+    expect(step_transition(S::running, in, kBoth), S::running, A::none);
+    expect(step_transition(S::finished, in, kBoth), S::finished, A::none);
+  }
 }
 
 TEST(StepState, DuplicateInputsAreIgnored) {
