@@ -448,8 +448,8 @@ def typed_override(name, default, text):
         return text
     except ValueError:
         raise ValueError(
-            "--param %s=%s: %s is a pipeline parameter of type %s (%r in the notebook); give a %s"
-            % (name, text, name, kind, default, kind)
+            "--param %s=%s: %s is a pipeline parameter of type %s (%r in the notebook); give %s %s"
+            % (name, text, name, kind, default, "an" if kind == "int" else "a", kind)
         ) from None
 
 
