@@ -242,6 +242,18 @@ class StepProcess(unittest.TestCase):
         self.assertIn("is not the one runner compiled", r.stderr)
         self.assertEqual(r.stderr.count("\n"), 1)
 
+    def test_a_value_that_cannot_be_saved_stops_the_step_in_one_line(self):
+        with open(self.nb) as f:
+            nb = json.load(f)
+        nb["cells"].append({"cell_type": "code", "metadata": {}, "outputs": [],
+                            "source": "gen = (i for i in range(3))"})
+        with open(self.nb, "w") as f:
+            json.dump(nb, f)
+        r = self.step("--step", "g", "--cells", "5", "--outputs", "gen")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot save variable 'gen' (type generator)", r.stderr)
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+
     def test_a_missing_input_is_one_line(self):
         r = self.step("--step", "b", "--cells", "3", "--inputs", "xs")
         self.assertEqual(r.returncode, 1)

@@ -125,7 +125,7 @@ std::string small_notebook(const std::string& failing_source) {
               {"metadata", {{"kubeflow_notebook", {{"pipeline_name", "fails"}}}}},
               {"cells",
                {cell("x = 41", {"block:a"}), cell(failing_source, {"block:b", "prev:a"}),
-                cell("z = y", {"block:c", "prev:b"}), cell("w = x + 1", {"block:d", "prev:a"})}}}
+                cell("z = y", {"block:c", "prev:b"}), cell("w = x + 1", {"block:d", "prev:a", "limit:memory:256Mi"})}}}
       .dump();
 }
 
@@ -135,6 +135,7 @@ TEST_F(NotebookVm, AFailingCellFailsItsStepAndSkipsOnlyItsDependents) {
   EXPECT_EQ(r.rc, 1) << r.out << r.err;
   EXPECT_NE(r.out.find("b: failed (exit 1)"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("c: skipped: depends on failed step b"), std::string::npos) << r.out;
+  // d ran under its limit:memory tag, as its cgroup's memory.max.
   EXPECT_NE(r.out.find("d: ok"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("house-prices.ipynb cell 1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("RuntimeError: boom"), std::string::npos) << r.err;
