@@ -112,6 +112,15 @@ TEST_F(NotebookVm, TheHousePricesNotebookRunsAsAPipelineWithItsVariablesInTheSna
   EXPECT_NE(metrics.find("\"r2\""), std::string::npos) << metrics;
 }
 
+// Block d reads its own cgroup's memory.max (cgroup v2, at /sys/fs/cgroup or,
+// on hybrid hosts, /sys/fs/cgroup/unified) and records it as a metric.
+const char* kReadMemoryMax = R"(import os
+w = x + 1
+own = [l.split("::", 1)[1] for l in open("/proc/self/cgroup").read().splitlines() if l.startswith("0::")][0]
+root = [b for b in ("/sys/fs/cgroup/unified", "/sys/fs/cgroup") if os.path.exists(b + "/cgroup.controllers")][0]
+memory_max = int(open(root + own + "/memory.max").read())
+)";
+
 std::string small_notebook(const std::string& failing_source) {
   auto cell = [](const std::string& src, const std::vector<std::string>& tags) {
     return json{{"cell_type", "code"},
@@ -125,7 +134,9 @@ std::string small_notebook(const std::string& failing_source) {
               {"metadata", {{"kubeflow_notebook", {{"pipeline_name", "fails"}}}}},
               {"cells",
                {cell("x = 41", {"block:a"}), cell(failing_source, {"block:b", "prev:a"}),
-                cell("z = y", {"block:c", "prev:b"}), cell("w = x + 1", {"block:d", "prev:a", "limit:memory:256Mi"})}}}
+                cell("z = y", {"block:c", "prev:b"}),
+                cell(kReadMemoryMax, {"block:d", "prev:a", "limit:memory:256Mi"}),
+                cell("print(memory_max)", {"pipeline-metrics"})}}}
       .dump();
 }
 
@@ -137,6 +148,7 @@ TEST_F(NotebookVm, AFailingCellFailsItsStepAndSkipsOnlyItsDependents) {
   EXPECT_NE(r.out.find("c: skipped: depends on failed step b"), std::string::npos) << r.out;
   // d ran under its limit:memory tag, as its cgroup's memory.max.
   EXPECT_NE(r.out.find("d: ok"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("memory_max  268435456"), std::string::npos) << r.out;
   EXPECT_NE(r.err.find("house-prices.ipynb cell 1"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("RuntimeError: boom"), std::string::npos) << r.err;
   json b = step("fails", "r1", "b");
