@@ -6,17 +6,21 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <mutex>
 #include <set>
 #include <thread>
+#include <variant>
 
 #include "common/names.h"
 #include "runner/exec/exec.h"
+#include "runner/exec/stepsnapd_client.h"
+#include "runner/pipeline/notebook_compile.h"
 #include "runner/pipeline/pipeline_report.h"
 #include "runner/pipeline/pipeline_spec.h"
-#include "runner/exec/stepsnapd_client.h"
 
 namespace stepsnap::runner {
 
@@ -26,6 +30,7 @@ namespace {
 
 constexpr int kRunnerFailed = 125;
 constexpr int kStepFailed = 1;
+constexpr int kBadNotebook = 2;
 
 int say(const std::string& message) {
   std::cerr << "runner: " << message << "\n";
@@ -134,7 +139,8 @@ Result<RunPlan> restore_plan(protocol::ApiClient& api, const PipelineSpec& spec,
 }
 
 // Fails when the run already has a clone: a run id names one run.
-Status check_run_is_new(protocol::ApiClient& api, const PipelineSpec& spec, const std::string& run) {
+Status check_run_is_new(protocol::ApiClient& api, const PipelineSpec& spec,
+                        const std::string& run) {
   auto volumes = api.request("volume.list", json::object());
   if (!volumes) return tl::unexpected(volumes.error());
   for (const auto& v : (*volumes)["volumes"]) {
@@ -170,12 +176,81 @@ Status make_run_volumes(protocol::ApiClient& api, const PipelineSpec& spec, RunP
   return {};
 }
 
+// A notebook compiled, its warnings printed; or the exit status to return.
+std::variant<CompiledNotebook, int> compile_or_status(const PipelineRunOptions& o) {
+  NotebookCompileOptions c{o.file, o.volumes, o.params, ""};
+  auto compiled = compile_notebook(c);
+  if (!compiled) {
+    say(compiled.error().message());
+    return kBadNotebook;
+  }
+  for (const auto& w : compiled->warnings) std::cerr << "runner: warning: " << w << "\n";
+  return std::move(*compiled);
+}
+
+// A notebook step writes its pipeline-metrics to a host file runner names in
+// STEPSNAP_METRICS_FILE (the step's volumes are clones mounted only in its
+// own mount namespace, so runner cannot read them there).
+class MetricsFolder {
+ public:
+  MetricsFolder() {
+    char path[] = "/tmp/stepsnap-metrics-XXXXXX";
+    if (::mkdtemp(path)) dir_ = path;
+  }
+  ~MetricsFolder() {
+    std::error_code ec;
+    if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
+  }
+  MetricsFolder(const MetricsFolder&) = delete;
+  MetricsFolder& operator=(const MetricsFolder&) = delete;
+  std::string file_for(const std::string& step) const {
+    return dir_.empty() ? "" : dir_ + "/" + step + ".json";
+  }
+  // The step's metrics as name, value text; none when it wrote none.
+  std::vector<std::pair<std::string, std::string>> read(const std::string& step) const {
+    std::vector<std::pair<std::string, std::string>> out;
+    std::ifstream in(file_for(step));
+    if (!in) return out;
+    try {
+      json j = json::parse(in);
+      for (const auto& [name, value] : j["metrics"].items())
+        out.emplace_back(name, value.is_string() ? value.get<std::string>() : value.dump());
+    } catch (const json::exception&) {
+      out.emplace_back("(unreadable)", file_for(step));
+    }
+    return out;
+  }
+
+ private:
+  std::string dir_;
+};
+
 }  // namespace
 
+int compile_pipeline(const PipelineRunOptions& o) {
+  auto compiled = compile_or_status(o);
+  if (auto* status = std::get_if<int>(&compiled)) return *status;
+  std::cout << pipeline_to_json(std::get<CompiledNotebook>(compiled).spec) << "\n";
+  return 0;
+}
+
 int run_pipeline(const PipelineRunOptions& o) {
+  const bool notebook = is_notebook_path(o.file);
+  Result<PipelineSpec> spec = tl::unexpected(Error{});
+  std::set<std::string> metric_steps;
+  if (notebook) {
+    // Compiled first, as root or not: a notebook that cannot become a
+    // pipeline is exit 2 with nothing created.
+    auto compiled = compile_or_status(o);
+    if (auto* status = std::get_if<int>(&compiled)) return *status;
+    auto& c = std::get<CompiledNotebook>(compiled);
+    for (const auto& [step, names] : c.metrics) metric_steps.insert(step);
+    spec = std::move(c.spec);
+  }
   if (::geteuid() != 0) return say("must run as root (namespaces, mounts and cgroups need it)");
-  auto spec = load_pipeline(o.file);
+  if (!notebook) spec = load_pipeline(o.file);
   if (!spec) return say(spec.error().message());
+  MetricsFolder metrics;
   auto order = execution_order(*spec);
   if (!order) return say(order.error().message());
   auto agent = StepsnapdClient::connect(o.agent_socket);
@@ -214,6 +289,8 @@ int run_pipeline(const PipelineRunOptions& o) {
       std::cout << start_line(pos + 1, total, r.name) << std::endl;
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
+      const bool records_metrics = metric_steps.count(r.name) > 0;
+      if (records_metrics) exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(r.name));
       auto t0 = std::chrono::steady_clock::now();
       int code;
       {
@@ -223,6 +300,7 @@ int run_pipeline(const PipelineRunOptions& o) {
       r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       r.exit_code = code;
       r.state = code == 0 ? StepState::ok : StepState::failed;
+      if (records_metrics) r.metrics = metrics.read(r.name);
       auto status = api.request(
           "step.status", {{"pipeline", spec->pipeline}, {"run", plan.run}, {"step", r.name}});
       if (status) {
@@ -238,6 +316,7 @@ int run_pipeline(const PipelineRunOptions& o) {
     results.push_back(std::move(r));
   }
   std::cout << "\n" << summary_table(results) << std::endl;
+  if (std::string m = metrics_table(results); !m.empty()) std::cout << "\n" << m << std::endl;
   return all_ok ? 0 : kStepFailed;
 }
 

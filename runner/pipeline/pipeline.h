@@ -12,6 +12,12 @@
 namespace stepsnap::runner {
 
 // Returns runner's exit status (see pipeline_run_help()).
+// FILE may be a Kale notebook (.ipynb): it is compiled first
+// (notebook_compile.h); one that cannot be is exit 2, nothing created.
 int run_pipeline(const PipelineRunOptions& options);
+
+// `runner pipeline compile NOTEBOOK.ipynb`: prints the pipeline file the
+// notebook becomes; 0, or 2 for a notebook that cannot become a pipeline.
+int compile_pipeline(const PipelineRunOptions& options);
 
 }  // namespace stepsnap::runner

@@ -10,6 +10,56 @@ namespace po = boost::program_options;
 
 namespace {
 
+Status check_name(const char* option, const std::string& value) {
+  if (is_valid_name(value)) return {};
+  return fail(std::string("bad --") + option, "'" + value + "'", 0, std::string(kNameRule));
+}
+
+bool is_ipynb(const std::string& path) {
+  return path.size() > 6 && path.compare(path.size() - 6, 6, ".ipynb") == 0;
+}
+
+po::options_description notebook_description() {
+  po::options_description d("for a notebook (FILE ending in .ipynb, docs/notebooks.md)");
+  // clang-format off
+  d.add_options()
+    ("volume", po::value<std::vector<std::string>>()->value_name("NAME:MOUNT"),
+     "a volume of the pipeline, mounted at MOUNT in every step (repeat); the one whose MOUNT "
+     "holds the notebook is the workspace; adds to and wins over the notebook's "
+     "kubeflow_notebook.volumes")
+    ("param", po::value<std::vector<std::string>>()->value_name("NAME=VALUE"),
+     "set a pipeline parameter (a variable of the pipeline-parameters cell), typed as the "
+     "cell's value (repeat)");
+  // clang-format on
+  return d;
+}
+
+// --volume and --param into o; FILE must be a notebook to take them.
+Status notebook_options(const po::variables_map& vm, PipelineRunOptions& o) {
+  if (vm.count("volume")) {
+    for (const auto& v : vm["volume"].as<std::vector<std::string>>()) {
+      auto colon = v.find(':');
+      if (colon == std::string::npos || colon == 0 || colon + 1 == v.size())
+        return fail("bad --volume", "'" + v + "'", 0, "expected NAME:MOUNT, e.g. ws:/workspace");
+      std::string name = v.substr(0, colon);
+      if (auto s = check_name("volume", name); !s) return s;
+      o.volumes.emplace_back(name, v.substr(colon + 1));
+    }
+  }
+  if (vm.count("param")) {
+    for (const auto& p : vm["param"].as<std::vector<std::string>>()) {
+      auto eq = p.find('=');
+      if (eq == std::string::npos || eq == 0)
+        return fail("bad --param", "'" + p + "'", 0, "expected NAME=VALUE, e.g. --param epochs=5");
+      o.params.emplace_back(p.substr(0, eq), p.substr(eq + 1));
+    }
+  }
+  if ((!o.volumes.empty() || !o.params.empty()) && !is_ipynb(o.file))
+    return fail("--volume and --param are for notebooks", o.file, 0,
+                "a pipeline file names its volumes itself (docs/pipeline.md)");
+  return {};
+}
+
 po::options_description pipeline_description() {
   po::options_description d("runner pipeline run options");
   // clang-format off
@@ -25,12 +75,8 @@ po::options_description pipeline_description() {
     ("from-step", po::value<std::string>()->value_name("S"),
      "with --restore: re-run S and every step after it; the steps before it are not re-run");
   // clang-format on
+  d.add(notebook_description());
   return d;
-}
-
-Status check_name(const char* option, const std::string& value) {
-  if (is_valid_name(value)) return {};
-  return fail(std::string("bad --") + option, "'" + value + "'", 0, std::string(kNameRule));
 }
 
 }  // namespace
@@ -55,6 +101,7 @@ Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::str
   }
   if (!vm.count("file")) return fail("missing the pipeline FILE", "", 0, "see docs/pipeline.md");
   o.file = vm["file"].as<std::string>();
+  if (auto s = notebook_options(vm, o); !s) return tl::unexpected(s.error());
   if (vm.count("agent")) o.agent_socket = vm["agent"].as<std::string>();
   if (vm.count("run")) {
     o.run = vm["run"].as<std::string>();
@@ -80,8 +127,10 @@ std::string pipeline_run_help() {
   std::ostringstream out;
   out << "usage: runner pipeline run FILE [--agent SOCKET] [--run R]\n"
          "                              [--restore RUN --from-step S]\n"
+         "                              [--volume NAME:MOUNT]... [--param NAME=VALUE]...\n"
          "\n"
-         "Runs a pipeline (FILE: JSON, see docs/pipeline.md) as one run, the Kale/Rok way:\n"
+         "Runs a pipeline (FILE: JSON, see docs/pipeline.md; or a Kale-tagged notebook,\n"
+         "NOTEBOOK.ipynb, see docs/notebooks.md) as one run, the Kale/Rok way:\n"
          "  1. snapshots every volume of the pipeline (the run's initial snapshots);\n"
          "  2. makes one writable clone of each for the run;\n"
          "  3. runs the steps in dependency order, each like `runner exec` with every\n"
@@ -97,9 +146,54 @@ std::string pipeline_run_help() {
          "\n"
          "Exit status: 0 when every step ran and exited 0; 1 when a step failed or was\n"
          "skipped; 125 when runner failed before the first step (bad file, agent not\n"
-         "running, unknown volume, run exists).\n"
+         "running, unknown volume, run exists); 2 when a notebook cannot become a pipeline\n"
+         "(nothing was created; the line names the cell).\n"
          "\n"
       << pipeline_description();
+  return out.str();
+}
+
+Result<PipelineRunOptions> parse_pipeline_compile_options(const std::vector<std::string>& args) {
+  PipelineRunOptions o;
+  po::options_description all;
+  all.add_options()("help,h", "show this help")("file", po::value<std::string>());
+  all.add(notebook_description());
+  po::positional_options_description positional;
+  positional.add("file", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return fail(e.what(), "", 0, "see runner pipeline compile --help");
+  }
+  if (vm.count("help")) {
+    o.help = true;
+    return o;
+  }
+  if (!vm.count("file"))
+    return fail("missing the NOTEBOOK.ipynb", "", 0, "see runner pipeline compile --help");
+  o.file = vm["file"].as<std::string>();
+  if (!is_ipynb(o.file))
+    return fail("runner pipeline compile takes a notebook", o.file, 0,
+                "give a Kale-tagged NOTEBOOK.ipynb (a .json pipeline is already compiled)");
+  if (auto s = notebook_options(vm, o); !s) return tl::unexpected(s.error());
+  return o;
+}
+
+std::string pipeline_compile_help() {
+  std::ostringstream out;
+  out << "usage: runner pipeline compile NOTEBOOK.ipynb [--volume NAME:MOUNT]...\n"
+         "                                              [--param NAME=VALUE]...\n"
+         "\n"
+         "Prints the pipeline a Kale-tagged notebook becomes, as a pipeline file\n"
+         "(docs/pipeline.md): one step per block, each a python3 process that runs the\n"
+         "imports, functions and parameters cells, loads its inputs from the marshal\n"
+         "folder, runs its cells and saves what later steps use. Needs no agent.\n"
+         "Warnings go to stderr. Exit status: 0, or 2 when the notebook cannot become a\n"
+         "pipeline (one line naming the cell). See docs/notebooks.md.\n"
+         "\n"
+      << notebook_description();
   return out.str();
 }
 

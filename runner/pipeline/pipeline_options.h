@@ -3,6 +3,7 @@
 
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -19,11 +20,19 @@ struct PipelineRunOptions {
   // pre-snapshots of S.
   std::optional<std::string> restore_run;
   std::optional<std::string> from_step;
+  // Notebooks only (FILE ending in .ipynb): --volume NAME:MOUNT and
+  // --param NAME=VALUE, in command-line order.
+  std::vector<std::pair<std::string, std::string>> volumes;
+  std::vector<std::pair<std::string, std::string>> params;
 };
 
 // The words after "pipeline run". Every error is one line, ready to print.
 Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::string>& args);
 
 std::string pipeline_run_help();
+
+// `runner pipeline compile NOTEBOOK.ipynb [--volume NAME:MOUNT]... [--param NAME=VALUE]...`
+Result<PipelineRunOptions> parse_pipeline_compile_options(const std::vector<std::string>& args);
+std::string pipeline_compile_help();
 
 }  // namespace stepsnap::runner

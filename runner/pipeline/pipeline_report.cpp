@@ -229,4 +229,23 @@ std::string summary_table(const std::vector<StepResult>& results, std::size_t wi
   return out;
 }
 
+std::string metrics_table(const std::vector<StepResult>& results) {
+  std::size_t wn = std::string("METRIC").size(), wv = std::string("VALUE").size();
+  bool any = false;
+  for (const auto& r : results)
+    for (const auto& [name, value] : r.metrics) {
+      wn = std::max(wn, name.size());
+      wv = std::max(wv, value.size());
+      any = true;
+    }
+  if (!any) return {};
+  auto row = [&](const std::string& a, const std::string& b, const std::string& c) {
+    return a + std::string(wn - a.size() + 2, ' ') + b + std::string(wv - b.size() + 2, ' ') + c;
+  };
+  std::string out = row("METRIC", "VALUE", "STEP");
+  for (const auto& r : results)
+    for (const auto& [name, value] : r.metrics) out += "\n" + row(name, value, r.name);
+  return out;
+}
+
 }  // namespace stepsnap::runner

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace stepsnap::runner {
@@ -26,6 +27,8 @@ struct StepResult {
   std::string because;  // skipped: the failed step it depends on
   std::vector<std::string> pre_snapshots;   // one per volume, volume order
   std::vector<std::string> post_snapshots;  // one per volume, volume order
+  // A notebook step's pipeline-metrics, as it recorded them: name, value.
+  std::vector<std::pair<std::string, std::string>> metrics;
 };
 
 // "[2/4]"; the position is padded to the width of total ("[ 2/12]") so that
@@ -66,6 +69,10 @@ std::string status_text(const StepResult& result);
 // for step/status/duration followed by indented "pre:" and "post:" lines
 // with the snapshot names. Ends with the count line (see summary_counts).
 std::string summary_table(const std::vector<StepResult>& results, std::size_t width = 100);
+
+// The metrics the steps recorded, under the table: "METRIC  VALUE  STEP"
+// rows, in execution order; empty when no step recorded any.
+std::string metrics_table(const std::vector<StepResult>& results);
 
 // "4 steps: 2 ok, 1 failed, 1 skipped" (states with zero steps left out).
 std::string summary_counts(const std::vector<StepResult>& results);

@@ -189,11 +189,22 @@ Checked<PipelineVolume> volume_at(const json& j, const std::string& path) {
   return v;
 }
 
+// A memory limit: bytes as a number, or a string runner exec's --memory
+// takes ("512M", "2G").
+Checked<std::uint64_t> memory_at(const json& j, const std::string& path) {
+  if (j.is_number_unsigned() && j.get<std::uint64_t>() > 0) return j.get<std::uint64_t>();
+  if (j.is_string()) {
+    if (auto b = parse_bytes(j.get<std::string>()); b && *b > 0) return *b;
+  }
+  return bad(path, "expected a positive number of bytes or a size such as \"512M\", " + got(j));
+}
+
 Checked<PipelineStep> step_at(const json& j, const std::string& path) {
   if (!j.is_object())
     return bad(path, "expected an object {\"name\": ..., \"command\": [...]}, " + got(j));
   if (auto ok = only_keys(
-          j, path, {"name", "command", "after", "env", "workdir", "timeout_seconds", "snapshots"});
+          j, path,
+          {"name", "command", "after", "env", "workdir", "timeout_seconds", "memory", "snapshots"});
       !ok)
     return tl::unexpected(ok.error());
   PipelineStep s;
@@ -234,6 +245,11 @@ Checked<PipelineStep> step_at(const json& j, const std::string& path) {
     auto t = timeout_at(*timeout, path + ".timeout_seconds");
     if (!t) return tl::unexpected(t.error());
     s.timeout_seconds = *t;
+  }
+  if (auto memory = j.find("memory"); memory != j.end()) {
+    auto m = memory_at(*memory, path + ".memory");
+    if (!m) return tl::unexpected(m.error());
+    s.memory_bytes = *m;
   }
   if (auto snapshots = j.find("snapshots"); snapshots != j.end()) {
     auto p = snapshots_at(*snapshots, path + ".snapshots");
@@ -598,10 +614,42 @@ ExecOptions step_exec_options(const PipelineSpec& spec, std::size_t i, const std
   o.workdir = step_workdir(spec, i);
   o.env = step_env(spec, i);
   o.timeout_seconds = step.timeout_seconds;
+  o.memory_bytes = step.memory_bytes;
   o.snapshots = step.snapshots;
   o.marshal = spec.marshal;
   o.command = step.command;
   return o;
+}
+
+std::string pipeline_to_json(const PipelineSpec& spec) {
+  auto env_of = [](const std::vector<std::pair<std::string, std::string>>& env) {
+    json e = json::object();
+    for (const auto& [k, v] : env) e[k] = v;
+    return e;
+  };
+  json doc;
+  doc["pipeline"] = spec.pipeline;
+  doc["volumes"] = json::array();
+  for (const auto& v : spec.volumes) {
+    json j = {{"name", v.name}, {"mount", v.mount}};
+    if (v.read_only) j["read_only"] = true;
+    doc["volumes"].push_back(j);
+  }
+  if (spec.workdir) doc["workdir"] = *spec.workdir;
+  if (!spec.env.empty()) doc["env"] = env_of(spec.env);
+  doc["marshal"] = spec.marshal;
+  doc["steps"] = json::array();
+  for (const auto& s : spec.steps) {
+    json j = {{"name", s.name}, {"command", s.command}, {"after", s.after}};
+    if (!s.env.empty()) j["env"] = env_of(s.env);
+    if (s.workdir) j["workdir"] = *s.workdir;
+    if (s.timeout_seconds) j["timeout_seconds"] = *s.timeout_seconds;
+    if (s.memory_bytes) j["memory"] = *s.memory_bytes;
+    if (!s.snapshots.pre || !s.snapshots.post)
+      j["snapshots"] = s.snapshots.pre ? "pre" : s.snapshots.post ? "post" : "none";
+    doc["steps"].push_back(j);
+  }
+  return doc.dump(2);
 }
 
 }  // namespace stepsnap::runner

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <utility>
@@ -30,6 +31,7 @@ struct PipelineStep {
   std::vector<std::pair<std::string, std::string>> env;  // in file order
   std::optional<std::string> workdir;                    // overrides the pipeline's
   std::optional<double> timeout_seconds;
+  std::optional<std::uint64_t> memory_bytes;  // the step cgroup's memory.max
   SnapshotPhases snapshots;
 };
 
@@ -76,5 +78,9 @@ std::optional<std::string> step_workdir(const PipelineSpec& spec, std::size_t i)
 // keeps ExecOptions' defaults; the caller sets agent_socket, or no_agent and
 // host directories as volume names.
 ExecOptions step_exec_options(const PipelineSpec& spec, std::size_t i, const std::string& run);
+
+// The spec as a pipeline file (docs/pipeline.md) that parse_pipeline reads
+// back into the same spec: what `runner pipeline compile` prints.
+std::string pipeline_to_json(const PipelineSpec& spec);
 
 }  // namespace stepsnap::runner

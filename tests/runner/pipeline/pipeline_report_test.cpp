@@ -158,3 +158,19 @@ TEST(PipelineReport, TooWideTablePutsSnapshotsUnderTheirStep) {
 
 }  // namespace
 }  // namespace stepsnap::runner
+
+namespace stepsnap::runner {
+namespace {
+
+TEST(PipelineReport, MetricsTableUnderTheSummary) {
+  std::vector<StepResult> results = {ok("train", 1.0), ok("evaluate", 1.0)};
+  EXPECT_EQ(metrics_table(results), "");
+  results[1].metrics = {{"r2", "0.974393"}, {"rmse_k", "30.438462"}};
+  EXPECT_EQ(metrics_table(results),
+            "METRIC  VALUE      STEP\n"
+            "r2      0.974393   evaluate\n"
+            "rmse_k  30.438462  evaluate");
+}
+
+}  // namespace
+}  // namespace stepsnap::runner

@@ -493,3 +493,43 @@ TEST(PipelineSpec, TheHousePricesExampleParses) {
 
 }  // namespace
 }  // namespace stepsnap::runner
+
+namespace stepsnap::runner {
+namespace {
+
+TEST(PipelineSpec, MemoryIsBytesOrASizeAndReachesExec) {
+  auto j = minimal();
+  j["steps"][0]["memory"] = "512M";
+  auto spec = parse(j);
+  ASSERT_TRUE(spec) << spec.error().message();
+  EXPECT_EQ(spec->steps[0].memory_bytes, 512ull << 20);
+  EXPECT_EQ(step_exec_options(*spec, 0, "r").memory_bytes, 512ull << 20);
+  j["steps"][0]["memory"] = 1048576;
+  EXPECT_EQ(parse(j)->steps[0].memory_bytes, 1048576u);
+  for (auto bad : {ordered_json("lots"), ordered_json(0), ordered_json(-5), ordered_json(true)}) {
+    j["steps"][0]["memory"] = bad;
+    auto r = parse(j);
+    ASSERT_FALSE(r) << bad.dump();
+    EXPECT_NE(r.error().message().find("steps[0].memory: expected a positive number of bytes"),
+              std::string::npos)
+        << r.error().message();
+  }
+}
+
+TEST(PipelineSpec, ToJsonReadsBackAsTheSameSpec) {
+  auto original = load_pipeline(std::string(STEPSNAP_EXAMPLES_DIR) + "/house-prices/pipeline.json");
+  ASSERT_TRUE(original) << original.error().message();
+  original->steps[1].memory_bytes = 1u << 30;
+  original->steps[2].snapshots = {.pre = false, .post = true};
+  std::string text = pipeline_to_json(*original);
+  auto again = parse_pipeline(text, "again.json");
+  ASSERT_TRUE(again) << again.error().message() << "\n" << text;
+  EXPECT_EQ(pipeline_to_json(*again), text);
+  EXPECT_EQ(again->steps[1].memory_bytes, 1u << 30);
+  EXPECT_FALSE(again->steps[2].snapshots.pre);
+  EXPECT_EQ(again->marshal, original->marshal);
+  EXPECT_EQ(again->env, original->env);
+}
+
+}  // namespace
+}  // namespace stepsnap::runner
