@@ -82,10 +82,11 @@ void run_step_init(char* const argv[], char* const envp[], int report_fd) {
   }
   ::close(exec_pipe[0]);
   if (!failure.empty()) tell_runner(report_fd, failure);
-  ::close(report_fd);
   ::close(STDIN_FILENO);
   ::close(STDOUT_FILENO);
   ::close(STDERR_FILENO);
+  // Last: once runner sees EOF, init holds nothing but its signalfd.
+  ::close(report_fd);
 
   for (;;) {
     struct signalfd_siginfo si {};

@@ -11,10 +11,10 @@
 // What init does, in order (run_step_init):
 // - forks CMD, which unblocks every signal and execs; an exec failure comes
 //   back to init on a close-on-exec pipe and goes on to runner;
-// - closes its end of runner's report channel: runner sees EOF with nothing
-//   written once CMD's exec succeeded, as it did when CMD was the child;
 // - closes its stdin, stdout and stderr, so a reader of CMD's output is not
 //   kept waiting by init;
+// - closes its end of runner's report channel: runner sees EOF with nothing
+//   written once CMD's exec succeeded, as it did when CMD was the child;
 // - loops on a signalfd holding every signal: SIGCHLD reaps whatever child
 //   ended (CMD or an orphan), every other signal is sent on to CMD;
 // - when CMD is reaped, exits with its status (init_exit_status). The
