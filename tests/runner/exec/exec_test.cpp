@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -236,8 +237,14 @@ TEST_F(RunnerExec, ContinuingRunnersProcessGroupLeavesAStoppedStepStopped) {
 TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
   // The step runs in a cgroup namespace rooted at its cgroup, with a
   // read-only /sys/fs/cgroup that shows only that cgroup. Each way out is
-  // tried, the last through a cgroup2 the step mounts writable itself.
+  // tried, then through a cgroup2 the step mounts writable itself, then
+  // through the host's /proc below the step's (it is not there).
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  std::string run_id = "escape" + std::to_string(::getpid());
+  std::string cgroup = *root + "/stepsnap/p/" + run_id + "/s";
   fs::create_directories(dir_ / "cg");
+  fs::path go = dir_ / "go";
   std::string script =
       "grep ^0:: /proc/self/cgroup; "
       "echo $$ > /sys/fs/cgroup/cgroup.procs 2>/dev/null && echo moved-by-sys-fs-cgroup; "
@@ -248,9 +255,24 @@ TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
       (dir_ / "cg").string() + " && echo $$ > " + (dir_ / "cg/cgroup.procs").string() +
       "; test -e " + (dir_ / "cg/stepsnap").string() +
       " && echo host-tree-in-own-mount; "
-      "grep ^0:: /proc/self/cgroup";
-  auto o = run("--no-agent --pipeline p --run escape" + std::to_string(::getpid()) +
-               " --step s -- sh -c '" + script + "'");
+      "grep ^0:: /proc/self/cgroup; "
+      "touch " +
+      ready_file().string() + "; while [ ! -e " + go.string() +
+      " ]; do sleep 0.05; done; "
+      "umount /proc || echo umount-failed; test -e /proc/1/ns/cgroup && echo host-proc-below; "
+      "exit 0";
+  pid_t runner =
+      start("--no-agent --pipeline p --run " + run_id + " --step s -- sh -c '" + script + "'");
+  bool ready = eventually([&] { return fs::exists(ready_file()); });
+  // Seen from the host: CMD (sh) is still in the step's cgroup.
+  std::vector<std::string> in_cgroup;
+  for (pid_t pid : cgroup_pids(cgroup))
+    in_cgroup.push_back(slurp("/proc/" + std::to_string(pid) + "/comm"));
+  std::ofstream(go) << "";
+  auto o = finish(runner);
+  ASSERT_TRUE(ready) << o.err;
+  EXPECT_NE(std::find(in_cgroup.begin(), in_cgroup.end(), "sh\n"), in_cgroup.end())
+      << "CMD left the step's cgroup";
   EXPECT_EQ(o.code, 0) << o.err;
   // "0::/": at the root of its cgroup namespace, which is the step's cgroup.
   EXPECT_EQ(o.out, "0::/\n0::/\n") << o.err;
