@@ -32,11 +32,13 @@ namespace {
 
 constexpr int kRunnerFailed = 125;
 constexpr int kTimedOut = 124;
-// A forwarded SIGINT, SIGTERM or SIGQUIT that the step handles or ignores
-// without exiting ends the step this long afterwards. (One it has no
-// handler for ends it at once: pid 1 of a namespace would drop it.)
+// A forwarded SIGINT, SIGTERM or SIGQUIT that CMD handles or ignores
+// without exiting ends the step this long afterwards.
 constexpr int kSignalGraceSeconds = 10;
-constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+// What runner passes on to the step's init, which sends it to CMD. Not
+// SIGTSTP or SIGCONT: Ctrl-Z and fg on runner stop and continue runner
+// only, and a SIGCONT must never end the agent's hold of CMD.
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
 int say(int code, const std::string& message) {
   std::cerr << "runner: " << message << "\n";
@@ -109,22 +111,6 @@ UniqueFd timer_after(double seconds) {
   return fd;
 }
 
-// Whether pid has a handler for sig or ignores it (SigCgt / SigIgn in
-// /proc/PID/status). Unknown counts as handled: the signal is then only
-// forwarded, with the grace kill behind it.
-bool handles_or_ignores(pid_t pid, int sig) {
-  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  bool known = false, handled = false;
-  while (std::getline(status, line)) {
-    if (line.rfind("SigCgt:", 0) != 0 && line.rfind("SigIgn:", 0) != 0) continue;
-    known = true;
-    unsigned long long mask = std::strtoull(line.c_str() + 7, nullptr, 16);
-    handled |= (mask >> (sig - 1)) & 1;
-  }
-  return !known || handled;
-}
-
 // Removes the empty stepsnap/<pipeline>/<run> parents a step leaves behind;
 // a parent another step still uses is not empty and stays.
 void remove_empty_parents(const std::string& step_path) {
@@ -168,7 +154,6 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   UniqueFd deadline = o.timeout_seconds ? timer_after(*o.timeout_seconds) : UniqueFd();
   UniqueFd grace;
   int forwarded_signal = 0;
-  int killed_by = 0;  // a stop signal the step had no handler for
   bool timed_out = false;
   for (;;) {
     struct pollfd fds[4] = {{step->pidfd(), POLLIN, 0},
@@ -188,15 +173,10 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
         // that handles SIGHUP or SIGUSR1 and keeps running is doing its job.
         bool asks_to_stop = forwarded_signal == SIGINT || forwarded_signal == SIGTERM ||
                             forwarded_signal == SIGQUIT;
-        if (asks_to_stop && !handles_or_ignores(step->pid(), forwarded_signal)) {
-          // The kernel drops it for pid 1 of a namespace, yet any other
-          // process would die of it: end the step as if it had.
-          killed_by = forwarded_signal;
-          (void)step_cgroup.kill();
-        } else {
-          (void)step->signal(forwarded_signal);
-          if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
-        }
+        // To the step's init, which sends it on to CMD (step_init.h): CMD
+        // gets it as if it ran directly, and dies of it without a handler.
+        (void)step->signal(forwarded_signal);
+        if (asks_to_stop && !grace) grace = timer_after(kSignalGraceSeconds);
       }
     }
     if (fds[2].revents & POLLIN) {
@@ -217,7 +197,7 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
   if (!status) return {say(kRunnerFailed, status.error().message()), true};
   if (timed_out) return {kTimedOut, true};
-  return {killed_by ? 128 + killed_by : *status, true};
+  return {*status, true};
 }
 
 }  // namespace
@@ -266,14 +246,14 @@ int run_exec_with(const ExecOptions& o, AgentClient& agent) {
   StepOutcome outcome;
   if (auto s = apply_limits(*cg, o); !s) {
     say(kRunnerFailed, s.error().message());
-  } else if (auto r = agent.register_step(
-                 {ref, cg->path(), o.snapshots, volume_names, o.command});
+  } else if (auto r = agent.register_step({ref, cg->path(), o.snapshots, volume_names, o.command});
              !r) {
     say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
   } else {
     outcome = run_step(resolved, *plan, *cg);
-    // Every process of the step must be gone before the post-snapshot. pid 1
-    // exiting makes the kernel kill the rest; wait until they are gone.
+    // Every process of the step must be gone before the post-snapshot. The
+    // step's init exits when CMD ends, and the kernel kills the rest of its
+    // pid namespace before that exit is reported; this is the safety net.
     if (outcome.ran && agent.takes_snapshots()) {
       if (auto p = cg->populated(); p && *p) {
         (void)cg->kill();

@@ -9,9 +9,17 @@
 namespace stepsnap::runner {
 namespace fs = std::filesystem;
 
+namespace {
+// Where the cgroup tree is on every distribution (cgroup v2, or the tmpfs of
+// a hybrid layout with v2 at unified/).
+constexpr const char* kCgroupTree = "/sys/fs/cgroup";
+}  // namespace
+
 Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options) {
   using K = MountOp::Kind;
-  std::vector<MountOp> plan{{K::make_private, "", "/"}};
+  // The cgroup tree first: a volume under it could not be mounted on a
+  // read-only cgroup2 anyway, and is refused below with its reason.
+  std::vector<MountOp> plan{{K::make_private, "", "/"}, {K::cgroup, "cgroup2", kCgroupTree}};
   for (const auto& v : options.volumes) {
     if (v.target.empty() || v.target.front() != '/')
       return fail("bad --volume", v.name + ":" + v.target, EINVAL,
@@ -21,6 +29,11 @@ Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options) {
     if (target == "/" || target == "/proc")
       return fail("bad --volume", v.name + ":" + v.target, EINVAL,
                   "cannot mount a volume over / or /proc");
+    auto in_cgroup_tree = target.lexically_relative(kCgroupTree);
+    if (!in_cgroup_tree.empty() && *in_cgroup_tree.begin() != "..")
+      return fail(
+          "bad --volume", v.name + ":" + v.target, EINVAL,
+          std::string("the step's ") + kCgroupTree + " is its read-only cgroup; mount elsewhere");
     if (v.fstype.empty())
       plan.push_back({K::bind, v.name, target.string()});
     else
@@ -61,6 +74,8 @@ std::string describe(const MountOp& op) {
       return "make " + op.target + " read-only";
     case MountOp::Kind::proc:
       return "mount proc at " + op.target;
+    case MountOp::Kind::cgroup:
+      return "mount the step's cgroup read-only at " + op.target;
     case MountOp::Kind::mkdir:
       return "create " + op.target;
   }
@@ -83,6 +98,14 @@ Status ensure_mount_point(const std::string& path) {
   if (ec)
     return fail("create mount point", path, ec.value(),
                 "create it beforehand, or mount under a writable directory");
+  return {};
+}
+
+// Lazily unmounts whatever is mounted at path, with everything under it; a
+// path that is no mount point is left as it is.
+Status detach(const std::string& path) {
+  if (::umount2(path.c_str(), MNT_DETACH) != 0 && errno != EINVAL)
+    return fail_errno("unmount the host's", path);
   return {};
 }
 
@@ -116,9 +139,28 @@ Status run_one(const MountOp& op) {
         return fail_errno("make read-only", op.target);
       return {};
     case MountOp::Kind::proc:
+      // The host's procfs goes, not only hidden below the fresh one: a step
+      // that unmounted /proc would otherwise find the host's processes and
+      // their namespaces (a way back into the host's cgroup namespace).
+      if (auto s = detach(op.target); !s) return s;
       if (::mount("proc", target, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
         return fail_errno("mount proc at", op.target);
       return {};
+    case MountOp::Kind::cgroup: {
+      // No cgroup tree on this host (no sysfs): nothing the step could write.
+      struct stat st {};
+      if (::stat(target, &st) != 0 && errno == ENOENT) return {};
+      // The host's tree (and on hybrid hosts its v1 hierarchies) goes; a
+      // cgroup2 mounted from inside the step's cgroup namespace shows the
+      // step's own cgroup as its root, read-only so the step cannot change
+      // its limits or make child cgroups. Even remounted writable it offers
+      // no way out: the kernel refuses moves out of the namespace's root.
+      if (auto s = detach(op.target); !s) return s;
+      if (::mount(op.source.c_str(), target, "cgroup2",
+                  MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr) != 0)
+        return fail_errno("mount the step's cgroup read-only at", op.target);
+      return {};
+    }
     case MountOp::Kind::mkdir: {
       std::error_code ec;
       fs::create_directories(op.target, ec);

@@ -18,7 +18,10 @@ struct MountOp {
     bind,          // source -> target (MS_BIND|MS_REC); a missing target is created
     mount_device,  // the filesystem `fstype` on block device source at target
     remount_ro,    // target becomes read-only
-    proc,          // a fresh procfs at target, for the new pid namespace
+    proc,          // a fresh procfs at target, for the new pid namespace, in place of
+                   // the host's (detached: unmounting it shows no host process)
+    cgroup,        // a read-only cgroup2 at target in place of the host's cgroup
+                   // tree (detached): the step sees its own cgroup, writes none
     mkdir,         // target and its parents, mode 0755
   };
   Kind kind;
@@ -30,8 +33,9 @@ struct MountOp {
 };
 
 // The ordered operations for options' volumes (host directories, as with
-// --no-agent, or the device paths of mounted clones), the fresh /proc and the
-// marshal folder. Fails on a relative target or a marshal folder that
+// --no-agent, or the device paths of mounted clones), the read-only
+// /sys/fs/cgroup, the fresh /proc and the marshal folder. Fails on a relative
+// target, one over /, /proc or the cgroup tree, or a marshal folder that
 // escapes the workspace.
 Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options);
 

@@ -14,6 +14,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "runner/exec/step_init.h"
+
 #ifndef P_PIDFD
 #define P_PIDFD 3
 #endif
@@ -21,11 +23,12 @@
 namespace stepsnap::runner {
 namespace {
 
-// The child reports a setup failure as "<errno> <message>" on a CLOEXEC pipe;
-// a successful exec closes the pipe with nothing written.
-[[noreturn]] void child_fail(int report_fd, const Error& e) {
+// The child reports a setup failure as "<errno> <message>" on runner's
+// channel (a socket: MSG_NOSIGNAL, so a runner that died raises no SIGPIPE);
+// the channel closed with nothing written means CMD's exec succeeded.
+[[noreturn]] void child_fail(int channel, const Error& e) {
   std::string line = std::to_string(e.err) + " " + e.message();
-  (void)!::write(report_fd, line.data(), line.size());
+  (void)!::send(channel, line.data(), line.size(), MSG_NOSIGNAL);
   ::_exit(125);
 }
 
@@ -40,36 +43,70 @@ Status bring_up_loopback() {
   return {};
 }
 
+// The child stays as the step's init and never execs, so runner's
+// close-on-exec descriptors (the agent connection, its signalfd and timers,
+// the cgroup fd) would stay open in it for the whole step: the agent would
+// not see runner's connection close while the step runs. Keeps 0, 1, 2 and
+// the channel, which it moves to fd 3; returns the channel's new number.
+int close_inherited_fds(int channel) {
+  constexpr int kChannel = 3;
+  if (channel != kChannel) {
+    if (::dup3(channel, kChannel, O_CLOEXEC) < 0) return channel;  // keep what works
+    if (channel < kChannel) ::close(channel);
+    channel = kChannel;
+  }
+  if (::syscall(SYS_close_range, kChannel + 1, ~0U, 0) != 0) {
+    // Kernels before 5.9: close them one by one.
+    for (int fd = kChannel + 1; fd < 65536; ++fd) ::close(fd);
+  }
+  return channel;
+}
+
 // The byte a gated child writes once its setup is done, and the one runner
 // answers with to let it exec. Error reports start with a digit (errno).
 constexpr char kReady = 'R';
 constexpr char kGo = 'G';
 
-[[noreturn]] void run_child(const StepSpec& spec, int report_fd, int go_fd) {
-  // runner blocks the signals it forwards; the step starts with none blocked.
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
+[[noreturn]] void run_child(const StepSpec& spec, int channel, bool gated) {
+  // Every signal blocked for good: the child becomes the step's init, which
+  // takes them through a signalfd and sends them on to CMD (step_init.h).
+  // runner blocked the ones it forwards before the clone, so none sent
+  // since is lost.
+  sigset_t all;
+  sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, nullptr);
+  channel = close_inherited_fds(channel);
 
-  if (auto s = run_mount_plan(spec.mounts); !s) child_fail(report_fd, s.error());
+  // A session of its own: runner's terminal job control (Ctrl-Z, then fg)
+  // and signals to runner's process group or session never reach the step,
+  // so nothing but the agent continues CMD from its hold.
+  if (::setsid() < 0)
+    child_fail(channel, fail_errno("start a new session for", "the step").value());
+  // The cgroup namespace is made here, once the child is in the step's
+  // cgroup: clone3 would root it at runner's cgroup (the namespace is copied
+  // from the parent before CLONE_INTO_CGROUP places the child). Rooted at the
+  // step's cgroup, the step cannot move any of its processes out of it.
+  if (::unshare(CLONE_NEWCGROUP) != 0)
+    child_fail(channel, fail_errno("create cgroup namespace for", "the step").value());
+
+  if (auto s = run_mount_plan(spec.mounts); !s) child_fail(channel, s.error());
   if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0)
-    child_fail(report_fd, fail_errno("set hostname", spec.hostname).value());
+    child_fail(channel, fail_errno("set hostname", spec.hostname).value());
   if (spec.new_net) {
-    if (auto s = bring_up_loopback(); !s) child_fail(report_fd, s.error());
+    if (auto s = bring_up_loopback(); !s) child_fail(channel, s.error());
   }
   if (!spec.workdir.empty() && ::chdir(spec.workdir.c_str()) != 0)
-    child_fail(report_fd, fail_errno("change to working directory", spec.workdir).value());
+    child_fail(channel, fail_errno("change to working directory", spec.workdir).value());
 
-  if (go_fd >= 0) {
+  if (gated) {
     // Wait for runner's go; EOF (runner refused or died) ends the child
     // before CMD runs a single instruction.
     char go = 0;
-    if (::write(report_fd, &kReady, 1) != 1) ::_exit(125);
+    if (::send(channel, &kReady, 1, MSG_NOSIGNAL) != 1) ::_exit(125);
     ssize_t n;
-    while ((n = ::read(go_fd, &go, 1)) < 0 && errno == EINTR) {
+    while ((n = ::read(channel, &go, 1)) < 0 && errno == EINTR) {
     }
     if (n != 1 || go != kGo) ::_exit(125);
-    ::close(go_fd);
   }
 
   std::vector<char*> argv, envp;
@@ -77,12 +114,7 @@ constexpr char kGo = 'G';
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  ::execvpe(argv[0], argv.data(), envp.data());
-  int err = errno;
-  std::string line =
-      std::to_string(err) + " execute " + spec.command[0] + ": " + std::strerror(err);
-  (void)!::write(report_fd, line.data(), line.size());
-  ::_exit(err == ENOENT ? 127 : 126);
+  run_step_init(argv.data(), envp.data(), channel);
 }
 
 }  // namespace
@@ -95,18 +127,13 @@ int exit_code_of_start_failure(const Error& e) {
 
 Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd,
                                        const std::function<Status()>& before_exec) {
-  int pipe_fds[2];
-  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return fail_errno("create pipe for", "step start");
-  UniqueFd report_read(pipe_fds[0]), report_write(pipe_fds[1]);
-  UniqueFd go_read, go_write;
-  if (before_exec) {
-    // A socket, not a pipe: send(MSG_NOSIGNAL) to a child that died meanwhile
-    // is EPIPE, never a SIGPIPE that would end runner.
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pipe_fds) != 0)
-      return fail_errno("create socket pair for", "step start");
-    go_read.reset(pipe_fds[0]);
-    go_write.reset(pipe_fds[1]);
-  }
+  // One socket both ways: the child's reports (and its "ready" when gated),
+  // runner's "go". A socket, not a pipe: send(MSG_NOSIGNAL) to a peer that
+  // died meanwhile is EPIPE, never a SIGPIPE that would end the sender.
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0)
+    return fail_errno("create socket pair for", "step start");
+  UniqueFd channel(fds[0]), child_channel(fds[1]);
 
   int pidfd = -1;
   struct clone_args args {};
@@ -123,12 +150,10 @@ Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd,
     return err;
   }
   if (pid == 0) {
-    report_read.reset();
-    go_write.reset();
-    run_child(spec, report_write.get(), go_read.get());
+    channel.reset();
+    run_child(spec, child_channel.release(), static_cast<bool>(before_exec));
   }
-  report_write.reset();
-  go_read.reset();
+  child_channel.reset();
   StepProcess step(static_cast<pid_t>(pid), UniqueFd(pidfd));
 
   // Everything the child wrote: nothing when CMD exec'd, else "<errno> <message>".
@@ -136,32 +161,32 @@ Result<StepProcess> StepProcess::start(const StepSpec& spec, int cgroup_fd,
   if (before_exec) {
     char first = 0;
     ssize_t n;
-    while ((n = ::read(report_read.get(), &first, 1)) < 0 && errno == EINTR) {
+    while ((n = ::read(channel.get(), &first, 1)) < 0 && errno == EINTR) {
     }
     if (n == 1 && first == kReady) {
       if (auto s = before_exec(); !s) {
-        go_write.reset();  // the child sees EOF and exits without exec'ing
+        channel.reset();  // the child sees EOF and exits without exec'ing
         (void)step.wait();
         Error e = s.error();
         e.kind = "before_exec";
         return tl::unexpected(e);
       }
-      if (::send(go_write.get(), &kGo, 1, MSG_NOSIGNAL) != 1) {
+      if (::send(channel.get(), &kGo, 1, MSG_NOSIGNAL) != 1) {
         auto e = fail_errno("release step", spec.command[0]);
-        go_write.reset();
+        channel.reset();
         (void)step.wait();
         return e;
       }
     } else if (n == 1) {
       report.push_back(first);  // a setup error's first byte
     }
-    go_write.reset();
   }
 
-  // Blocks until the child execs (pipe closed, nothing written) or fails.
+  // Blocks until the step's init closes the channel: once CMD exec'd
+  // (nothing written), or after a setup or exec failure (its text).
   char buf[512];
   ssize_t n;
-  while ((n = ::read(report_read.get(), buf, sizeof(buf))) != 0) {
+  while ((n = ::read(channel.get(), buf, sizeof(buf))) != 0) {
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) break;
     report.append(buf, static_cast<size_t>(n));

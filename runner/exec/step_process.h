@@ -1,7 +1,9 @@
 // The step's root process: started with clone3 straight into new namespaces
 // and into the step's cgroup (CLONE_INTO_CGROUP), so not one instruction of
-// the step runs outside them. Held by a pidfd, so signals and the final wait
-// can never reach a recycled pid.
+// the step runs outside them. It sets the step up (its own session, cgroup
+// namespace, mounts, hostname) and stays as the step's init, pid 1, with CMD
+// as its child, pid 2 (step_init.h). Held by a pidfd, so signals and the
+// final wait can never reach a recycled pid.
 #pragma once
 
 #include <sys/types.h>
@@ -39,11 +41,15 @@ class StepProcess {
   static Result<StepProcess> start(const StepSpec& spec, int cgroup_fd,
                                    const std::function<Status()>& before_exec = {});
 
+  // The step's init, as runner sees it.
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }
+  // To the step's init, which sends it on to CMD.
   Status signal(int sig) const;
-  // Waits for the step's root process; returns its shell-style exit status:
-  // the exit code, or 128+N for death by signal N.
+  // Waits for the step's init, which exits when CMD ends; returns the
+  // shell-style exit status: CMD's exit code or 128+N for CMD's death by
+  // signal N (init_exit_status), or 128+N when init itself was killed by
+  // signal N (runner's cgroup kill: 137).
   Result<int> wait();
 
  private:

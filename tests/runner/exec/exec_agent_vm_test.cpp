@@ -109,12 +109,27 @@ TEST_F(RunnerAgentVm, ExitStatusesPassThroughAndThePostSnapshotIsKept) {
   EXPECT_EQ(read_file(mount_snapshot(s1["post_snapshots"][0]) + "/partial"), "partial\n");
 
   // A timeout kills the whole step; the agent still takes its post-snapshot.
-  auto timed_out = exec("r1", "s2", "echo started > /workspace/t; exec sleep 100", "--timeout 1");
+  // The timeout counts from CMD's exec, so the hold for the pre-snapshot is
+  // part of it: 5 s leave the emulated guest time to run the echo even on a
+  // loaded machine (1 s did not, once).
+  auto timed_out = exec("r1", "s2", "echo started > /workspace/t; exec sleep 100", "--timeout 5");
   EXPECT_EQ(timed_out.rc, 124) << timed_out.err;
   json s2 = step_status("r1", "s2");
   EXPECT_EQ(s2.value("state", ""), "finished") << s2.dump();
   ASSERT_EQ(s2["post_snapshots"].size(), 1u);
   EXPECT_EQ(read_file(mount_snapshot(s2["post_snapshots"][0]) + "/t"), "started\n");
+
+  // CMD dies of its own SIGTERM, as it would run directly (it is pid 2,
+  // under the step's init): runner reports 143, and so does the agent, which
+  // takes the status from the kernel for the process of the cgroup's first
+  // exec, CMD (not its init, which never execs).
+  auto killed = exec("r1", "s4", "echo before > /workspace/k; kill -TERM $$; sleep 1");
+  EXPECT_EQ(killed.rc, 128 + 15) << killed.err;
+  json s4 = step_status("r1", "s4");
+  EXPECT_EQ(s4.value("state", ""), "finished") << s4.dump();
+  EXPECT_EQ(s4.value("exit_status", -1), 128 + 15) << s4.dump();
+  ASSERT_EQ(s4["post_snapshots"].size(), 1u) << s4.dump();
+  EXPECT_EQ(read_file(mount_snapshot(s4["post_snapshots"][0]) + "/k"), "before\n");
 
   auto none = exec("r1", "s3", "true", "--snapshots none");
   EXPECT_EQ(none.rc, 0) << none.err;

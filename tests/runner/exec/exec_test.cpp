@@ -1,16 +1,21 @@
 // `runner exec --no-agent` against the running kernel (label host): real
 // namespaces, mounts and cgroups, observed the way a user would.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "runner/exec/cgroup.h"
 
@@ -28,6 +33,35 @@ std::string slurp(const fs::path& p) {
   std::stringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// Debian's interpreter, not a version manager's shim script: the step is
+// then the Python process itself.
+constexpr const char* kPython = "/usr/bin/python3";
+
+// Waits until `done` holds; false if it did not within a minute (a hung
+// step, not a slow one: the bound only keeps a broken test from hanging).
+bool eventually(const std::function<bool()>& done) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+  while (!done()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+// The state letter of /proc/PID/stat ('T' stopped, 'Z' zombie), or 0.
+char proc_state(pid_t pid) {
+  std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+  auto paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() ? 0 : stat[paren + 2];
+}
+
+std::vector<pid_t> cgroup_pids(const std::string& cgroup) {
+  std::ifstream procs(cgroup + "/cgroup.procs");
+  std::vector<pid_t> pids;
+  for (pid_t pid; procs >> pid;) pids.push_back(pid);
+  return pids;
 }
 
 class RunnerExec : public ::testing::Test {
@@ -53,32 +87,195 @@ class RunnerExec : public ::testing::Test {
     return o;
   }
 
+  // Starts `runner exec <args>` in a process group of its own (as a shell
+  // starts a job), stdout and stderr captured; finish() waits for it.
+  pid_t start(const std::string& args) {
+    std::string cmd = "exec " + std::string(RUNNER_PATH) + " exec " + args + " >" +
+                      (dir_ / "out").string() + " 2>" + (dir_ / "err").string() + " </dev/null";
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::setpgid(0, 0);
+      ::execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+      ::_exit(127);
+    }
+    ::setpgid(pid, pid);  // both sides: whichever runs first, the group exists
+    return pid;
+  }
+  Outcome finish(pid_t pid) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    Outcome o;
+    o.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    o.out = slurp(dir_ / "out");
+    o.err = slurp(dir_ / "err");
+    return o;
+  }
+  // Runs a step that creates ready() once it is set to receive signals,
+  // sends sig to runner then, and returns how runner ended.
+  Outcome signal_when_ready(const std::string& args, int sig) {
+    pid_t runner = start(args);
+    bool ready = eventually([&] { return fs::exists(ready_file()); });
+    ::kill(runner, sig);
+    auto o = finish(runner);
+    EXPECT_TRUE(ready) << "the step never got ready: " << o.err;
+    return o;
+  }
+  fs::path ready_file() const { return dir_ / "ready"; }
+
   fs::path dir_;
 };
 
-TEST_F(RunnerExec, StepIsPidOneWithItsHostnameAndFreshProc) {
+TEST_F(RunnerExec, CmdIsPidTwoUnderTheStepsInitWithItsHostnameAndFreshProc) {
   auto o =
-      run("--no-agent --hostname stephost -- sh -c 'echo $$ $(hostname) $(ls /proc | grep -c "
-          "\"^[0-9]\")'");
+      run("--no-agent --hostname stephost -- sh -c 'echo $$ $(cat /proc/1/comm) $(hostname) $(ls "
+          "/proc | grep -c \"^[0-9]\")'");
   ASSERT_EQ(o.code, 0) << o.err;
-  // pid 1, our hostname, and only the step's own processes in /proc (sh and
-  // its command substitution children).
+  // CMD is pid 2 under the step's init, our hostname, and only the step's
+  // own processes in /proc (init, sh and its command substitution children).
   std::istringstream words(o.out);
-  std::string pid, host;
+  std::string pid, init, host;
   int procs = 0;
-  words >> pid >> host >> procs;
-  EXPECT_EQ(pid, "1");
+  words >> pid >> init >> host >> procs;
+  EXPECT_EQ(pid, "2");
+  EXPECT_EQ(init, "stepsnap-init");
   EXPECT_EQ(host, "stephost");
-  EXPECT_LE(procs, 4);
+  EXPECT_LE(procs, 5);
 }
 
-TEST_F(RunnerExec, ExitCodesAndDeathBySignalPropagate) {
+TEST_F(RunnerExec, EveryExitStatusPassesThrough) {
+  for (int code = 0; code <= 255; code += 17)
+    EXPECT_EQ(run("--no-agent -- sh -c 'exit " + std::to_string(code) + "'").code, code) << code;
+  for (int code : {1, 2, 124, 125, 126, 127, 128, 129, 130, 137, 143, 254, 255})
+    EXPECT_EQ(run("--no-agent -- sh -c 'exit " + std::to_string(code) + "'").code, code) << code;
   EXPECT_EQ(run("--no-agent -- true").code, 0);
   EXPECT_EQ(run("--no-agent -- false").code, 1);
-  EXPECT_EQ(run("--no-agent -- sh -c 'exit 42'").code, 42);
-  // pid 1 cannot signal itself to death, so a child dies and sh reports it.
-  EXPECT_EQ(run("--no-agent -- sh -c 'sh -c \"kill -9 \\$\\$\"; exit $?'").code, 137);
   EXPECT_EQ(run("--no-agent -- /nonexistent/cmd").code, 127);
+  std::ofstream(dir_ / "not-executable") << "data\n";
+  EXPECT_EQ(run("--no-agent -- " + (dir_ / "not-executable").string()).code, 126);
+}
+
+TEST_F(RunnerExec, DeathBySignalIsReportedAsByAShell) {
+  // CMD signals itself, as run directly: it dies of it (pid 1 would not).
+  EXPECT_EQ(run("--no-agent -- sh -c 'kill -TERM $$; sleep 1'").code, 128 + SIGTERM);
+  EXPECT_EQ(run("--no-agent -- sh -c 'kill -KILL $$; sleep 1'").code, 128 + SIGKILL);
+  EXPECT_EQ(run("--no-agent -- sh -c 'kill -HUP $$; sleep 1'").code, 128 + SIGHUP);
+  EXPECT_EQ(run("--no-agent -- sh -c 'kill -USR1 $$; sleep 1'").code, 128 + SIGUSR1);
+  // A child that dies of a signal, reported by sh.
+  EXPECT_EQ(run("--no-agent -- sh -c 'sh -c \"kill -9 \\$\\$\"; exit $?'").code, 137);
+}
+
+TEST_F(RunnerExec, OrphansAreReapedWhileCmdRuns) {
+  // Python reaps only the children it waits for. Its grandchild, orphaned
+  // when the child exits, is adopted by the step's pid 1 and must not stay
+  // a zombie while CMD runs on (with CMD as pid 1, it did).
+  std::string script =
+      "import os, sys, time\n"
+      "r, w = os.pipe()\n"
+      "child = os.fork()\n"
+      "if child == 0:\n"
+      "    grandchild = os.fork()\n"
+      "    if grandchild == 0:\n"
+      "        os._exit(0)\n"
+      "    os.write(w, str(grandchild).encode())\n"
+      "    os._exit(0)\n"
+      "os.close(w)\n"
+      "os.waitpid(child, 0)\n"
+      "orphan = int(os.read(r, 32))\n"
+      "for _ in range(3000):\n"
+      "    if not os.path.exists('/proc/%d' % orphan):\n"
+      "        print('reaped')\n"
+      "        sys.exit(0)\n"
+      "    time.sleep(0.01)\n"
+      "state = open('/proc/%d/stat' % orphan).read().rsplit(')', 1)[1].split()[0]\n"
+      "print('still there, state', state)\n"
+      "sys.exit(1)\n";
+  std::ofstream(dir_ / "orphan.py") << script;
+  auto o = run("--no-agent -- " + std::string(kPython) + " " + (dir_ / "orphan.py").string());
+  EXPECT_EQ(o.code, 0) << o.out << o.err;
+  EXPECT_EQ(o.out, "reaped\n") << o.err;
+}
+
+TEST_F(RunnerExec, StepRunsInASessionOfItsOwn) {
+  // Its session and process group are led by the step's init (pid 1 in its
+  // namespace); in runner's session they would be led from outside the
+  // namespace, which reads as 0.
+  auto o = run("--no-agent -- " + std::string(kPython) +
+               " -c 'import os; print(os.getsid(0), os.getpgid(0))'");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "1 1\n");
+}
+
+TEST_F(RunnerExec, ContinuingRunnersProcessGroupLeavesAStoppedStepStopped) {
+  // The agent holds CMD with a SIGSTOP at its first exec. Here CMD stops
+  // itself the same way; Ctrl-Z then fg, or kill -CONT of runner's group,
+  // continues runner's process group and must not continue CMD.
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  std::string run_id = "cont" + std::to_string(::getpid());
+  std::string cgroup = *root + "/stepsnap/p/" + run_id + "/s";
+  pid_t runner = start("--no-agent --pipeline p --run " + run_id +
+                       " --step s -- sh -c 'kill -STOP $$; echo continued'");
+  pid_t cmd = 0;
+  bool stopped = eventually([&] {
+    for (pid_t pid : cgroup_pids(cgroup))
+      if (proc_state(pid) == 'T') cmd = pid;
+    return cmd != 0;
+  });
+  if (!stopped) ::kill(runner, SIGKILL);
+  ASSERT_TRUE(stopped) << finish(runner).err;
+
+  ASSERT_EQ(::kill(-runner, SIGCONT), 0);
+  // A SIGCONT wakes a stopped task while kill() runs: no wait is needed.
+  EXPECT_EQ(proc_state(cmd), 'T') << "runner's process group continued the step";
+
+  ::kill(cmd, SIGCONT);  // what the agent does once the pre-snapshot is taken
+  auto o = finish(runner);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "continued\n");
+}
+
+TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
+  // The step runs in a cgroup namespace rooted at its cgroup, with a
+  // read-only /sys/fs/cgroup that shows only that cgroup. Each way out is
+  // tried, then through a cgroup2 the step mounts writable itself, then
+  // through the host's /proc below the step's (it is not there).
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  std::string run_id = "escape" + std::to_string(::getpid());
+  std::string cgroup = *root + "/stepsnap/p/" + run_id + "/s";
+  fs::create_directories(dir_ / "cg");
+  fs::path go = dir_ / "go";
+  std::string script =
+      "grep ^0:: /proc/self/cgroup; "
+      "echo $$ > /sys/fs/cgroup/cgroup.procs 2>/dev/null && echo moved-by-sys-fs-cgroup; "
+      "echo $$ > /sys/fs/cgroup/unified/cgroup.procs 2>/dev/null && echo moved-by-unified; "
+      "test -e /sys/fs/cgroup/stepsnap && echo host-tree-visible; "
+      "mkdir /sys/fs/cgroup/sub 2>/dev/null && echo made-a-child-cgroup; "
+      "mount -t cgroup2 none " +
+      (dir_ / "cg").string() + " && echo $$ > " + (dir_ / "cg/cgroup.procs").string() +
+      "; test -e " + (dir_ / "cg/stepsnap").string() +
+      " && echo host-tree-in-own-mount; "
+      "grep ^0:: /proc/self/cgroup; "
+      "touch " +
+      ready_file().string() + "; while [ ! -e " + go.string() +
+      " ]; do sleep 0.05; done; "
+      "umount /proc || echo umount-failed; test -e /proc/1/ns/cgroup && echo host-proc-below; "
+      "exit 0";
+  pid_t runner =
+      start("--no-agent --pipeline p --run " + run_id + " --step s -- sh -c '" + script + "'");
+  bool ready = eventually([&] { return fs::exists(ready_file()); });
+  // Seen from the host: CMD (sh) is still in the step's cgroup.
+  std::vector<std::string> in_cgroup;
+  for (pid_t pid : cgroup_pids(cgroup))
+    in_cgroup.push_back(slurp("/proc/" + std::to_string(pid) + "/comm"));
+  std::ofstream(go) << "";
+  auto o = finish(runner);
+  ASSERT_TRUE(ready) << o.err;
+  EXPECT_NE(std::find(in_cgroup.begin(), in_cgroup.end(), "sh\n"), in_cgroup.end())
+      << "CMD left the step's cgroup";
+  EXPECT_EQ(o.code, 0) << o.err;
+  // "0::/": at the root of its cgroup namespace, which is the step's cgroup.
+  EXPECT_EQ(o.out, "0::/\n0::/\n") << o.err;
 }
 
 TEST_F(RunnerExec, OnlyRequestedVolumesAreMountedAndNothingLeaks) {
@@ -101,40 +298,56 @@ TEST_F(RunnerExec, OnlyRequestedVolumesAreMountedAndNothingLeaks) {
   EXPECT_EQ(slurp("/proc/self/mountinfo"), before);
 }
 
-// Sends SIGTERM to runner half a second after it started `runner exec ARGS`;
-// returns runner's exit code.
-int exit_code_after_sigterm(const std::string& args) {
-  std::string cmd = "sh -c '" + std::string(RUNNER_PATH) + " exec " + args +
-                    " 2>/dev/null & pid=$!; sleep 0.5; kill -TERM $pid; wait $pid'";
-  int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 TEST_F(RunnerExec, SigtermReachesTheStep) {
   // The step handles SIGTERM and exits 7: runner passes that on.
-  EXPECT_EQ(exit_code_after_sigterm(
-                "--no-agent -- sh -c \"trap \\\"exit 7\\\" TERM; while :; do sleep 0.1; done\""),
-            7);
+  auto o = signal_when_ready("--no-agent -- sh -c 'trap \"exit 7\" TERM; touch " +
+                                 ready_file().string() + "; while :; do sleep 0.1; done'",
+                             SIGTERM);
+  EXPECT_EQ(o.code, 7) << o.err;
 }
 
-TEST_F(RunnerExec, StepWithoutASigtermHandlerEndsAtOnceAs143) {
-  // sleep as pid 1 has no SIGTERM handler, so the kernel would drop the
-  // signal; runner ends the step as the signal would end any other process.
-  auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(exit_code_after_sigterm("--no-agent -- sleep 100"), 128 + SIGTERM);
-  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(8))
-      << "not the 10 s grace period";
+TEST_F(RunnerExec, StepWithoutASigtermHandlerDiesOfIt) {
+  // sleep has no SIGTERM handler: it dies of the signal, as run directly
+  // (a grace kill after 10 s would be 137).
+  auto o = signal_when_ready(
+      "--no-agent -- sh -c 'touch " + ready_file().string() + "; exec sleep 100'", SIGTERM);
+  EXPECT_EQ(o.code, 128 + SIGTERM) << o.err;
+}
+
+TEST_F(RunnerExec, SigintReachesAPythonStepAsKeyboardInterrupt) {
+  std::string script =
+      "import sys, time\n"
+      "try:\n"
+      "    open(sys.argv[1], 'w').close()\n"
+      "    time.sleep(100)\n"
+      "except KeyboardInterrupt:\n"
+      "    print('KeyboardInterrupt')\n"
+      "    sys.exit(3)\n";
+  std::ofstream(dir_ / "interrupt.py") << script;
+  auto o = signal_when_ready("--no-agent -- " + std::string(kPython) + " " +
+                                 (dir_ / "interrupt.py").string() + " " + ready_file().string(),
+                             SIGINT);
+  EXPECT_EQ(o.code, 3) << o.err;
+  EXPECT_EQ(o.out, "KeyboardInterrupt\n") << o.err;
+
+  // Uncaught, Python ends by dying of SIGINT itself: 130, as in a shell.
+  fs::remove(ready_file());
+  o = signal_when_ready("--no-agent -- " + std::string(kPython) +
+                            " -c 'import sys, time; open(sys.argv[1], \"w\").close(); "
+                            "time.sleep(100)' " +
+                            ready_file().string(),
+                        SIGINT);
+  EXPECT_EQ(o.code, 128 + SIGINT) << o.err;
+  EXPECT_NE(o.err.find("KeyboardInterrupt"), std::string::npos) << o.err;
 }
 
 TEST_F(RunnerExec, StepHandlingSigtermButRunningOnIsKilledAfterTheGracePeriod) {
-  auto started = std::chrono::steady_clock::now();
-  EXPECT_EQ(
-      exit_code_after_sigterm(
-          "--no-agent -- sh -c \"trap \\\"echo ignored\\\" TERM; while :; do sleep 0.1; done\""),
-      137);
-  auto took = std::chrono::steady_clock::now() - started;
-  EXPECT_GE(took, std::chrono::seconds(10));
-  EXPECT_LT(took, std::chrono::seconds(60));
+  auto o = signal_when_ready("--no-agent -- sh -c 'trap \"echo ignored\" TERM; touch " +
+                                 ready_file().string() + "; while :; do sleep 0.1; done'",
+                             SIGTERM);
+  EXPECT_EQ(o.code, 137) << o.err;
+  EXPECT_EQ(o.out, "ignored\n");
+  EXPECT_NE(o.err.find("ignored signal 15 for 10 s"), std::string::npos) << o.err;
 }
 
 TEST_F(RunnerExec, TimeoutKillsTheWholeTreeAndRemovesTheCgroup) {

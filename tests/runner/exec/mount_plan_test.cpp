@@ -13,14 +13,17 @@ ExecOptions with_volumes(std::vector<VolumeOption> volumes) {
   return o;
 }
 
-TEST(MountPlan, PrivateFirstThenVolumesThenProcThenMarshal) {
+TEST(MountPlan, PrivateFirstThenCgroupThenVolumesThenProcThenMarshal) {
   auto plan = build_mount_plan(
       with_volumes({{"/srv/ws", "/home/jovyan", false}, {"/srv/data", "/data", true}}));
   ASSERT_TRUE(plan) << plan.error().message();
-  std::vector<MountOp> want{
-      {K::make_private, "", "/"},      {K::bind, "/srv/ws", "/home/jovyan"},
-      {K::bind, "/srv/data", "/data"}, {K::remount_ro, "", "/data"},
-      {K::proc, "proc", "/proc"},      {K::mkdir, "", "/home/jovyan/.marshal"}};
+  std::vector<MountOp> want{{K::make_private, "", "/"},
+                            {K::cgroup, "cgroup2", "/sys/fs/cgroup"},
+                            {K::bind, "/srv/ws", "/home/jovyan"},
+                            {K::bind, "/srv/data", "/data"},
+                            {K::remount_ro, "", "/data"},
+                            {K::proc, "proc", "/proc"},
+                            {K::mkdir, "", "/home/jovyan/.marshal"}};
   EXPECT_EQ(*plan, want);
 }
 
@@ -38,6 +41,16 @@ TEST(MountPlan, RefusesRelativeRootAndProcTargets) {
   EXPECT_FALSE(build_mount_plan(with_volumes({{"/srv/ws", "ws", false}})));
   EXPECT_FALSE(build_mount_plan(with_volumes({{"/srv/ws", "/", false}})));
   EXPECT_FALSE(build_mount_plan(with_volumes({{"/srv/ws", "/proc/", false}})));
+}
+
+TEST(MountPlan, RefusesTargetsInTheCgroupTree) {
+  for (std::string target : {"/sys/fs/cgroup", "/sys/fs/cgroup/", "/sys/fs/cgroup/unified/x"}) {
+    auto plan = build_mount_plan(with_volumes({{"/srv/ws", target, false}}));
+    ASSERT_FALSE(plan) << target;
+    EXPECT_NE(plan.error().message().find("read-only cgroup"), std::string::npos)
+        << plan.error().message();
+  }
+  EXPECT_TRUE(build_mount_plan(with_volumes({{"/srv/ws", "/sys/fs/cgroupish", false}})));
 }
 
 TEST(MountPlan, ReadOnlyWorkspaceCannotHoldTheMarshalFolder) {

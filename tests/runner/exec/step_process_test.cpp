@@ -2,10 +2,14 @@
 // agent's pre-snapshot goes (label host: real namespaces and a real cgroup).
 #include "runner/exec/step_process.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
+#include <vector>
 
 #include "runner/exec/cgroup.h"
 
@@ -86,6 +90,50 @@ TEST_F(StepGate, SetupFailureIsReportedWithTheGateInPlace) {
   EXPECT_EQ(step.error().kind, "setup");
   EXPECT_NE(step.error().message().find("/nonexistent-source"), std::string::npos)
       << step.error().message();
+}
+
+TEST_F(StepGate, InitHoldsNoneOfRunnersDescriptors) {
+  // runner's descriptors are close-on-exec, and the step's init never
+  // execs: it must close them itself (an agent connection held by a step
+  // would outlive runner). This one stands for them.
+  int fds[2];
+  ASSERT_EQ(::pipe2(fds, O_CLOEXEC), 0);
+  auto spec = marker_step();
+  spec.command = {"/bin/sleep", "100"};
+  auto step = StepProcess::start(spec, cgroup_->dir_fd());
+  ::close(fds[0]);
+  ::close(fds[1]);
+  ASSERT_TRUE(step) << step.error().message();
+
+  // All init keeps is the signalfd it reads signals from.
+  std::vector<std::string> open;
+  for (const auto& fd : fs::directory_iterator("/proc/" + std::to_string(step->pid()) + "/fd"))
+    open.push_back(fs::read_symlink(fd.path()).string());
+  EXPECT_EQ(open, std::vector<std::string>{"anon_inode:[signalfd]"});
+
+  // SIGTERM to init reaches sleep, which dies of it.
+  ASSERT_TRUE(step->signal(SIGTERM));
+  auto status = step->wait();
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_EQ(*status, 128 + SIGTERM);
+}
+
+TEST_F(StepGate, ASignalSentDuringSetupReachesCmd) {
+  // Sent to the step's init while it waits at the gate, before CMD exists:
+  // it stays pending and goes to CMD once CMD is forked.
+  auto spec = marker_step();
+  spec.command = {"/bin/sleep", "100"};
+  auto step = StepProcess::start(spec, cgroup_->dir_fd(), [&]() -> Status {
+    std::ifstream procs(cgroup_->path() + "/cgroup.procs");
+    pid_t init = 0;
+    if (!(procs >> init)) return fail("read", cgroup_->path() + "/cgroup.procs", EIO);
+    if (::kill(init, SIGUSR1) != 0) return fail_errno("signal", "the step's init");
+    return {};
+  });
+  ASSERT_TRUE(step) << step.error().message();
+  auto status = step->wait();
+  ASSERT_TRUE(status) << status.error().message();
+  EXPECT_EQ(*status, 128 + SIGUSR1);
 }
 
 }  // namespace
