@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
 #include "agent/daemon/ownership.h"
@@ -15,9 +16,20 @@ namespace stepsnap::agent {
 
 namespace {
 
+// A directory that existed keeps its mode (it may be shared, like /tmp);
+// one that is private by intent (mode 0700) but open to others is named in
+// the log, since the catalog and the pool's loop files hold users' data.
 Status make_dirs(const std::string& dir, mode_t mode) {
   auto made = make_owned_dirs(dir, mode);
   if (!made) return tl::unexpected(made.error());
+  struct stat st {};
+  if ((mode & 077) == 0 && made->empty() && ::stat(dir.c_str(), &st) == 0 &&
+      (st.st_mode & 077) != 0) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    log::warn("directory " + dir + " is mode " + octal +
+              ": other users may read what stepsnapd keeps there; chmod 0700 it");
+  }
   return {};
 }
 
