@@ -168,7 +168,7 @@ struct Request {
 };
 
 // Codes a client can switch on. Handlers add their own (not_found, exists,
-// busy, no_space, pool_read_only, forbidden, internal, events.truncated).
+// busy, no_space, pool_read_only, internal, events.truncated).
 namespace code {
 inline constexpr std::string_view too_large = "too_large";
 inline constexpr std::string_view bad_json = "bad_json";
@@ -179,6 +179,10 @@ inline constexpr std::string_view unknown_field = "unknown_field";
 inline constexpr std::string_view missing_field = "missing_field";
 inline constexpr std::string_view wrong_type = "wrong_type";
 inline constexpr std::string_view invalid_value = "invalid_value";
+// From the server: the peer may not do this (docs/security.md), and a
+// connection that did not send a whole request line in time.
+inline constexpr std::string_view forbidden = "forbidden";
+inline constexpr std::string_view timeout = "timeout";
 }  // namespace code
 
 struct RequestError {

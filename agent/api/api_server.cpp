@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "agent/api/authz.h"
 #include "common/log.h"
 
 namespace stepsnap::agent {
@@ -205,8 +206,33 @@ void ApiServer::reap(bool all) {
     if (c.thread.joinable()) c.thread.join();
 }
 
+std::optional<std::string> ApiServer::over_limit(const PeerCred& peer) const {
+  std::size_t total = 0, mine = 0;
+  for (const auto& c : connections_) {
+    if (c.done) continue;
+    ++total;
+    mine += c.uid == peer.uid ? 1 : 0;
+  }
+  const std::size_t max = options_.max_connections;
+  if (is_admin(peer, self_)) {
+    if (total < max) return std::nullopt;
+    return "too many connections (" + std::to_string(max) + "); close idle clients and retry";
+  }
+  const std::size_t shared = max > options_.root_reserve ? max - options_.root_reserve : 0;
+  if (total >= shared) {
+    return "too many connections (" + std::to_string(shared) + " for non-root peers, " +
+           std::to_string(options_.root_reserve) +
+           " more kept for root); close idle clients and retry";
+  }
+  if (mine >= options_.max_connections_per_uid) {
+    return "uid " + std::to_string(peer.uid) + " has " + std::to_string(mine) +
+           " connections open, the most one user may; close idle ones and retry";
+  }
+  return std::nullopt;
+}
+
 void ApiServer::accept_loop() {
-  const uid_t self = ::geteuid();
+  const uid_t self = self_;
   while (!stopping_) {
     pollfd fds[2] = {{listen_fd_.get(), POLLIN, 0}, {stop_fd_.get(), POLLIN, 0}};
     int n = ::poll(fds, 2, 1000);
@@ -233,54 +259,90 @@ void ApiServer::accept_loop() {
                                    "given by stepsnapd --socket-group"));
       continue;
     }
-    if (connections() >= options_.max_connections) {
-      send_line(client.get(),
-                error_response(nullptr, "busy",
-                               "too many connections (" + std::to_string(options_.max_connections) +
-                                   "); close idle clients and retry"));
+    std::lock_guard lock(mutex_);
+    if (auto why = over_limit(*peer)) {
+      log::warn("api: refused a connection of uid " + std::to_string(peer->uid) + ": " + *why);
+      send_line(client.get(), error_response(nullptr, "busy", *why));
       continue;
     }
-    std::lock_guard lock(mutex_);
     auto& c = connections_.emplace_back();
+    c.uid = peer->uid;
     c.fd = std::move(client);
     c.thread = std::thread([this, &c, p = std::move(*peer)] { serve(c, p); });
   }
 }
 
+bool ApiServer::read_line(int fd, bool admin, std::string& buffer, std::string& line) {
+  using Clock = std::chrono::steady_clock;
+  const auto limit = options_.request_timeout;
+  // Root's connections may idle between requests (runner waits a whole
+  // step); a request that has begun must be finished in time by everyone.
+  std::optional<Clock::time_point> deadline;
+  if (!admin || !buffer.empty()) deadline = Clock::now() + limit;
+  char chunk[8192];
+  std::size_t nl;
+  while ((nl = buffer.find('\n')) == std::string::npos) {
+    // One byte of slack past the limit is enough to know a line is too
+    // long; we cannot find where the next request starts, so we close.
+    if (buffer.size() > kMaxRequestBytes) {
+      send_line(fd, error_response(nullptr, code::too_large,
+                                   "request line is over " + std::to_string(kMaxRequestBytes) +
+                                       " bytes; closing the connection"));
+      return false;
+    }
+    int wait_ms = -1;
+    if (deadline) {
+      auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - Clock::now()).count();
+      if (left <= 0) {
+        auto seconds = std::chrono::duration<double>(limit).count();
+        send_line(fd, error_response(nullptr, code::timeout,
+                                     "no complete request line within " +
+                                         std::to_string(seconds).substr(0, 5) +
+                                         " s; closing the connection (send whole lines, and "
+                                         "reconnect when idle)"));
+        return false;
+      }
+      wait_ms = static_cast<int>(left);
+    }
+    pollfd p{fd, POLLIN, 0};
+    int ready = ::poll(&p, 1, wait_ms);
+    if (ready < 0 && errno == EINTR) continue;
+    if (ready < 0) return false;
+    if (ready == 0) continue;  // the deadline check above answers
+    ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) return false;
+    if (!deadline) deadline = Clock::now() + limit;
+    buffer.append(chunk, static_cast<std::size_t>(n));
+  }
+  line = buffer.substr(0, nl);
+  buffer.erase(0, nl + 1);
+  return true;
+}
+
 void ApiServer::serve(Connection& c, PeerCred peer) {
   const int fd = c.fd.get();
+  const bool admin = is_admin(peer, self_);
   std::string buffer;
-  char chunk[8192];
+  std::string line;
   bool open = true;
   while (open && !stopping_) {
-    std::size_t nl;
-    while ((nl = buffer.find('\n')) == std::string::npos) {
-      // One byte of slack past the limit is enough to know a line is too
-      // long; we cannot find where the next request starts, so we close.
-      if (buffer.size() > kMaxRequestBytes) {
-        send_line(fd, error_response(nullptr, code::too_large,
-                                     "request line is over " + std::to_string(kMaxRequestBytes) +
-                                         " bytes; closing the connection"));
-        open = false;
-        break;
-      }
-      ssize_t n = ::recv(fd, chunk, sizeof chunk, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        open = false;
-        break;
-      }
-      buffer.append(chunk, static_cast<std::size_t>(n));
-    }
-    if (!open) break;
-    std::string line = buffer.substr(0, nl);
-    buffer.erase(0, nl + 1);
+    if (!read_line(fd, admin, buffer, line)) break;
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
 
     auto request = parse_request(line);
     if (!request) {
       open = send_line(fd, error_response(request.error()));
+      continue;
+    }
+    // The op table first (authz.h): an op only root may use never reaches
+    // the handler for anyone else. Owners are checked by the handler, which
+    // knows the objects.
+    if (auto refused = check_op(request->op, peer, self_)) {
+      log::warn("api: uid " + std::to_string(peer.uid) + ": " + refused->message);
+      open = send_line(fd, error_response(request->id, refused->code, refused->message));
       continue;
     }
     if (request->op == Op::events_subscribe) {

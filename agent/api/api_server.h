@@ -8,8 +8,10 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -20,9 +22,9 @@
 #include <tl/expected.hpp>
 #include <vector>
 
-#include "protocol/request.h"
 #include "common/error.h"
 #include "common/unique_fd.h"
+#include "protocol/request.h"
 
 namespace stepsnap::agent {
 
@@ -79,7 +81,17 @@ struct ApiServerOptions {
   // (and the server's own uid) only, and the file keeps our group.
   std::optional<gid_t> group;
   mode_t mode = 0660;
+  // Connection limits (docs/security.md): all peers together, each non-root
+  // uid, and the slots only root may take, so that one user's idle clients
+  // can never lock root's runner out.
   std::size_t max_connections = 64;
+  std::size_t max_connections_per_uid = 16;
+  std::size_t root_reserve = 8;
+  // A request line must be complete this long after its first byte. A
+  // non-root connection must also send each request this long after
+  // connecting or after the previous answer; root's are exempt from that
+  // idle rule, since runner keeps one connection open for a whole step.
+  std::chrono::milliseconds request_timeout{std::chrono::seconds(60)};
 };
 
 class ApiServer {
@@ -98,6 +110,7 @@ class ApiServer {
 
  private:
   struct Connection {
+    uid_t uid = 0;
     UniqueFd fd;
     std::thread thread;
     std::atomic<bool> done{false};
@@ -110,12 +123,18 @@ class ApiServer {
         stop_fd_(std::move(stop_fd)) {}
   void accept_loop();
   void serve(Connection& connection, PeerCred peer);
+  // Why a new connection of `peer` is refused (busy), or nullopt. mutex_ held.
+  std::optional<std::string> over_limit(const PeerCred& peer) const;
+  // Reads the next request line into `line`; false when the connection is
+  // to close (EOF, too long, timed out: the error line is already sent).
+  bool read_line(int fd, bool admin, std::string& buffer, std::string& line);
   void reap(bool all);
 
   ApiServerOptions options_;
   Handler& handler_;
   UniqueFd listen_fd_;
   UniqueFd stop_fd_;  // eventfd: wakes the accept loop
+  const uid_t self_ = ::geteuid();
   std::thread acceptor_;
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;

@@ -2,6 +2,8 @@
 
 #include <cerrno>
 
+#include "agent/api/authz.h"
+#include "agent/api/event_subscription.h"
 #include "agent/volumes/mkfs.h"
 #include "common/log.h"
 #include "dm/dm_error.h"
@@ -74,6 +76,14 @@ std::string error_code(const Error& e) {
       return "invalid_value";
     case ENOSPC:
       return "no_space";
+    case EPERM:
+    case EACCES:
+      return "forbidden";  // e.g. a step cgroup outside stepsnap/
+    case ELOOP:
+    case ENOTDIR:
+      return "invalid_value";
+    case ESTALE:
+      return "busy";
     case ESHUTDOWN:
       return "busy";
     default:
@@ -81,15 +91,50 @@ std::string error_code(const Error& e) {
   }
 }
 
-tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const PeerCred&) {
+std::optional<ApiError> DaemonHandler::check_device_owner(const Request& request,
+                                                          const PeerCred& peer,
+                                                          const std::string& name) {
+  if (is_admin(peer, self_)) return std::nullopt;
+  auto d = volumes_.find(name);
+  if (!d) return std::nullopt;
+  return check_owner(request.op, peer, self_, d->owner_uid,
+                     std::string(to_string(d->kind)) + " " + name);
+}
+
+std::optional<ApiError> DaemonHandler::check_step_cap(const PeerCred& peer) {
+  std::lock_guard lock(steps_mutex_);
+  auto& mine = live_steps_[peer.uid];
+  std::erase_if(mine, [&](const std::array<std::string, 3>& k) {
+    auto s = policy_->status(k[0], k[1], k[2]);
+    if (!s) return true;
+    std::string state = s->value("state", "");
+    return state == "finished" || state == "failed";
+  });
+  if (mine.size() < limits_.max_steps_per_peer) return std::nullopt;
+  return ApiError{"busy", "uid " + std::to_string(peer.uid) + " has " +
+                              std::to_string(mine.size()) +
+                              " steps registered and not over, the most one peer may "
+                              "(--max-steps-per-peer); wait for some to finish"};
+}
+
+void DaemonHandler::count_step(const PeerCred& peer, const StepSpec& spec) {
+  std::lock_guard lock(steps_mutex_);
+  live_steps_[peer.uid].push_back({spec.pipeline, spec.run, spec.step});
+}
+
+tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const PeerCred& peer) {
   const PoolRecord& pool = volumes_.pool_record();
+  const Ownership mine{.uid = peer.uid};
+  auto owner_only = [&](const std::string& name) -> std::optional<ApiError> {
+    return check_device_owner(request, peer, name);
+  };
   auto pool_ok = [&](const std::optional<std::string>& p) { return check_pool(p, pool); };
   try {
     switch (request.op) {
       case Op::volume_create: {
         const auto& a = std::get<VolumeCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        auto made = volumes_.create_volume(a.name, a.size_bytes, a.labels);
+        auto made = volumes_.create_volume(a.name, a.size_bytes, a.labels, mine);
         if (made && a.filesystem) {
           if (auto fs = make_filesystem("/dev/mapper/" + made->dm_name, *a.filesystem); !fs) {
             // Nothing half-made: a volume whose mkfs failed is removed again.
@@ -122,16 +167,18 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       case Op::volume_delete: {
         const auto& a = std::get<VolumeDeleteArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto refused = owner_only(a.name)) return tl::unexpected(*refused);
         if (auto r = volumes_.remove(a.name, false); !r) return api_error(r.error());
         return json::object();
       }
       case Op::snapshot_create: {
         const auto& a = std::get<SnapshotCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto refused = owner_only(a.volume)) return tl::unexpected(*refused);
         std::optional<StepInfo> initial;
         if (a.pipeline && a.run)
           initial = StepInfo{.pipeline = *a.pipeline, .run = *a.run, .phase = Phase::initial};
-        return answer(volumes_.snapshot(a.volume, a.name, a.labels, initial));
+        return answer(volumes_.snapshot(a.volume, a.name, a.labels, initial, mine));
       }
       case Op::snapshot_list: {
         const auto& a = std::get<SnapshotListArgs>(request.args);
@@ -195,23 +242,27 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       case Op::snapshot_delete: {
         const auto& a = std::get<SnapshotDeleteArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto refused = owner_only(a.name)) return tl::unexpected(*refused);
         if (auto r = volumes_.remove(a.name, true); !r) return api_error(r.error());
         return json::object();
       }
       case Op::clone_create: {
         const auto& a = std::get<CloneCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::clone));
+        // A clone holds the snapshot's data: only its owner may copy it.
+        if (auto refused = owner_only(a.snapshot)) return tl::unexpected(*refused);
+        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::clone, mine));
       }
       case Op::restore: {
         const auto& a = std::get<RestoreArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::volume));
+        if (auto refused = owner_only(a.snapshot)) return tl::unexpected(*refused);
+        return answer(volumes_.clone(a.snapshot, a.name, a.labels, DeviceKind::volume, mine));
       }
       case Op::run_clone: {
         const auto& a = std::get<RunCloneArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot));
+        return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot, peer.uid));
       }
       case Op::step_register:
       case Op::step_unregister:
@@ -224,7 +275,8 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         }
         if (request.op == Op::step_register) {
           const auto& a = std::get<StepRegisterArgs>(request.args);
-          return answer(policy_->register_step(StepSpec{
+          if (auto refused = check_step_cap(peer)) return tl::unexpected(*refused);
+          StepSpec spec{
               .pipeline = a.pipeline,
               .run = a.run,
               .step = a.step,
@@ -233,7 +285,10 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
               .pre_snapshot = a.policy == SnapshotPolicy::pre || a.policy == SnapshotPolicy::both,
               .post_snapshot = a.policy == SnapshotPolicy::post || a.policy == SnapshotPolicy::both,
               .command = a.command,
-              .labels = a.labels}));
+              .labels = a.labels};
+          auto registered = policy_->register_step(spec);
+          if (registered) count_step(peer, spec);
+          return answer(registered);
         }
         if (request.op == Op::step_unregister) {
           const auto& a = std::get<StepUnregisterArgs>(request.args);
@@ -260,36 +315,7 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
 tl::expected<void, ApiError> DaemonHandler::subscribe(const Request&,
                                                       const EventsSubscribeArgs& args,
                                                       const PeerCred&, EventStream& stream) {
-  std::uint64_t since = args.since ? *args.since : events_.last_seq();
-  auto batch = events_.read_since(since);
-  if (!batch) {
-    return tl::unexpected(ApiError{"invalid_value", "args.since: " + batch.error().message()});
-  }
-  if (batch->truncated) {
-    return tl::unexpected(ApiError{"events.truncated",
-                                   "events after " + std::to_string(since) +
-                                       " were pruned; the oldest kept is " +
-                                       std::to_string(batch->oldest_available),
-                                   json{{"oldest_seq", batch->oldest_available}}});
-  }
-  if (!stream.accept(json{{"last_seq", batch->last_seq}})) return {};
-  const std::uint64_t end = batch->last_seq;
-  for (;;) {
-    for (const auto& e : batch->events) {
-      if (!stream.send(e.to_json())) return {};
-      since = e.seq;
-    }
-    if (!batch->events.empty()) {
-      if (!args.follow && since >= end) return {};
-    } else {
-      if (!args.follow) return {};
-      if (stream.stopping() || events_.closed()) return {};
-      events_.wait_for(since, std::chrono::milliseconds(500));
-      if (stream.stopping() || events_.closed()) return {};
-    }
-    batch = events_.read_since(since);
-    if (!batch || batch->truncated) return {};
-  }
+  return stream_events(events_, args, stream);
 }
 
 }  // namespace stepsnap::agent

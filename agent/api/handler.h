@@ -6,10 +6,16 @@
 // with a code a client can switch on (error_code() below).
 #pragma once
 
+#include <unistd.h>
+
+#include <array>
+#include <map>
+#include <mutex>
+
 #include "agent/api/api_server.h"
 #include "agent/events/event_log.h"
-#include "agent/volumes/run_clones.h"
 #include "agent/policy/step_policy.h"
+#include "agent/volumes/run_clones.h"
 #include "agent/volumes/volumes.h"
 
 namespace stepsnap::agent {
@@ -18,11 +24,22 @@ namespace stepsnap::agent {
 // busy), then errno (not_found, exists, busy, invalid_value), else internal.
 std::string error_code(const Error& error);
 
+struct HandlerLimits {
+  // Steps one uid may have registered and not yet over (finished or
+  // failed); one more is `busy`. Bounds what a runaway client can make the
+  // tracer watch.
+  std::size_t max_steps_per_peer = 256;
+};
+
 class DaemonHandler final : public Handler {
  public:
   // policy may be null (no step tracer): step ops then fail with a clear error.
-  DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy)
-      : volumes_(volumes), events_(events), policy_(policy), run_clones_(volumes) {}
+  DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy, HandlerLimits limits = {})
+      : volumes_(volumes),
+        events_(events),
+        policy_(policy),
+        run_clones_(volumes),
+        limits_(limits) {}
 
   tl::expected<nlohmann::json, ApiError> handle(const Request& request,
                                                 const PeerCred& peer) override;
@@ -32,8 +49,23 @@ class DaemonHandler final : public Handler {
  private:
   Volumes& volumes_;
   EventLog& events_;
+  // Refuses when peer is neither an admin nor the owner of device `name`
+  // (authz.h). A name that is not found passes: the op itself then answers
+  // not_found.
+  std::optional<ApiError> check_device_owner(const Request& request, const PeerCred& peer,
+                                             const std::string& name);
+  // The registration cap of HandlerLimits: forgets steps that are over,
+  // then refuses when peer still has the maximum.
+  std::optional<ApiError> check_step_cap(const PeerCred& peer);
+  void count_step(const PeerCred& peer, const StepSpec& spec);
+
   StepPolicy* policy_;
   RunClones run_clones_;
+  HandlerLimits limits_;
+  const uid_t self_ = ::geteuid();
+  std::mutex steps_mutex_;
+  // Per uid: the steps it registered that were not over when last looked at.
+  std::map<uid_t, std::vector<std::array<std::string, 3>>> live_steps_;
 };
 
 }  // namespace stepsnap::agent

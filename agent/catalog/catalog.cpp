@@ -37,7 +37,14 @@ constexpr std::pair<OperationState, std::string_view> kOpStates[] = {
 
 constexpr const char* kDeviceColumns =
     "id, pool_id, name, kind, thin_id, origin_id, parent_id, state, dm_name, size_bytes, "
-    "mapped_bytes, created_ns, fault";
+    "mapped_bytes, created_ns, fault, owner_uid, run_clone";
+
+std::optional<RunCloneKey> parse_run_clone(const std::string& text) {
+  auto a = text.find('/');
+  auto b = a == std::string::npos ? a : text.find('/', a + 1);
+  if (b == std::string::npos) return std::nullopt;
+  return RunCloneKey{text.substr(0, a), text.substr(a + 1, b - a - 1), text.substr(b + 1)};
+}
 
 DeviceRecord read_device(const Statement& st) {
   DeviceRecord d;
@@ -54,6 +61,8 @@ DeviceRecord read_device(const Statement& st) {
   d.mapped_bytes = static_cast<std::uint64_t>(st.int64(10));
   d.created_ns = st.int64(11);
   d.fault = st.text(12);
+  d.owner_uid = static_cast<std::uint32_t>(st.int64(13));
+  if (!st.is_null(14)) d.run_clone = parse_run_clone(st.text(14));
   return d;
 }
 
@@ -298,7 +307,8 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   std::lock_guard lock(db_->mutex());
   std::string sql =
       "SELECT d.id, d.pool_id, d.name, d.kind, d.thin_id, d.origin_id, d.parent_id, "
-      "d.state, d.dm_name, d.size_bytes, d.mapped_bytes, d.created_ns, d.fault "
+      "d.state, d.dm_name, d.size_bytes, d.mapped_bytes, d.created_ns, d.fault, d.owner_uid, "
+      "d.run_clone "
       "FROM devices d LEFT JOIN step_snapshots s ON s.device_id = d.id WHERE 1";
   // Each optional filter is one "AND x = ?"; the binding order follows.
   std::vector<std::string> texts;
@@ -345,6 +355,21 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   return rows;
 }
 
+Result<std::optional<DeviceRecord>> Catalog::find_run_clone(std::int64_t pool_id,
+                                                            const RunCloneKey& key) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
+                         " FROM devices WHERE pool_id = ? AND run_clone = ?");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, pool_id).bind(2, key.text());
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<DeviceRecord>();
+  auto d = fill(read_device(*st));
+  if (!d) return tl::unexpected(d.error());
+  return std::optional<DeviceRecord>(std::move(*d));
+}
+
 Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
   return in_transaction(*db_, [&]() -> Result<Intent> {
     auto pool = get_pool(spec.pool_id);
@@ -355,6 +380,14 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
       return fail("create " + std::string(to_string(spec.kind)), spec.name, EEXIST,
                   "a " + std::string(to_string((*taken)->kind)) + " of that name exists in pool " +
                       pool->name + "; pick another name");
+    }
+    if (spec.run_clone) {
+      auto other = find_run_clone(spec.pool_id, *spec.run_clone);
+      if (!other) return tl::unexpected(other.error());
+      if (*other) {
+        return fail("create run clone", spec.run_clone->text(), EEXIST,
+                    "the run already has its clone of that volume, " + (*other)->name);
+      }
     }
     Intent intent;
     std::uint64_t size = spec.size_bytes;
@@ -424,7 +457,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
 
     auto ins = db_->prepare(
         "INSERT INTO devices (pool_id, name, kind, thin_id, origin_id, parent_id, state, "
-        "size_bytes, created_ns) VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?)");
+        "size_bytes, created_ns, owner_uid, run_clone) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?)");
     if (!ins) return tl::unexpected(ins.error());
     ins->bind(1, spec.pool_id)
         .bind(2, spec.name)
@@ -433,7 +467,10 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
         .bind(5, spec.origin_id)
         .bind(6, parent)
         .bind(7, static_cast<std::int64_t>(size))
-        .bind(8, now);
+        .bind(8, now)
+        .bind(9, std::int64_t{spec.owner_uid})
+        .bind(10, spec.run_clone ? std::optional<std::string>(spec.run_clone->text())
+                                 : std::optional<std::string>());
     TRY(ins->run());
     intent.device_id = db_->last_insert_rowid();
 

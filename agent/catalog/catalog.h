@@ -48,7 +48,6 @@ std::optional<DeviceKind> parse_device_kind(std::string_view s);
 std::optional<DeviceState> parse_device_state(std::string_view s);
 std::optional<Phase> parse_phase(std::string_view s);
 
-
 struct PoolSpec {
   std::string name;
   std::string data_device;
@@ -79,6 +78,18 @@ struct StepInfo {
   std::optional<int> exit_status;  // post snapshots only
 };
 
+// A pipeline run's clone of one volume (run.clone). Kept in its own catalog
+// column: the only thing that makes a device a run's clone.
+struct RunCloneKey {
+  std::string pipeline;
+  std::string run;
+  std::string volume;
+
+  // "<pipeline>/<run>/<volume>": the column's value.
+  std::string text() const { return pipeline + "/" + run + "/" + volume; }
+  bool operator==(const RunCloneKey&) const = default;
+};
+
 struct DeviceRecord {
   std::int64_t id = 0;
   std::int64_t pool_id = 0;
@@ -99,6 +110,10 @@ struct DeviceRecord {
   std::string fault;  // why the device is faulty
   Labels labels;
   std::optional<StepInfo> step;
+  // Who made it (SO_PEERCRED uid); 0 for the daemon's own devices and rows
+  // from before schema version 3.
+  std::uint32_t owner_uid = 0;
+  std::optional<RunCloneKey> run_clone;
 };
 
 struct CreateSpec {
@@ -114,6 +129,9 @@ struct CreateSpec {
   // pool's counter here moves past it. Without it the catalog picks the next
   // id itself.
   std::optional<std::uint32_t> thin_id;
+  std::uint32_t owner_uid = 0;
+  // Set by run.clone only; a second device with the same key is EEXIST.
+  std::optional<RunCloneKey> run_clone;
 };
 
 // Returned by begin_*; handed back to finish_*/abort_*.
@@ -208,6 +226,8 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // The run's clone of a volume, by the run_clone column alone.
+  Result<std::optional<DeviceRecord>> find_run_clone(std::int64_t pool_id, const RunCloneKey& key);
 
   Status set_mapped_bytes(std::int64_t device_id, std::uint64_t bytes);
   Status set_dm_name(std::int64_t device_id, const std::string& dm_name);

@@ -125,10 +125,24 @@ CREATE TABLE steps (
 CREATE INDEX steps_unfinished ON steps(state) WHERE state NOT IN ('finished', 'failed');
 )sql";
 
+// Version 3: least privilege (docs/security.md). Every device records the
+// uid of the peer that made it (root, 0, for what the daemon makes itself
+// and for rows older than this version: the safe default, since only root
+// may then delete them). A run's clone is identified by run_clone
+// ("<pipeline>/<run>/<volume>": names never contain '/'), which only
+// run.clone sets: labels are the caller's to choose, so a clone labelled
+// like a run's clone is still not one. Clones made before this version have
+// no run_clone and are not taken for any run's.
+constexpr std::string_view kV3 = R"sql(
+ALTER TABLE devices ADD COLUMN owner_uid INTEGER NOT NULL DEFAULT 0 CHECK (owner_uid >= 0);
+ALTER TABLE devices ADD COLUMN run_clone TEXT;
+CREATE UNIQUE INDEX devices_run_clone ON devices(run_clone) WHERE run_clone IS NOT NULL;
+)sql";
+
 }  // namespace
 
 const std::vector<std::string_view>& catalog_migrations() {
-  static const std::vector<std::string_view> migrations = {kV1, kV2};
+  static const std::vector<std::string_view> migrations = {kV1, kV2, kV3};
   return migrations;
 }
 

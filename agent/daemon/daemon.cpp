@@ -4,8 +4,10 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 
+#include "agent/daemon/ownership.h"
 #include "agent/daemon/recovery.h"
 #include "common/log.h"
 #include "dm/dm_task.h"
@@ -14,12 +16,42 @@ namespace stepsnap::agent {
 
 namespace {
 
+// A directory that existed keeps its mode (it may be shared, like /tmp);
+// one that is private by intent (mode 0700) but open to others is named in
+// the log, since the catalog and the pool's loop files hold users' data.
 Status make_dirs(const std::string& dir, mode_t mode) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return fail("create directory", dir, ec.value());
-  ::chmod(dir.c_str(), mode);
+  auto made = make_owned_dirs(dir, mode);
+  if (!made) return tl::unexpected(made.error());
+  struct stat st {};
+  if ((mode & 077) == 0 && made->empty() && ::stat(dir.c_str(), &st) == 0 &&
+      (st.st_mode & 077) != 0) {
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    log::warn("directory " + dir + " is mode " + octal +
+              ": other users may read what stepsnapd keeps there; chmod 0700 it");
+  }
   return {};
+}
+
+// Formatting writes a new, empty superblock over the old one: every thin
+// device of a pool already on that device is gone. The daemon formats only
+// devices that do not hold a pool, unless --format-pool says otherwise.
+Status refuse_to_format_a_pool(const DaemonOptions& o, const std::string& meta_dev) {
+  auto sb = thin_pool_superblock(meta_dev);
+  if (!sb) return tl::unexpected(sb.error().context("check before formatting"));
+  if (!*sb) return {};
+  if (o.format_pool) {
+    log::warn("--format-pool: formatting " + meta_dev +
+              ", which held a thin pool (transaction id " + std::to_string(**sb) +
+              "); every volume of that pool is gone");
+    return {};
+  }
+  return fail("format pool metadata", meta_dev, EEXIST,
+              "it already holds a thin pool (transaction id " + std::to_string(**sb) +
+                  ") that catalog " + o.catalog_path() +
+                  " does not know; stepsnapd formats only empty devices: put back the catalog "
+                  "that belongs to this pool, or, to destroy every volume on it, start once "
+                  "with --format-pool");
 }
 
 Result<std::optional<gid_t>> socket_group(const std::string& name) {
@@ -85,8 +117,8 @@ Status Daemon::open_pool(const DaemonOptions& o) {
         return fail(dm_name, "", ENOENT,
                     "its loop files in " + o.pool.loop_dir + " are gone but catalog " +
                         o.catalog_path() +
-                        " records devices on it; restore the files, or move the catalog away to "
-                        "start with an empty pool");
+                        " records devices on it; restore the files (or move the catalog away "
+                        "to start with an empty pool: the volumes it names are lost already)");
       }
       for (const auto& [file, size] : {std::pair{meta_rec, o.pool.loop_metadata_bytes},
                                        std::pair{data_rec, o.pool.loop_data_bytes}}) {
@@ -100,6 +132,9 @@ Status Daemon::open_pool(const DaemonOptions& o) {
     } else if (!*known) {
       log::warn("pool " + o.pool.name + " is new to the catalog: formatting metadata device " +
                 meta_dev);
+    }
+    if (format) {
+      if (auto r = refuse_to_format_a_pool(o, meta_dev); !r) return r;
     }
     dm::PoolConfig cfg{.name = dm_name,
                        .data_dev = data_dev,
@@ -174,12 +209,16 @@ Status Daemon::check_transaction_id(const DaemonOptions& o) {
                               : "the id was set outside stepsnapd";
   return fail(pool_->name(), "", 0,
               numbers + ": " + why + "; restore the metadata that matches " + o.catalog_path() +
-                  ", or move that catalog away to start over with what the pool holds");
+                  ", or the catalog backup that matches this pool (a catalog moved away does "
+                  "not help: stepsnapd never formats a device holding a pool unless started "
+                  "with --format-pool, which destroys every volume on it)");
 }
 
 Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   std::unique_ptr<Daemon> d(new Daemon());
   if (auto r = make_dirs(o.state_dir, 0700); !r) return tl::unexpected(r.error());
+  // Only directories the daemon makes get its mode: the socket's directory
+  // may be a shared one such as /tmp.
   auto sock_dir = std::filesystem::path(o.socket_path).parent_path().string();
   if (auto r = make_dirs(sock_dir, 0755); !r) return tl::unexpected(r.error());
   auto group = socket_group(o.socket_group);
@@ -211,7 +250,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
       !r) {
     return tl::unexpected(r.error().context("pool"));
   }
-  auto steps = fail_interrupted_steps(*d->catalog_, *d->events_);
+  auto subtree = default_step_cgroup_subtree();
+  if (!subtree) log::warn("step cgroups: " + subtree.error().message());
+  auto steps = fail_interrupted_steps(*d->catalog_, *d->events_, subtree ? *subtree : "");
   if (!steps) return tl::unexpected(steps.error().context("recovery"));
   if (steps->repairs + steps->failures) {
     log::info("recovery: " + std::to_string(steps->repairs) + " interrupted steps marked failed");
@@ -230,8 +271,15 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   } else {
     log::error(policy.error().message() + "; step snapshots are off until this is fixed");
   }
-  d->handler_ = std::make_unique<DaemonHandler>(*d->volumes_, *d->events_, d->policy_.get());
-  auto server = ApiServer::start({.socket_path = o.socket_path, .group = *group}, *d->handler_);
+  d->handler_ =
+      std::make_unique<DaemonHandler>(*d->volumes_, *d->events_, d->policy_.get(),
+                                      HandlerLimits{.max_steps_per_peer = o.max_steps_per_peer});
+  auto server =
+      ApiServer::start({.socket_path = o.socket_path,
+                        .group = *group,
+                        .max_connections_per_uid = o.max_connections_per_uid,
+                        .request_timeout = std::chrono::seconds(o.request_timeout_seconds)},
+                       *d->handler_);
   if (!server) return tl::unexpected(server.error().context("serve API"));
   d->server_ = std::move(*server);
   log::info("serving on " + o.socket_path);

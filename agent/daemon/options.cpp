@@ -50,7 +50,18 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       "how long a registered step's cgroup may stay without a process (1 to 86400); then the "
       "registration expires (an error event, op step.expire) and its name is free again")(
       "log-level", po::value(&log_level)->value_name("LEVEL")->default_value("info"),
-      "debug, info, warn or error (logs go to stderr)");
+      "debug, info, warn or error (logs go to stderr)")(
+      "request-timeout",
+      po::value(&o.request_timeout_seconds)
+          ->value_name("SECONDS")
+          ->default_value(o.request_timeout_seconds),
+      "a request line must arrive whole within this time; non-root connections idle longer "
+      "between requests are closed")(
+      "max-connections-per-uid",
+      po::value(&o.max_connections_per_uid)->default_value(o.max_connections_per_uid),
+      "connections one non-root uid may hold open (of 64; 8 more are kept for root)")(
+      "max-steps-per-peer", po::value(&o.max_steps_per_peer)->default_value(o.max_steps_per_peer),
+      "steps one uid may have registered and not yet over");
   po::options_description pool("Thin pool (give devices, or loop files for development)");
   pool.add_options()("pool-name", po::value(&o.pool.name)->default_value(o.pool.name),
                      "device-mapper name of the pool; also prefixes its thin devices")(
@@ -69,7 +80,10 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       "write after a snapshot cheap, large ones make metadata small)")(
       "pool-low-space-percent",
       po::value(&o.pool.low_space_percent)->default_value(o.pool.low_space_percent),
-      "emit pool.low_space when data or metadata use passes this percentage");
+      "emit pool.low_space when data or metadata use passes this percentage")(
+      "format-pool", po::bool_switch(&o.format_pool),
+      "format the metadata device even if it already holds a thin pool, destroying every volume "
+      "on it (refused without this flag; command line only)");
   po::options_description all(
       "stepsnapd: the stepsnap node agent. Owns a device-mapper thin pool, snapshots step\n"
       "volumes at process boundaries, and serves the API on a Unix socket.\n"
@@ -139,6 +153,18 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
                       "\"" + block + "\" is not 64K to 1G in steps of 64K (dm-thin's limits)");
   }
   o.pool.block_bytes = *b;
+  if (o.request_timeout_seconds < 1 || o.request_timeout_seconds > 86400) {
+    return flag_error("request-timeout", std::to_string(o.request_timeout_seconds) +
+                                             " is not a whole number of seconds from 1 to 86400");
+  }
+  if (o.max_connections_per_uid < 1 || o.max_connections_per_uid > 56) {
+    return flag_error("max-connections-per-uid",
+                      std::to_string(o.max_connections_per_uid) +
+                          " is not from 1 to 56 (64 connections, 8 of them kept for root)");
+  }
+  if (o.max_steps_per_peer < 1) {
+    return flag_error("max-steps-per-peer", "must be at least 1");
+  }
   if (o.pool.low_space_percent < 1 || o.pool.low_space_percent > 99) {
     return flag_error("pool-low-space-percent",
                       std::to_string(o.pool.low_space_percent) + " is not between 1 and 99");
@@ -212,7 +238,18 @@ Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
                           "cannot read \"" + path + "\"; check the path and its permissions");
       }
       // Values already stored (the command line) are not overwritten.
-      po::store(po::parse_config_file(file, desc, /*allow_unregistered=*/false), vm);
+      auto parsed = po::parse_config_file(file, desc, /*allow_unregistered=*/false);
+      for (const auto& opt : parsed.options) {
+        // Destroying a pool must be asked for on the command line of the
+        // one start that does it, never left behind in a file for every
+        // later start.
+        if (opt.string_key == "format-pool") {
+          return flag_error("format-pool",
+                            "is not accepted in a config file (" + path +
+                                "); give it on the command line of the one start that needs it");
+        }
+      }
+      po::store(parsed, vm);
     }
     po::notify(vm);
   } catch (const po::error& e) {

@@ -52,6 +52,14 @@ struct DaemonOptions {
   std::uint64_t step_lease_seconds = 60;
   log::Level log_level = log::Level::info;
   PoolConfig pool;
+  // Format a metadata device even though it holds a thin pool's superblock
+  // (destroying every volume of that pool). Never in a config file: only
+  // on the command line, for the one start that needs it.
+  bool format_pool = false;
+  // Per-peer limits (docs/security.md).
+  std::uint64_t request_timeout_seconds = 60;
+  std::uint64_t max_connections_per_uid = 16;
+  std::uint64_t max_steps_per_peer = 256;
 
   std::string catalog_path() const { return state_dir + "/catalog.db"; }
 };

@@ -5,7 +5,7 @@
 #include <set>
 
 #include "agent/catalog/reconcile.h"
-#include "common/cgroup_files.h"
+#include "agent/policy/step_cgroup.h"
 #include "agent/volumes/volumes.h"
 #include "common/log.h"
 #include "dm/dm_task.h"
@@ -190,7 +190,8 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
   return result;
 }
 
-Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events) {
+Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events,
+                                              const std::string& cgroup_subtree) {
   auto steps = catalog.unfinished_steps();
   if (!steps) return tl::unexpected(steps.error());
   RecoveryResult result;
@@ -206,11 +207,17 @@ Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events
                  {"was", was},
                  {"cgroup", s.cgroup}};
     if (before_pre) {
-      struct stat st {};
-      bool present = ::stat(s.cgroup.c_str(), &st) == 0;
-      auto k = present ? kill_cgroup(s.cgroup) : Status{};
-      data["killed"] = present && static_cast<bool>(k);
-      if (!k) log::error("recovery: step " + key + ": " + k.error().message());
+      // Killed only if the recorded path still leads, beneath the step
+      // subtree and without symlinks, to the very directory registered
+      // (same inode): a cgroup made again at that path since, or a path
+      // recorded by an older agent outside the subtree, is not the step's.
+      auto cg = StepCgroup::open(s.cgroup, cgroup_subtree);
+      Status k = cg ? cg->kill(s.cgroup_id) : Status(tl::unexpected(cg.error()));
+      data["killed"] = static_cast<bool>(k);
+      if (!k && k.error().err != ENOENT) {
+        data["not_killed"] = k.error().message();
+        log::error("recovery: step " + key + ": " + k.error().message());
+      }
     }
     s.state = "failed";
     s.error = "stepsnapd restarted while the step was " + was;

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "agent/catalog/catalog.h"
 #include "agent/events/event_log.h"
@@ -40,6 +41,9 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
 // transaction. A step that had not passed its pre-snapshot (registered or
 // holding, with a pre policy) would now run without one, so its cgroup is
 // killed, as a failed pre-snapshot would; a running step is left to run.
-Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events);
+// The kill goes only to a cgroup strictly beneath `cgroup_subtree` whose
+// inode is the one recorded at registration (agent/policy/step_cgroup.h).
+Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events,
+                                              const std::string& cgroup_subtree);
 
 }  // namespace stepsnap::agent

@@ -255,7 +255,7 @@ void StepPolicy::enforce_leases() {
     if (now < s.lease_deadline) continue;
     // A process there may still be setting up (mounts) before its exec:
     // the lease only ends a registration nobody is using.
-    auto populated = cgroup_populated(s.args.cgroup);
+    auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
     if (populated && *populated) continue;
     auto seconds = std::chrono::duration_cast<std::chrono::duration<double>>(options_.step_lease);
     std::ostringstream text;
@@ -297,9 +297,9 @@ Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std:
       }
       // A process that has not exec'd yet would run its command unwatched
       // once the watch is gone: the cgroup belongs to the step, so it goes.
-      auto populated = cgroup_populated(s.args.cgroup);
+      auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
       if (populated && *populated) {
-        if (auto k = kill_cgroup(s.args.cgroup); !k) {
+        if (auto k = kill_step_cgroup(s); !k) {
           return tl::unexpected(k.error().context("unregister step " + key));
         }
       }
@@ -363,11 +363,26 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
       return fail("register step " + key, v, ENXIO, "volume is not active");
     }
   }
-  struct stat st {};
-  if (::stat(args.cgroup.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return fail("register step " + key, args.cgroup, ENOENT,
-                "no such cgroup directory; create the step's cgroup first");
+  // The cgroup: beneath the agent's subtree, opened without following a
+  // symlink, empty (a step is registered before anything runs in it, so a
+  // populated cgroup is someone else's processes), held open from now on.
+  std::string subtree = options_.cgroup_subtree;
+  if (subtree.empty()) {
+    auto d = default_step_cgroup_subtree();
+    if (!d) return tl::unexpected(d.error().context("register step " + key));
+    subtree = *d;
   }
+  auto cgroup = StepCgroup::open(args.cgroup, subtree);
+  if (!cgroup) return tl::unexpected(cgroup.error().context("register step " + key));
+  auto populated = cgroup->populated();
+  if (!populated) return tl::unexpected(populated.error().context("register step " + key));
+  if (*populated) {
+    return fail("register step " + key, args.cgroup, EBUSY,
+                "the cgroup already has processes; register a step before anything runs in its "
+                "cgroup (runner exec does)");
+  }
+  auto held = std::make_shared<const StepCgroup>(std::move(*cgroup));
+  const std::uint64_t cgroup_id = held->id();
   {
     std::lock_guard lock(mutex_);
     auto it = steps_.find(key);
@@ -376,18 +391,25 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
       return fail("register step", key, EEXIST,
                   "the step is registered and " + std::string(to_string(it->second.state)));
     }
-    if (by_cgroup_.count(st.st_ino)) {
+    // Steps that are over need their cgroup no more: close those fds here,
+    // so a long-lived daemon holds one per live step, not one per step ever.
+    for (auto& [k, other] : steps_) {
+      if (other.state == StepState::finished || other.state == StepState::failed)
+        other.cgroup.reset();
+    }
+    if (by_cgroup_.count(cgroup_id)) {
       return fail("register step " + key, args.cgroup, EEXIST,
                   "another step is registered on that cgroup");
     }
     Step s;
     s.args = args;
-    s.cgroup_id = st.st_ino;
+    s.cgroup_id = cgroup_id;
+    s.cgroup = held;
     s.registered_ns = now_ns();
     s.lease_deadline = std::chrono::steady_clock::now() + options_.step_lease;
     s.life = ++lives_;
     steps_[key] = std::move(s);
-    by_cgroup_[st.st_ino] = key;
+    by_cgroup_[cgroup_id] = key;
   }
   // The tracer's timeout kills, never resumes: the policy's own deadline
   // (kTracerHoldGrace earlier) normally acts first, and if it could not,
@@ -411,9 +433,14 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
     return tl::unexpected(watched.error().context("register step " + key));
   }
   if (id != s.cgroup_id) {
+    // The tracer resolved the path to another directory than the one held:
+    // the cgroup was replaced meanwhile. Never watch (and later kill) that.
+    const std::uint64_t watched_id = id;
+    post_tracer([watched_id](bpf::StepTracer& t) { (void)t.unwatch(watched_id); });
     by_cgroup_.erase(s.cgroup_id);
-    s.cgroup_id = id;
-    by_cgroup_[id] = key;
+    steps_.erase(key);
+    return fail("register step " + key, args.cgroup, ESTALE,
+                "the cgroup was replaced while being registered; register again");
   }
   s.watching = true;
   // The tracer thread may already have moved the step on (a fast exec);
@@ -480,6 +507,11 @@ void StepPolicy::on_event(const bpf::Event& e) {
   }
 }
 
+Status StepPolicy::kill_step_cgroup(const Step& s) {
+  if (!s.cgroup) return fail("kill cgroup", s.args.cgroup, EBADF, "the step holds no cgroup");
+  return s.cgroup->kill(s.cgroup_id);
+}
+
 void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
   // One transaction for the step's new row and the events of this change.
   // A failed begin is logged and the change still happens: a step must be
@@ -538,7 +570,7 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
                       ? "the tracer's hold timed out before the pre-snapshot was taken"
                       : "pre-snapshot failed";
       }
-      auto k = kill_cgroup(s.args.cgroup);
+      auto k = kill_step_cgroup(s);
       log::error("step " + key + ": " + s.error + "; killing its cgroup" +
                  (k ? "" : " failed: " + k.error().message()));
       json data = step_ref(s.args);

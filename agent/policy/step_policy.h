@@ -34,6 +34,7 @@
 
 #include "agent/catalog/catalog.h"
 #include "agent/events/event_log.h"
+#include "agent/policy/step_cgroup.h"
 #include "agent/policy/step_state.h"
 #include "agent/volumes/volumes.h"
 #include "bpf/tracer.h"
@@ -72,6 +73,8 @@ struct StepPolicyOptions {
   // directory is removed before the step started: its watch slot and name
   // are freed.
   std::chrono::milliseconds step_lease{std::chrono::seconds(60)};
+  // Where step cgroups must be (step_cgroup.h); empty: <cgroup v2 mount>/stepsnap.
+  std::string cgroup_subtree;
 };
 
 inline constexpr std::chrono::milliseconds kTracerHoldGrace{2000};
@@ -91,7 +94,9 @@ class StepPolicy {
   void stop();
 
   // Errors: EEXIST (step registered and not over), ENOENT (volume), ENXIO
-  // (volume not active), EINVAL (volume is a snapshot), or the tracer's.
+  // (volume not active), EINVAL (volume is a snapshot), the cgroup's
+  // (StepCgroup::open: EPERM outside the stepsnap subtree, ...; EBUSY when
+  // it already has processes), or the tracer's.
   Result<nlohmann::json> register_step(const StepSpec& spec);
   // Drops a registration whose step has not started (state registered):
   // its watch ends, its cgroup is killed if a process is in it (one that
@@ -109,6 +114,8 @@ class StepPolicy {
   struct Step {
     StepSpec args;
     std::uint64_t cgroup_id = 0;
+    // Held from registration: kills go through it (step_cgroup.h).
+    std::shared_ptr<const StepCgroup> cgroup;
     StepState state = StepState::registered;
     bool ended_while_holding = false;
     std::optional<bpf::ExitStatus> exit;
@@ -144,6 +151,9 @@ class StepPolicy {
   void post_work(std::function<void()> fn);
 
   void on_event(const bpf::Event& event);
+  // SIGKILL to the step's cgroup through its held fd, if it is still the
+  // cgroup registered (same inode).
+  static Status kill_step_cgroup(const Step& step);
   // Tracer thread: kills held steps whose hold_deadline passed. Returns the
   // next deadline still pending, if any (for the epoll timeout).
   std::optional<std::chrono::steady_clock::time_point> enforce_hold_deadlines();

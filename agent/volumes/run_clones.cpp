@@ -47,39 +47,40 @@ Result<DeviceRecord> RunClones::source_snapshot(const std::string& volume,
 
 Result<DeviceRecord> RunClones::ensure(const std::string& pipeline, const std::string& run,
                                        const std::string& volume,
-                                       const std::optional<std::string>& snapshot) {
+                                       const std::optional<std::string>& snapshot,
+                                       std::uint32_t owner_uid) {
   auto name = run_clone_name(pipeline, run, volume);
   if (!name) return tl::unexpected(name.error());
+  const RunCloneKey key{pipeline, run, volume};
   std::lock_guard lock(mutex_);
-  auto existing = volumes_.find(*name);
-  if (existing) {
-    if (existing->kind != DeviceKind::clone)
-      return fail("clone for run", *name, EEXIST,
-                  std::string("a ") + std::string(to_string(existing->kind)) +
-                      " already has that name; delete it or use another run name");
-    // Names can collide ("p.r.a" + "b" and "p.r" + "a.b"): the labels say
-    // whose clone this really is.
-    const Labels& l = existing->labels;
-    auto label = [&](const char* key) { return l.count(key) ? l.at(key) : std::string(); };
-    if (label("pipeline") != pipeline || label("run") != run || label("volume") != volume)
-      return fail("clone for run", *name, EEXIST,
-                  "that name is the clone of volume " + label("volume") + " for run " +
-                      label("pipeline") + "/" + label("run") + "; use another run name");
+  auto existing = volumes_.find_run_clone(key);
+  if (!existing) return tl::unexpected(existing.error());
+  if (*existing) {
     if (snapshot) {
       auto asked = volumes_.find(*snapshot);
       if (!asked) return tl::unexpected(asked.error());
-      if (existing->origin_id != asked->id)
+      if ((*existing)->origin_id != asked->id)
         return fail("clone " + *snapshot + " for run", pipeline + "/" + run, EEXIST,
                     "the run already has a clone of " + volume +
                         " from another snapshot; use a new run name");
     }
-    return existing;
+    return **existing;
   }
-  if (existing.error().err != ENOENT) return existing;
+  // The name is taken by something that is not this run's clone: whatever
+  // it holds was not made for the run, so it is never handed out as one.
+  if (auto taken = volumes_.find(*name)) {
+    return fail("clone for run", *name, EEXIST,
+                "a " + std::string(to_string(taken->kind)) + " of that name (owner uid " +
+                    std::to_string(taken->owner_uid) +
+                    ") exists and is not the run's clone; delete it or use another run name");
+  } else if (taken.error().err != ENOENT) {
+    return tl::unexpected(taken.error());
+  }
   auto source = source_snapshot(volume, snapshot);
   if (!source) return source;
   Labels labels{{"pipeline", pipeline}, {"run", run}, {"volume", volume}};
-  return volumes_.clone(source->name, *name, labels, DeviceKind::clone);
+  return volumes_.clone(source->name, *name, labels, DeviceKind::clone,
+                        Ownership{.uid = owner_uid, .run_clone = key});
 }
 
 }  // namespace stepsnap::agent

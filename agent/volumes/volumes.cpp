@@ -53,7 +53,13 @@ json device_json(const DeviceRecord& d, const std::string& origin_name) {
             {"thin_id", d.thin_id},
             {"size_bytes", d.size_bytes},
             {"created", format_rfc3339_ns(d.created_ns)},
-            {"labels", labels_json(d.labels)}};
+            {"labels", labels_json(d.labels)},
+            {"owner_uid", d.owner_uid}};
+  if (d.run_clone) {
+    j["run_clone"] = {{"pipeline", d.run_clone->pipeline},
+                      {"run", d.run_clone->run},
+                      {"volume", d.run_clone->volume}};
+  }
   if (!d.dm_name.empty()) {
     j["dm_name"] = d.dm_name;
     j["path"] = "/dev/mapper/" + d.dm_name;
@@ -74,6 +80,10 @@ json device_json(const DeviceRecord& d, const std::string& origin_name) {
     j["step"] = s;
   }
   return j;
+}
+
+Result<std::optional<DeviceRecord>> Volumes::find_run_clone(const RunCloneKey& key) {
+  return catalog_.find_run_clone(record_.id, key);
 }
 
 Result<DeviceRecord> Volumes::find(const std::string& name) {
@@ -208,7 +218,7 @@ Status Volumes::name_is_free(const std::string& op, const std::string& name) {
 }
 
 Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64_t size_bytes,
-                                            const Labels& labels) {
+                                            const Labels& labels, const Ownership& who) {
   std::lock_guard lock(kernel_mutex_);
   if (auto free = name_is_free("create volume", name); !free) return tl::unexpected(free.error());
   auto made = create_with_intent(
@@ -219,7 +229,8 @@ Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64
                           .kind = DeviceKind::volume,
                           .size_bytes = size_bytes,
                           .labels = labels,
-                          .thin_id = id};
+                          .thin_id = id,
+                          .owner_uid = who.uid};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.create_volume(volume_dm_name(record_.name, name), size_bytes, before);
@@ -235,7 +246,7 @@ Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64
 
 Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
                                        const std::optional<std::string>& name, const Labels& labels,
-                                       const std::optional<StepInfo>& step) {
+                                       const std::optional<StepInfo>& step, const Ownership& who) {
   std::lock_guard lock(kernel_mutex_);
   auto origin = origin_for(volume, false, "snapshot");
   if (!origin) return tl::unexpected(origin.error());
@@ -255,7 +266,8 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
                           .origin_id = origin->id,
                           .labels = labels,
                           .step = step,
-                          .thin_id = id};
+                          .thin_id = id,
+                          .owner_uid = who.uid};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto t0 = std::chrono::steady_clock::now();
@@ -342,7 +354,7 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
 }
 
 Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::string& name,
-                                    const Labels& labels, DeviceKind kind) {
+                                    const Labels& labels, DeviceKind kind, const Ownership& who) {
   const std::string what = kind == DeviceKind::clone ? "clone" : "restore";
   std::lock_guard lock(kernel_mutex_);
   auto source = origin_for(snapshot, true, what);
@@ -356,7 +368,9 @@ Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::stri
                           .kind = kind,
                           .origin_id = source->id,
                           .labels = labels,
-                          .thin_id = id};
+                          .thin_id = id,
+                          .owner_uid = who.uid,
+                          .run_clone = who.run_clone};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.clone(source->thin_id, volume_dm_name(record_.name, name),

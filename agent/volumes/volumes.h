@@ -44,6 +44,13 @@ struct GroupSnapshot {
   std::chrono::nanoseconds pause{0};
 };
 
+// Who a create is for: the peer's uid (recorded as the device's owner, see
+// docs/security.md) and, for run.clone only, the run the clone belongs to.
+struct Ownership {
+  std::uint32_t uid = 0;
+  std::optional<RunCloneKey> run_clone;
+};
+
 class Volumes {
  public:
   Volumes(Catalog& catalog, EventLog& events, dm::ThinPool& pool, PoolRecord record,
@@ -63,11 +70,12 @@ class Volumes {
   }
 
   Result<DeviceRecord> create_volume(const std::string& name, std::uint64_t size_bytes,
-                                     const Labels& labels);
+                                     const Labels& labels, const Ownership& who = {});
   // snapshot.create: name generated ("<volume>.s<thin id>") when absent;
   // `step` set for a pipeline run's initial snapshot.
   Result<DeviceRecord> snapshot(const std::string& volume, const std::optional<std::string>& name,
-                                const Labels& labels, const std::optional<StepInfo>& step = {});
+                                const Labels& labels, const std::optional<StepInfo>& step = {},
+                                const Ownership& who = {});
   // One instant across every volume (dm snapshot_group); all or nothing.
   // Names "<run>.<step>.<volume>.<phase>" (or "<volume>.s<id>.<phase>" when
   // that is too long or taken). Each snapshot gets a snapshot.created event
@@ -78,11 +86,14 @@ class Volumes {
   // clone.create (kind clone) and restore (kind volume): a new active device
   // from a snapshot.
   Result<DeviceRecord> clone(const std::string& snapshot, const std::string& name,
-                             const Labels& labels, DeviceKind kind);
+                             const Labels& labels, DeviceKind kind, const Ownership& who = {});
   // volume.delete (volumes and clones) or snapshot.delete (snapshots).
   Status remove(const std::string& name, bool snapshot);
 
   Result<DeviceRecord> find(const std::string& name);
+  // The run's clone by the catalog's run_clone column (never by name or
+  // labels); nullopt when the run has none.
+  Result<std::optional<DeviceRecord>> find_run_clone(const RunCloneKey& key);
   Result<std::vector<DeviceRecord>> list(DeviceFilter filter);
   Result<nlohmann::json> pool_json();
 

@@ -90,7 +90,7 @@ pid_t StepsnapdFixture::launch(const std::string& notify) {
                                    "--socket",
                                    socket_,
                                    "--socket-group",
-                                   "",
+                                   socket_group_,
                                    "--pool-name",
                                    pool_,
                                    "--pool-loop-dir",

@@ -32,6 +32,7 @@ class StepsnapdFixture : public ::testing::Test {
   std::vector<std::string> extra_args_;  // flags after the fixed ones
   std::string data_size_ = "512M";
   bool long_pool_name_ = false;  // pad the pool's name to 63 bytes
+  std::string socket_group_;     // --socket-group ("": root only)
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.

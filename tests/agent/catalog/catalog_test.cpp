@@ -335,7 +335,7 @@ TEST_F(CatalogTest, AVersion1CatalogMigratesKeepingItsPools) {
   }
   auto c = Catalog::open(open_db(old.file("catalog.db")));
   ASSERT_TRUE(c) << c.error().message();
-  EXPECT_EQ(*c->schema_version(), 2);
+  EXPECT_EQ(*c->schema_version(), Catalog::latest_schema_version());
   auto pool = c->find_pool("old");
   ASSERT_TRUE(pool && *pool);
   EXPECT_EQ((*pool)->next_thin_id, 7u);
@@ -453,6 +453,100 @@ TEST_F(CatalogTest, AStepRowRollsBackWithItsTransaction) {
     // no commit: the event it would have gone with did not happen either
   }
   EXPECT_FALSE(*catalog_->find_step("kale", "r1", "train"));
+}
+
+// Schema version 3 (issue #15): each device records who made it, and a
+// run's clone is known by its run_clone column, never by name or labels.
+TEST_F(CatalogTest, OwnerUidIsRecordedOnEveryDevice) {
+  CreateSpec spec{.pool_id = pool_.id,
+                  .name = "mine",
+                  .kind = DeviceKind::volume,
+                  .size_bytes = 1 << 20,
+                  .owner_uid = 4711};
+  auto intent = catalog_->begin_create(spec);
+  ASSERT_TRUE(intent) << intent.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*intent, "pool0-vol-mine"));
+  EXPECT_EQ(catalog_->get_device(intent->device_id)->owner_uid, 4711u);
+  auto listed = catalog_->list_devices({});
+  ASSERT_TRUE(listed);
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ(listed->front().owner_uid, 4711u);
+  // The daemon's own devices (step snapshots) are root's.
+  EXPECT_EQ(make("theirs", DeviceKind::volume).owner_uid, 0u);
+}
+
+TEST_F(CatalogTest, RunCloneIsFoundByItsColumnAndNeverByLabels) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("ws.s1", DeviceKind::snapshot, vol.id);
+  const RunCloneKey key{"p", "r", "ws"};
+  // A clone named and labelled exactly like the run's clone, made by a
+  // group member through clone.create: not the run's clone.
+  CreateSpec planted{.pool_id = pool_.id,
+                     .name = "p.r.ws",
+                     .kind = DeviceKind::clone,
+                     .origin_id = snap.id,
+                     .labels = {{"pipeline", "p"}, {"run", "r"}, {"volume", "ws"}},
+                     .owner_uid = 4711};
+  auto i1 = catalog_->begin_create(planted);
+  ASSERT_TRUE(i1) << i1.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*i1, "pool0-vol-p.r.ws"));
+  auto found = catalog_->find_run_clone(pool_.id, key);
+  ASSERT_TRUE(found) << found.error().message();
+  EXPECT_FALSE(*found) << "labels made a device a run's clone";
+
+  CreateSpec real{.pool_id = pool_.id,
+                  .name = "run-clone",
+                  .kind = DeviceKind::clone,
+                  .origin_id = snap.id,
+                  .run_clone = key};
+  auto i2 = catalog_->begin_create(real);
+  ASSERT_TRUE(i2) << i2.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*i2, "pool0-vol-run-clone"));
+  found = catalog_->find_run_clone(pool_.id, key);
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->id, i2->device_id);
+  ASSERT_TRUE((*found)->run_clone);
+  EXPECT_EQ(*(*found)->run_clone, key);
+
+  // One clone per run and volume: a second is refused before any kernel call.
+  real.name = "run-clone-2";
+  auto i3 = catalog_->begin_create(real);
+  ASSERT_FALSE(i3);
+  EXPECT_EQ(i3.error().err, EEXIST);
+}
+
+TEST(CatalogMigration, Version2DevicesBecomeRootsAndNoneIsARunClone) {
+  TempDir dir;
+  auto db = open_db(dir.file("catalog.db"));
+  ASSERT_TRUE(db);
+  // A catalog as stepsnapd at schema version 2 left it, with a clone that a
+  // group member planted under a run clone's name and labels.
+  const auto& migrations = catalog_migrations();
+  ASSERT_GE(migrations.size(), 3u);
+  ASSERT_TRUE(
+      db->exec("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+               "applied_ns INTEGER NOT NULL)"));
+  for (int v = 0; v < 2; ++v) {
+    ASSERT_TRUE(db->exec(std::string(migrations[v])));
+    ASSERT_TRUE(
+        db->exec("INSERT INTO schema_migrations VALUES (" + std::to_string(v + 1) + ", 1)"));
+  }
+  ASSERT_TRUE(db->exec(
+      "INSERT INTO pools (id, name, data_device, metadata_device, block_bytes, created_ns) "
+      "VALUES (1, 'pool0', '/dev/a', '/dev/b', 65536, 1);"
+      "INSERT INTO devices (id, pool_id, name, kind, thin_id, state, size_bytes, created_ns) "
+      "VALUES (1, 1, 'p.r.ws', 'clone', 7, 'created', 1048576, 1);"
+      "INSERT INTO labels VALUES (1, 'pipeline', 'p'), (1, 'run', 'r'), (1, 'volume', 'ws');"));
+  auto c = Catalog::open(db);
+  ASSERT_TRUE(c) << c.error().message();
+  EXPECT_EQ(*c->schema_version(), 3);
+  auto d = c->get_device(1);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->owner_uid, 0u) << "rows from before owners are root's (only root may delete)";
+  EXPECT_FALSE(d->run_clone);
+  auto found = c->find_run_clone(1, {"p", "r", "ws"});
+  ASSERT_TRUE(found);
+  EXPECT_FALSE(*found);
 }
 
 }  // namespace

@@ -115,7 +115,7 @@ TEST_F(SmallPool, AFullPoolRefusesCreatesAndAFailedPreSnapshotKillsTheStepBefore
 
   // A step on that volume: its pre-snapshot cannot be taken, so it must be
   // killed while held, before the first instruction of its command.
-  auto cg = runner::Cgroup::create("stepsnap-gaps-test/pre-" + std::to_string(::getpid()));
+  auto cg = runner::Cgroup::create("stepsnap/gaps-test/pre-" + std::to_string(::getpid()));
   ASSERT_TRUE(cg) << cg.error().message();
   const std::string marker = dir_ + "/the-command-ran";
   ok("step.register", {{"pipeline", "p"},
@@ -153,8 +153,8 @@ class Restarts : public DaemonFixture {};
 TEST_F(Restarts, StepStateSurvivesARestartAndInterruptedStepsAreFailed) {
   json vol = ok("volume.create", {{"name", "ws"}, {"size_bytes", 16 << 20}});
   ASSERT_FALSE(vol.value("path", "").empty());
-  auto cg1 = runner::Cgroup::create("stepsnap-gaps-test/done-" + std::to_string(::getpid()));
-  auto cg2 = runner::Cgroup::create("stepsnap-gaps-test/open-" + std::to_string(::getpid()));
+  auto cg1 = runner::Cgroup::create("stepsnap/gaps-test/done-" + std::to_string(::getpid()));
+  auto cg2 = runner::Cgroup::create("stepsnap/gaps-test/open-" + std::to_string(::getpid()));
   ASSERT_TRUE(cg1 && cg2);
 
   // s1 runs to the end (post-snapshot, exit status 3).
@@ -312,7 +312,11 @@ TEST_F(Restarts, APoolOlderThanTheCatalogIsRefusedWithOneLineSayingWhatToDo) {
   std::cout << "refused: " << line << "\n";
   EXPECT_NE(line.find(pool_ + "-pool"), std::string::npos) << line;
   EXPECT_NE(line.find("older than the catalog"), std::string::npos) << line;
-  EXPECT_NE(line.find("move that catalog away"), std::string::npos) << line;
+  // The advice names the safe ways out, and following none of it can wipe
+  // the pool: moving the catalog away is called useless, not recommended.
+  EXPECT_NE(line.find("restore the metadata that matches"), std::string::npos) << line;
+  EXPECT_NE(line.find("the catalog backup that matches this pool"), std::string::npos) << line;
+  EXPECT_EQ(line.find("move that catalog away to start over"), std::string::npos) << line;
 }
 
 class ShortHold : public DaemonFixture {
@@ -327,7 +331,7 @@ class ShortHold : public DaemonFixture {
 TEST_F(ShortHold, APreSnapshotLateForTheHoldTimeoutKillsTheStepWhileHeld) {
   ok("volume.create", {{"name", "ws"}, {"size_bytes", 16 << 20}});
   json busy = ok("volume.create", {{"name", "busy"}, {"size_bytes", 16 << 20}});
-  auto cg = runner::Cgroup::create("stepsnap-gaps-test/hold-" + std::to_string(::getpid()));
+  auto cg = runner::Cgroup::create("stepsnap/gaps-test/hold-" + std::to_string(::getpid()));
   ASSERT_TRUE(cg) << cg.error().message();
   const std::string marker = dir_ + "/the-command-ran";
   ok("step.register", {{"pipeline", "p"},

@@ -20,9 +20,9 @@
 #include <thread>
 #include <vector>
 
-#include "protocol/api_client.h"
 #include "common/unique_fd.h"
 #include "dm/dm_task.h"
+#include "protocol/api_client.h"
 #include "runner/exec/cgroup.h"
 #include "tests/support/stepsnapd_fixture.h"
 
@@ -46,7 +46,7 @@ TEST_F(DaemonVm, StepPreAndPostSnapshotsHoldExactlyTheStepsBoundaries) {
   // Written before the step, not synced: the pre-snapshot's freeze flushes it.
   { std::ofstream(mnt + "/before") << "before\n"; }
 
-  auto cg = runner::Cgroup::create("stepsnap-agent-test/step-" + std::to_string(::getpid()));
+  auto cg = runner::Cgroup::create("stepsnap/agent-test/step-" + std::to_string(::getpid()));
   ASSERT_TRUE(cg) << cg.error().message();
   json reg = ok("step.register", {{"pipeline", "p"},
                                   {"run", "r1"},

@@ -171,5 +171,35 @@ TEST(ParseSize, UnitsAndRejects) {
     EXPECT_FALSE(parse_size(bad)) << bad;
 }
 
+TEST(Options, FormatPoolIsOffUnlessGivenOnTheCommandLine) {
+  EXPECT_FALSE(ok(kDevices).format_pool);
+  auto args = kDevices;
+  args.push_back("--format-pool");
+  EXPECT_TRUE(ok(args).format_pool);
+}
+
+TEST(Options, FormatPoolInAConfigFileIsRefused) {
+  // Left in a file, it would wipe the pool at every later start.
+  testing::TempDir dir;
+  std::ofstream(dir.file("stepsnapd.conf")) << "format-pool = true\n";
+  auto args = kDevices;
+  args.insert(args.end(), {"--config", dir.file("stepsnapd.conf")});
+  EXPECT_NE(error_of(args).find("--format-pool: is not accepted in a config file"),
+            std::string::npos);
+}
+
+TEST(Options, PerPeerLimits) {
+  auto o = ok(kDevices);
+  EXPECT_EQ(o.request_timeout_seconds, 60u);
+  EXPECT_EQ(o.max_connections_per_uid, 16u);
+  EXPECT_EQ(o.max_steps_per_peer, 256u);
+  auto args = kDevices;
+  args.insert(args.end(), {"--max-connections-per-uid", "57"});
+  EXPECT_NE(error_of(args).find("--max-connections-per-uid"), std::string::npos);
+  args = kDevices;
+  args.insert(args.end(), {"--request-timeout", "0"});
+  EXPECT_NE(error_of(args).find("--request-timeout"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace stepsnap::agent

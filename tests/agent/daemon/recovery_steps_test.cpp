@@ -5,8 +5,8 @@
 #include <gtest/gtest.h>
 
 #include "agent/catalog/catalog.h"
-#include "agent/events/event_log.h"
 #include "agent/daemon/recovery.h"
+#include "agent/events/event_log.h"
 #include "tests/agent/test_db.h"
 
 namespace stepsnap::agent {
@@ -61,7 +61,7 @@ TEST_F(RecoverySteps, EveryNonTerminalStepIsFailedWithOneEventNamingItsState) {
   ASSERT_TRUE(catalog_->save_step(done));
   ASSERT_TRUE(catalog_->save_step(step("s-failed", "failed")));
 
-  auto r = fail_interrupted_steps(*catalog_, *events_);
+  auto r = fail_interrupted_steps(*catalog_, *events_, "/nonexistent/stepsnap-test");
   ASSERT_TRUE(r) << r.error().message();
   EXPECT_EQ(r->repairs, 4);
   EXPECT_EQ(r->failures, 0);
@@ -100,7 +100,7 @@ TEST_F(RecoverySteps, EveryNonTerminalStepIsFailedWithOneEventNamingItsState) {
   }
 
   // A second start finds nothing left to do.
-  auto again = fail_interrupted_steps(*catalog_, *events_);
+  auto again = fail_interrupted_steps(*catalog_, *events_, "/nonexistent/stepsnap-test");
   ASSERT_TRUE(again);
   EXPECT_EQ(again->repairs, 0);
   EXPECT_EQ(all_events().size(), 4u);

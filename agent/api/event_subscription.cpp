@@ -1,0 +1,54 @@
+#include "agent/api/event_subscription.h"
+
+#include <string>
+
+namespace stepsnap::agent {
+
+namespace {
+
+tl::unexpected<ApiError> truncated(std::uint64_t since, std::uint64_t oldest) {
+  return tl::unexpected(ApiError{"events.truncated",
+                                 "events after " + std::to_string(since) +
+                                     " were pruned; the oldest kept is " + std::to_string(oldest) +
+                                     "; resubscribe with since=" + std::to_string(oldest - 1) +
+                                     " if the gap is acceptable, or raise --event-retention",
+                                 nlohmann::json{{"oldest_seq", oldest}}});
+}
+
+}  // namespace
+
+tl::expected<void, ApiError> stream_events(EventLog& events, const EventsSubscribeArgs& args,
+                                           EventStream& stream) {
+  std::uint64_t since = args.since ? *args.since : events.last_seq();
+  auto batch = events.read_since(since);
+  if (!batch) {
+    return tl::unexpected(ApiError{"invalid_value", "args.since: " + batch.error().message()});
+  }
+  if (batch->truncated) return truncated(since, batch->oldest_available);
+  if (!stream.accept(nlohmann::json{{"last_seq", batch->last_seq}})) return {};
+  const std::uint64_t end = batch->last_seq;
+  for (;;) {
+    for (const auto& e : batch->events) {
+      if (!stream.send(e.to_json())) return {};
+      since = e.seq;
+    }
+    if (!batch->events.empty()) {
+      if (!args.follow && since >= end) return {};
+    } else {
+      if (!args.follow) return {};
+      if (stream.stopping() || events.closed()) return {};
+      events.wait_for(since, std::chrono::milliseconds(500));
+      if (stream.stopping() || events.closed()) return {};
+    }
+    batch = events.read_since(since);
+    if (!batch) {
+      return tl::unexpected(
+          ApiError{"internal", "reading events after " + std::to_string(since) + ": " +
+                                   batch.error().message() +
+                                   "; resubscribe with since=" + std::to_string(since)});
+    }
+    if (batch->truncated) return truncated(since, batch->oldest_available);
+  }
+}
+
+}  // namespace stepsnap::agent
