@@ -129,14 +129,15 @@ struct WatchState {
   std::optional<ExitStatus> main_exit;
   std::uint32_t main_pid = 0;
   // The kernel side's step_end, held back until the cgroup is empty: see
-  // deliver_or_defer_end().
+  // deliver_deferred_ends().
   std::optional<Event> deferred_end;
 };
 
 namespace {
 
 // cgroup.events says no process is left in the cgroup (or in a descendant).
-// A cgroup that is gone is empty: rmdir needs that.
+// A cgroup that is gone is empty: rmdir needs that (a held-back step_end
+// must not wait for a cgroup removed under it).
 bool cgroup_empty(const std::string& dir) {
   auto populated = cgroup_populated(dir);
   if (populated) return !*populated;
@@ -293,7 +294,8 @@ struct StepTracer::Impl {
       if (std::find(changed.begin(), changed.end(), w.events_wd) == changed.end()) continue;
       // A change means populated (or frozen) flipped; it was running at some point.
       w.seen_running = true;
-      if (!cgroup_empty(w.dir) || w.ended) continue;
+      auto populated = cgroup_populated(w.dir);
+      if (!populated || *populated || w.ended) continue;
       if (!drained) {
         consume_ring();
         drained = true;
