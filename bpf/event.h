@@ -19,7 +19,7 @@ enum class EventType {
   fork,           // a new process in a watched cgroup
   exec,           // an exec; held == true when the task was stopped at it
   exit,           // a process (its last thread) exited
-  step_end,       // the last process of the watched cgroup is gone
+  step_end,       // the last process of the watched cgroup is gone, namespaces and all
   hold_released,  // release() resumed the held process
   hold_timeout,   // nobody released the held process in time; resumed or killed (killed)
   hold_lost,      // the first exec was to be held but was killed instead (fail closed)

@@ -129,7 +129,23 @@ struct WatchState {
   std::chrono::steady_clock::time_point deadline;
   std::optional<ExitStatus> main_exit;
   std::uint32_t main_pid = 0;
+  // The kernel side's step_end, held back until the cgroup is empty: see
+  // deliver_deferred_ends().
+  std::optional<Event> deferred_end;
 };
+
+namespace {
+
+// cgroup.events says no process is left in the cgroup (or in a descendant).
+// A cgroup that is gone is empty: rmdir needs that (a held-back step_end
+// must not wait for a cgroup removed under it).
+bool cgroup_empty(const std::string& dir) {
+  auto populated = cgroup_populated(dir);
+  if (populated) return !*populated;
+  return populated.error().err == ENOENT;
+}
+
+}  // namespace
 
 struct StepTracer::Impl {
   std::unique_ptr<step_tracer, SkelDeleter> skel;
@@ -258,8 +274,41 @@ struct StepTracer::Impl {
     if (e.type == EventType::step_end) {
       if (w.ended) return;
       w.ended = true;
+      if (!cgroup_empty(w.dir)) {
+        w.deferred_end = e;
+        return;
+      }
     }
     emit(e);
+  }
+
+  // Why step_end waits for cgroup.events `populated 0` and not only for the
+  // kernel side's count: the BPF program runs on sched_process_exit, which
+  // do_exit() fires before exit_files(), exit_fs(), exit_task_namespaces()
+  // and exit_task_work(). The last reference to the step's mount namespace
+  // is dropped in exit_task_namespaces() (put_mnt_ns -> umount_tree), and
+  // each unmounted mount is released by __cleanup_mnt, queued as task work
+  // of the exiting task and run by exit_task_work(): that is where a
+  // filesystem the step mounted itself (ext4 on a loop device over an image
+  // on the step's clone, say) is synced and shut down, its loop device
+  // released (autoclear detaches it and drops the backing file), and the
+  // clone's own mount let go. Only after that does do_exit() call
+  // cgroup_exit() (6.1; cgroup_task_exit() in newer kernels), which takes
+  // the task off its css_set and, for the last one, makes the cgroup
+  // unpopulated. So `populated 0` means every process of the step, and so
+  // every holder of its mount namespace that lived in the cgroup, has
+  // finished that teardown: a snapshot taken now sees the stacked
+  // filesystems' data on the step's volumes. What it cannot cover (a
+  // namespace held from outside the cgroup keeps its mounts; a loop device
+  // left attached outlives every process) the agent deals with before the
+  // post-snapshot (agent/policy/post_settle.h).
+  void deliver_deferred_ends() {
+    for (auto& [id, w] : watches) {
+      if (!w.deferred_end || !cgroup_empty(w.dir)) continue;
+      Event e = *w.deferred_end;
+      w.deferred_end.reset();
+      emit(e);
+    }
   }
 
   void consume_ring() { ring_buffer__consume(ring.get()); }
@@ -565,6 +614,9 @@ Result<int> StepTracer::poll(std::chrono::milliseconds timeout, const Callback& 
   for (const auto& e : pending) impl_->emit(e);
   impl_->consume_ring();
   impl_->check_cgroup_events();
+  // Also without a notification: cgroup.events may have flipped between the
+  // ring's step_end and our read of it, and a removed cgroup says nothing.
+  impl_->deliver_deferred_ends();
   impl_->check_drops();
   impl_->check_deadlines();
   impl_->callback = nullptr;

@@ -13,6 +13,12 @@
 // One object owns the BPF object, its links, the ring buffer, the pidfds of
 // held processes and an inotify watch on each cgroup's cgroup.events. libbpf
 // types never appear here. Not thread-safe: one thread polls and commands.
+//
+// step_end is delivered only once cgroup.events says `populated 0`, even when
+// the kernel side counted the last exit earlier: the exit tracepoint fires
+// before the exiting task drops its namespaces, so a filesystem the step
+// mounted itself is still being flushed then (tracer.cpp says why
+// `populated 0` is late enough).
 #pragma once
 
 #include <sys/types.h>

@@ -13,8 +13,10 @@
 #include <set>
 #include <sstream>
 
+#include "agent/policy/post_settle.h"
 #include "common/cgroup_files.h"
 #include "common/log.h"
+#include "common/text.h"
 
 namespace stepsnap::agent {
 
@@ -56,6 +58,28 @@ json record_json(const StepRecord& r) {
   j["pre_snapshots"] = r.pre_snapshots;
   j["post_snapshots"] = r.post_snapshots;
   return j;
+}
+
+// Labels on a post-snapshot that is not exact, and why. Labels are what a
+// snapshot keeps in the catalog, so the verdict survives a restart.
+constexpr const char* kExactLabel = "stepsnap.exact";
+constexpr const char* kNotExactLabel = "stepsnap.not_exact";
+
+// step.status and run.show: `exact` (and `not_exact_reason`) from the
+// step's post-snapshots, live or read back from the catalog alike.
+void add_exactness(json& step) {
+  bool any_post = false;
+  for (const auto& snap : step.value("snapshots", json::array())) {
+    if (!snap.contains("step") || snap["step"].value("phase", "") != "post") continue;
+    any_post = true;
+    const json labels = snap.value("labels", json::object());
+    if (labels.value(kExactLabel, "") == "false") {
+      step["exact"] = false;
+      step["not_exact_reason"] = labels.value(kNotExactLabel, "");
+      return;
+    }
+  }
+  if (any_post) step["exact"] = true;
 }
 
 }  // namespace
@@ -627,6 +651,28 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
                   {"phase", std::string(to_string(phase))},
                   {"command", info.command}}}};
   if (info.exit_status) extra["step"]["exit_status"] = *info.exit_status;
+  std::string not_exact;
+  if (phase == Phase::post) {
+    // The tracer ended the step on cgroup.events populated 0: its mount
+    // namespace is gone. Loop devices are not: detach what it left.
+    std::vector<SettleTarget> targets;
+    for (const auto& v : volumes) {
+      auto d = volumes_.find(v);
+      if (d && !d->dm_name.empty()) targets.push_back({d->name, "/dev/mapper/" + d->dm_name});
+    }
+    SettleReport settled = settle_before_post_snapshot(targets);
+    for (const auto& l : settled.detached)
+      log::info("step " + key + ": detached loop device " + l + ", left attached by the step");
+    if (!settled.detached.empty()) extra["step"]["detached_loop_devices"] = settled.detached;
+    if (!settled.not_exact.empty()) {
+      not_exact = join(settled.not_exact, "; ");
+      log::warn("step " + key + ": post-snapshot not exact: " + not_exact);
+      labels[kExactLabel] = "false";
+      labels[kNotExactLabel] = not_exact;
+      extra["step"]["exact"] = false;
+      extra["step"]["not_exact_reason"] = not_exact;
+    }
+  }
   auto group = volumes_.snapshot_group(volumes, info, labels, extra);
   std::lock_guard lock(mutex_);
   auto it = steps_.find(key);
@@ -637,6 +683,7 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     return;
   }
   Step& s = it->second;
+  if (phase == Phase::post) s.not_exact = not_exact;
   if (!group) {
     s.error = std::string(to_string(phase)) + "-snapshot failed: " + group.error().message();
     log::error("step " + key + ": " + s.error);
@@ -678,6 +725,10 @@ void StepPolicy::finish_step(const std::string& key, Step& s) {
   data["state"] = std::string(to_string(s.state));
   data["pre_snapshots"] = s.pre_snapshots;
   data["post_snapshots"] = s.post_snapshots;
+  if (!s.post_snapshots.empty()) {
+    data["exact"] = s.not_exact.empty();
+    if (!s.not_exact.empty()) data["not_exact_reason"] = s.not_exact;
+  }
   if (s.started_ns) data["duration_ns"] = s.finished_ns - s.started_ns;
   if (!s.error.empty()) data["error"] = s.error;
   persist(key, s);
@@ -762,6 +813,7 @@ Result<json> StepPolicy::status(const std::string& pipeline, const std::string& 
     }
   }
   j["snapshots"] = *snaps;
+  add_exactness(j);
   return j;
 }
 
@@ -809,7 +861,10 @@ Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run
               {"run", run},
               {"steps", json::array()},
               {"initial_snapshots", initial}};
-  for (auto& [name, s] : steps) out["steps"].push_back(std::move(s));
+  for (auto& [name, s] : steps) {
+    add_exactness(s);
+    out["steps"].push_back(std::move(s));
+  }
   return out;
 }
 

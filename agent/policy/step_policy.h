@@ -5,7 +5,9 @@
 // the step's cgroup with the BPF tracer; at the held first exec it takes the
 // pre-snapshots of all the step's volumes as one group, records them, emits
 // snapshot.created and step.started, then releases the step; when the
-// cgroup is empty it takes the post-snapshots and emits step.finished. A
+// cgroup is empty (the step's mount namespace torn down with it, see
+// bpf/tracer.h) it detaches loop devices the step left on its volumes
+// (post_settle.h), takes the post-snapshots and emits step.finished. A
 // pre-snapshot that fails kills the cgroup instead of releasing it (the step
 // never runs without its pre-state) and emits an error event.
 //
@@ -136,6 +138,9 @@ class StepPolicy {
     std::string error;
     std::vector<std::string> pre_snapshots;
     std::vector<std::string> post_snapshots;
+    // Why the post-snapshot may not hold exactly the step's writes (a loop
+    // device the step left open, post_settle.h); empty when it does.
+    std::string not_exact;
     bool watching = false;
   };
 

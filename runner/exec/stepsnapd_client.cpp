@@ -1,6 +1,7 @@
 #include "runner/exec/stepsnapd_client.h"
 
 #include <cerrno>
+#include <iostream>
 #include <thread>
 
 namespace stepsnap::runner {
@@ -102,6 +103,12 @@ Status StepsnapdClient::step_finished(const StepRef& ref, int) {
     if (!status->contains("started")) e.kind = kPreSnapshotFailed;
     return tl::unexpected(e);
   }
+  // Taken, but the agent could not vouch for it (a loop device the step
+  // left open): the step's outcome stands, the user is told once.
+  if (status->value("exact", true) == false)
+    std::cerr << "runner: step " << ref.text() << ": the post-snapshot may not hold every write: "
+              << status->value("not_exact_reason", std::string("see stepsnapctl step status"))
+              << "\n";
   return {};
 }
 

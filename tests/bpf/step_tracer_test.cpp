@@ -16,6 +16,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
@@ -23,6 +25,7 @@
 #include <vector>
 
 #include "bpf/tracer.h"
+#include "common/cgroup_files.h"
 #include "runner/exec/cgroup.h"
 
 namespace stepsnap::bpf {
@@ -626,6 +629,52 @@ TEST_F(StepTracerTest, CgroupEventsEndTheStepWhenTheKernelSideSawNothing) {
   EXPECT_EQ(end[0].source, "cgroup.events");
   int status = 0;
   waitpid(child, &status, 0);
+}
+
+// A step that mounts a file system of its own in its own mount namespace
+// (ext4 on a loop device over an image file), writes into it and exits
+// without sync or umount. The exit tracepoint fires before the kernel tears
+// that namespace down, flushes the file system into the image and lets the
+// loop device go; step_end must come after all of that, so that a snapshot
+// taken on it sees the bytes in the image.
+TEST_F(StepTracerTest, StepEndComesOnlyOnceTheStepsOwnMountsAreFlushed) {
+  if (std::system("command -v mkfs.ext4 unshare >/dev/null && test -e /dev/loop-control") != 0)
+    GTEST_SKIP() << "needs mkfs.ext4, unshare and loop devices";
+  std::string dir = "/tmp/stepsnap-bpf-" + std::to_string(getpid()) + "-mountns";
+  std::filesystem::create_directories(dir + "/m");
+  std::string img = dir + "/img";
+  ASSERT_EQ(std::system(("truncate -s 48M " + img + " && mkfs.ext4 -q -F " + img).c_str()), 0);
+  constexpr std::size_t kBytes = 32 << 20;
+
+  Cgroup cg = make_cgroup("mountns");
+  Pending step =
+      shell("exec unshare -m sh -c 'mount -o loop " + img + " " + dir + "/m && head -c " +
+            std::to_string(kBytes) + " /dev/zero | tr \"\\0\" T > " + dir + "/m/f'");
+  auto id = watch(cg);
+  step.go(cg);
+  // What a snapshot taken on step_end would see: the image's bytes, read
+  // through the same page cache the loop device wrote into.
+  std::optional<std::size_t> written;
+  std::optional<bool> populated;
+  auto on_event = [&](const Event& e) {
+    events_.push_back(e);
+    if (e.type != EventType::step_end || e.cgroup_id != id || written) return;
+    auto p = cgroup_populated(cg.path());
+    populated = p && *p;
+    std::ifstream in(img, std::ios::binary);
+    std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    written = static_cast<std::size_t>(std::count(bytes.begin(), bytes.end(), 'T'));
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (!written && std::chrono::steady_clock::now() < deadline) {
+    auto r = tracer_->poll(50ms, on_event);
+    if (!r) ADD_FAILURE() << r.error().message();
+  }
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 0);
+  ASSERT_TRUE(written) << "no step_end";
+  EXPECT_FALSE(*populated) << "step_end before cgroup.events said populated 0";
+  EXPECT_GE(*written, kBytes) << "the step's file system was not flushed into its image yet";
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
