@@ -60,6 +60,25 @@ Status notebook_options(const po::variables_map& vm, PipelineRunOptions& o) {
   return {};
 }
 
+// Parses `options` plus one positional FILE; a parse error names the
+// command whose --help to read.
+Result<po::variables_map> parse_with_file(const std::vector<std::string>& args,
+                                          const po::options_description& options,
+                                          const std::string& command) {
+  po::options_description all;
+  all.add(options).add_options()("file", po::value<std::string>());
+  po::positional_options_description positional;
+  positional.add("file", 1);
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    return fail(e.what(), "", 0, "see " + command + " --help");
+  }
+  return vm;
+}
+
 po::options_description pipeline_description() {
   po::options_description d("runner pipeline run options");
   // clang-format off
@@ -83,36 +102,26 @@ po::options_description pipeline_description() {
 
 Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::string>& args) {
   PipelineRunOptions o;
-  po::options_description d = pipeline_description();
-  po::options_description all;
-  all.add(d).add_options()("file", po::value<std::string>());
-  po::positional_options_description positional;
-  positional.add("file", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return fail(e.what(), "", 0, "see runner pipeline run --help");
-  }
-  if (vm.count("help")) {
+  auto vm = parse_with_file(args, pipeline_description(), "runner pipeline run");
+  if (!vm) return tl::unexpected(vm.error());
+  if (vm->count("help")) {
     o.help = true;
     return o;
   }
-  if (!vm.count("file")) return fail("missing the pipeline FILE", "", 0, "see docs/pipeline.md");
-  o.file = vm["file"].as<std::string>();
-  if (auto s = notebook_options(vm, o); !s) return tl::unexpected(s.error());
-  if (vm.count("agent")) o.agent_socket = vm["agent"].as<std::string>();
-  if (vm.count("run")) {
-    o.run = vm["run"].as<std::string>();
+  if (!vm->count("file")) return fail("missing the pipeline FILE", "", 0, "see docs/pipeline.md");
+  o.file = (*vm)["file"].as<std::string>();
+  if (auto s = notebook_options(*vm, o); !s) return tl::unexpected(s.error());
+  if (vm->count("agent")) o.agent_socket = (*vm)["agent"].as<std::string>();
+  if (vm->count("run")) {
+    o.run = (*vm)["run"].as<std::string>();
     if (auto s = check_name("run", *o.run); !s) return tl::unexpected(s.error());
   }
-  if (vm.count("restore")) {
-    o.restore_run = vm["restore"].as<std::string>();
+  if (vm->count("restore")) {
+    o.restore_run = (*vm)["restore"].as<std::string>();
     if (auto s = check_name("restore", *o.restore_run); !s) return tl::unexpected(s.error());
   }
-  if (vm.count("from-step")) {
-    o.from_step = vm["from-step"].as<std::string>();
+  if (vm->count("from-step")) {
+    o.from_step = (*vm)["from-step"].as<std::string>();
     if (auto s = check_name("from-step", *o.from_step); !s) return tl::unexpected(s.error());
   }
   if (o.restore_run.has_value() != o.from_step.has_value())
@@ -155,29 +164,22 @@ std::string pipeline_run_help() {
 
 Result<PipelineRunOptions> parse_pipeline_compile_options(const std::vector<std::string>& args) {
   PipelineRunOptions o;
-  po::options_description all;
-  all.add_options()("help,h", "show this help")("file", po::value<std::string>());
-  all.add(notebook_description());
-  po::positional_options_description positional;
-  positional.add("file", 1);
-  po::variables_map vm;
-  try {
-    po::store(po::command_line_parser(args).options(all).positional(positional).run(), vm);
-    po::notify(vm);
-  } catch (const po::error& e) {
-    return fail(e.what(), "", 0, "see runner pipeline compile --help");
-  }
-  if (vm.count("help")) {
+  po::options_description d("runner pipeline compile options");
+  d.add_options()("help,h", "show this help");
+  d.add(notebook_description());
+  auto vm = parse_with_file(args, d, "runner pipeline compile");
+  if (!vm) return tl::unexpected(vm.error());
+  if (vm->count("help")) {
     o.help = true;
     return o;
   }
-  if (!vm.count("file"))
+  if (!vm->count("file"))
     return fail("missing the NOTEBOOK.ipynb", "", 0, "see runner pipeline compile --help");
-  o.file = vm["file"].as<std::string>();
+  o.file = (*vm)["file"].as<std::string>();
   if (!is_ipynb(o.file))
     return fail("runner pipeline compile takes a notebook", o.file, 0,
                 "give a Kale-tagged NOTEBOOK.ipynb (a .json pipeline is already compiled)");
-  if (auto s = notebook_options(vm, o); !s) return tl::unexpected(s.error());
+  if (auto s = notebook_options(*vm, o); !s) return tl::unexpected(s.error());
   return o;
 }
 
