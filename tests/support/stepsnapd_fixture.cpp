@@ -83,7 +83,10 @@ pid_t StepsnapdFixture::launch(const std::string& notify) {
   pid_t pid = ::fork();
   if (pid != 0) return pid;
   ::setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+  // Both streams to the log: a daemon that kept ctest's pipe open would make
+  // ctest wait for it until the test's timeout whenever a test died early.
   if (!std::freopen(log_path().c_str(), "a", stderr)) ::_exit(126);
+  if (!std::freopen(log_path().c_str(), "a", stdout)) ::_exit(126);
   std::vector<std::string> args = {"stepsnapd",
                                    "--state-dir",
                                    dir_ + "/state",

@@ -66,7 +66,7 @@ int wait_for(pid_t pid, std::chrono::seconds limit) {
 }
 
 std::string cgroup_name(const std::string& what) {
-  return "stepsnap-hold-test/" + what + "-" + std::to_string(::getpid());
+  return "stepsnap/hold-test/" + what + "-" + std::to_string(::getpid());
 }
 
 using HoldDaemon = StepsnapdFixture;
