@@ -240,11 +240,13 @@ TEST_F(ShortLease, ARegistrationWhoseCgroupGetsNoProcessExpiresAndFreesItsName) 
     if (e["data"].value("op", "") == "step.expire" && e["data"].value("step", "") == "idle")
       expired = true;
   EXPECT_TRUE(expired) << "no step.expire error event";
-  // Its name and cgroup are free: a new registration works. Its process is
-  // in the cgroup first, so the 1 s lease cannot run out before it execs.
+  // Its name and cgroup are free: a new registration works. The agent
+  // refuses a cgroup that already has processes, so the step's process
+  // joins right after the registration (milliseconds, well inside the 1 s
+  // lease); once it is in, the lease no longer runs.
+  ok("step.register", reg);
   StepProcess p = spawn_step(*cg, "exit 7");
   ASSERT_GT(p.pid, 0);
-  ok("step.register", reg);
   go(p);
   int status = wait_for(p.pid, 60s);
   EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 7) << status;
