@@ -11,6 +11,7 @@
 #include "dm/thin_ids.h"
 #include "dm/thin_pool.h"
 #include "runner/exec/cgroup.h"
+#include "tests/support/step_spawn.h"
 #include "tests/support/stepsnapd_fixture.h"
 
 namespace stepsnap::agent::vmtest {
@@ -26,32 +27,6 @@ using DaemonFixture = StepsnapdFixture;
 Output write_mib(const std::string& dev, int offset_mib, int mib) {
   return sh("dd if=/dev/zero of=" + dev + " bs=1M seek=" + std::to_string(offset_mib) +
             " count=" + std::to_string(mib) + " oflag=direct conv=notrunc");
-}
-
-// A process in `cg` that waits for the go-ahead, then execs /bin/sh -c
-// `script` (the exec the tracer holds when the policy has pre).
-struct StepProcess {
-  pid_t pid = -1;
-  int go = -1;
-};
-
-StepProcess spawn_step(const runner::Cgroup& cg, const std::string& script) {
-  int fds[2];
-  if (::pipe(fds) != 0) return {};
-  pid_t child = ::fork();
-  if (child == 0) {
-    ::close(fds[1]);
-    char c;
-    if (::read(fds[0], &c, 1) != 1) ::_exit(120);
-    ::execl("/bin/sh", "sh", "-c", script.c_str(), nullptr);
-    ::_exit(127);
-  }
-  ::close(fds[0]);
-  if (!cg.add_process(child)) {
-    ::kill(child, SIGKILL);
-    return {};
-  }
-  return {child, fds[1]};
 }
 
 int run_step(const StepProcess& p) {
