@@ -18,6 +18,7 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::snapshot_list, "snapshot.list"},
     {Op::snapshot_show, "snapshot.show"},
     {Op::snapshot_delete, "snapshot.delete"},
+    {Op::snapshot_label, "snapshot.label"},
     {Op::clone_create, "clone.create"},
     {Op::restore, "restore"},
     {Op::step_register, "step.register"},
@@ -321,6 +322,15 @@ RequestArgs parse_args(Op op, Fields& f) {
       SnapshotDeleteArgs a;
       a.pool = f.optional_name("pool");
       a.name = f.required_name("name");
+      return a;
+    }
+    case Op::snapshot_label: {
+      SnapshotLabelArgs a;
+      a.pool = f.optional_name("pool");
+      a.name = f.required_name("name");
+      a.labels = f.labels("labels");
+      if (!f.failed() && a.labels.empty())
+        f.fail(code::invalid_value, "labels", "missing or empty; give at least one KEY: VALUE");
       return a;
     }
     case Op::clone_create: {

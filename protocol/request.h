@@ -45,6 +45,7 @@ enum class Op {
   snapshot_list,
   snapshot_show,
   snapshot_delete,
+  snapshot_label,
   clone_create,
   restore,
   step_register,
@@ -99,6 +100,13 @@ struct SnapshotShowArgs {
 struct SnapshotDeleteArgs {
   std::optional<std::string> pool;
   std::string name;
+};
+// snapshot.label: adds labels to a snapshot after it was taken (a key it
+// already has gets the new value); a step's metrics arrive this way.
+struct SnapshotLabelArgs {
+  std::optional<std::string> pool;
+  std::string name;
+  Labels labels;
 };
 // clone.create: a writable copy of a snapshot for a pipeline step.
 // restore: a snapshot becomes a new (ordinary) volume.
@@ -159,7 +167,7 @@ using RequestArgs =
     std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs, SnapshotCreateArgs,
                  SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
                  RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
-                 EventsSubscribeArgs, StepUnregisterArgs>;
+                 EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

@@ -20,9 +20,9 @@ constexpr std::pair<Op, Access> kTable[] = {
     {Op::run_show, Access::member},       {Op::events_subscribe, Access::member},
     {Op::volume_create, Access::member},  {Op::volume_delete, Access::owner},
     {Op::snapshot_create, Access::owner}, {Op::snapshot_delete, Access::owner},
-    {Op::clone_create, Access::owner},    {Op::restore, Access::owner},
-    {Op::step_register, Access::admin},   {Op::step_unregister, Access::admin},
-    {Op::run_clone, Access::admin},
+    {Op::snapshot_label, Access::owner},  {Op::clone_create, Access::owner},
+    {Op::restore, Access::owner},         {Op::step_register, Access::admin},
+    {Op::step_unregister, Access::admin}, {Op::run_clone, Access::admin},
 };
 
 std::string who(const PeerCred& peer) { return "uid " + std::to_string(peer.uid); }

@@ -246,6 +246,12 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (auto r = volumes_.remove(a.name, true); !r) return api_error(r.error());
         return json::object();
       }
+      case Op::snapshot_label: {
+        const auto& a = std::get<SnapshotLabelArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (auto refused = owner_only(a.name)) return tl::unexpected(*refused);
+        return answer(volumes_.label_snapshot(a.name, a.labels));
+      }
       case Op::clone_create: {
         const auto& a = std::get<CloneCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());

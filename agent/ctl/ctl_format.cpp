@@ -475,6 +475,15 @@ std::string format_run(const json& r, const DeviceNames& names) {
     out += "\n" + format_table({"SNAPSHOT", "STEP", "PHASE", "VOLUME", "SIZE", "EXIT", "CREATED"},
                                snap_rows);
   }
+  // A notebook's pipeline-metrics, with the step that recorded each.
+  std::vector<std::vector<std::string>> metric_rows;
+  for (const json* sp : steps) {
+    if (!sp->contains("metrics") || !(*sp)["metrics"].is_object()) continue;
+    for (const auto& [name, value] : (*sp)["metrics"].items())
+      metric_rows.push_back(
+          {name, value.is_string() ? value.get<std::string>() : value.dump(), str(*sp, "step")});
+  }
+  if (!metric_rows.empty()) out += "\n" + format_table({"METRIC", "VALUE", "STEP"}, metric_rows);
   if (!notes.empty() || unknown) out += "\n";
   for (const auto& n : notes) out += "error: " + one_line(n) + "\n";
   if (unknown) {

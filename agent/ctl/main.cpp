@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "agent/ctl/ctl_format.h"
-#include "protocol/api_client.h"
 #include "common/size.h"
+#include "protocol/api_client.h"
 
 using json = nlohmann::json;
 using namespace stepsnap;
@@ -35,6 +35,7 @@ commands:
   snapshot list [--volume V] [--pipeline P] [--run R] [--step S]
   snapshot show NAME                          one snapshot, with lineage and step metadata
   snapshot delete NAME
+  snapshot label NAME KEY=VALUE...            add labels to a snapshot (a key it has gets the new value)
   clone create SNAPSHOT NAME [--label K=V]... a writable clone of a snapshot
   restore SNAPSHOT NAME [--label K=V]...      a snapshot becomes a new volume
   step register --pipeline P --run R --step S --cgroup PATH --volume V [--volume V]...
@@ -107,14 +108,18 @@ void expect_positional(const Words& w, std::size_t n, const std::string& what) {
   if (w.positional.size() != n) usage_error("expected " + what);
 }
 
+// One KEY=VALUE word into `out`; `who` names the flag or command in the error.
+void put_key_value(json& out, const std::string& word, const std::string& who) {
+  auto eq = word.find('=');
+  if (eq == std::string::npos || eq == 0)
+    usage_error(who + " wants KEY=VALUE, not \"" + word + "\"");
+  out[word.substr(0, eq)] = word.substr(eq + 1);
+}
+
 json labels(const Words& w) {
   json out = json::object();
-  for (auto [it, end] = w.flags.equal_range("label"); it != end; ++it) {
-    auto eq = it->second.find('=');
-    if (eq == std::string::npos || eq == 0)
-      usage_error("--label wants KEY=VALUE, not \"" + it->second + "\"");
-    out[it->second.substr(0, eq)] = it->second.substr(eq + 1);
-  }
+  for (auto [it, end] = w.flags.equal_range("label"); it != end; ++it)
+    put_key_value(out, it->second, "--label");
   return out;
 }
 
@@ -173,6 +178,14 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
         if (w.has(f)) args[f] = w.one(f);
       }
       return {"snapshot.list", args};
+    }
+    if (verb == "label") {
+      auto w = split(rest, {}, {});
+      if (w.positional.size() < 2) usage_error("expected snapshot label NAME KEY=VALUE...");
+      json l = json::object();
+      for (std::size_t i = 1; i < w.positional.size(); ++i)
+        put_key_value(l, w.positional[i], "snapshot label");
+      return {"snapshot.label", {{"name", w.positional[0]}, {"labels", l}}};
     }
     if (verb == "show" || verb == "delete") {
       auto w = split(rest, {}, {});

@@ -20,6 +20,7 @@ constexpr std::pair<EventType, std::string_view> kTypes[] = {
     {EventType::step_finished, "step.finished"},
     {EventType::snapshot_created, "snapshot.created"},
     {EventType::snapshot_deleted, "snapshot.deleted"},
+    {EventType::snapshot_labelled, "snapshot.labelled"},
     {EventType::clone_created, "clone.created"},
     {EventType::volume_created, "volume.created"},
     {EventType::volume_deleted, "volume.deleted"},

@@ -45,6 +45,7 @@ enum class EventType {
   step_finished,
   snapshot_created,
   snapshot_deleted,
+  snapshot_labelled,
   clone_created,
   volume_created,
   volume_deleted,

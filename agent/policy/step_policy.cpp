@@ -817,6 +817,28 @@ Result<json> StepPolicy::status(const std::string& pipeline, const std::string& 
   return j;
 }
 
+namespace {
+
+// A notebook step's pipeline-metrics, from the `metric.NAME` labels runner
+// puts on its post-snapshots (docs/notebooks.md): into the step's own
+// "metrics" and the run's.
+void add_metrics(json& step, json& run_metrics) {
+  constexpr std::string_view kPrefix = "metric.";
+  json mine = json::object();
+  for (const auto& snap : step["snapshots"]) {
+    const json labels = snap.value("labels", json::object());
+    for (const auto& [key, value] : labels.items()) {
+      if (key.size() > kPrefix.size() && key.compare(0, kPrefix.size(), kPrefix) == 0)
+        mine[key.substr(kPrefix.size())] = value;
+    }
+  }
+  if (mine.empty()) return;
+  for (const auto& [name, value] : mine.items()) run_metrics[name] = value;
+  step["metrics"] = std::move(mine);
+}
+
+}  // namespace
+
 Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run) {
   auto snaps = snapshots_json(pipeline, run, "");
   if (!snaps) return snaps;
@@ -860,9 +882,11 @@ Result<json> StepPolicy::run(const std::string& pipeline, const std::string& run
   json out = {{"pipeline", pipeline},
               {"run", run},
               {"steps", json::array()},
-              {"initial_snapshots", initial}};
+              {"initial_snapshots", initial},
+              {"metrics", json::object()}};
   for (auto& [name, s] : steps) {
     add_exactness(s);
+    add_metrics(s, out["metrics"]);
     out["steps"].push_back(std::move(s));
   }
   return out;

@@ -89,6 +89,10 @@ class Volumes {
                              const Labels& labels, DeviceKind kind, const Ownership& who = {});
   // volume.delete (volumes and clones) or snapshot.delete (snapshots).
   Status remove(const std::string& name, bool snapshot);
+  // snapshot.label: merges `labels` into the snapshot's (new values win),
+  // with a snapshot.labelled event in the same transaction. Returns the
+  // snapshot as it is now.
+  Result<DeviceRecord> label_snapshot(const std::string& name, const Labels& labels);
 
   Result<DeviceRecord> find(const std::string& name);
   // The run's clone by the catalog's run_clone column (never by name or

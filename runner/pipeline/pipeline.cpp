@@ -16,6 +16,7 @@
 #include <variant>
 
 #include "common/names.h"
+#include "protocol/request.h"
 #include "runner/exec/exec.h"
 #include "runner/exec/stepsnapd_client.h"
 #include "runner/pipeline/notebook_compile.h"
@@ -225,6 +226,31 @@ class MetricsFolder {
   std::string dir_;
 };
 
+// Puts a step's metrics on its post-snapshots as `metric.NAME` labels, so
+// that run.show and every later reader of those snapshots see them. A metric
+// that cannot be a label (its name, or a value over the label limit) is
+// named in a warning; the step's result stands.
+void label_with_metrics(protocol::ApiClient& api, const StepResult& r) {
+  json labels = json::object();
+  for (const auto& [name, value] : r.metrics) {
+    std::string key = "metric." + name;
+    if (!is_valid_name(key) || value.size() > protocol::kMaxLabelValueLength) {
+      std::cerr << "runner: warning: step " << r.name << ": metric " << name
+                << " cannot be a snapshot label; it is only in the marshal folder\n";
+      continue;
+    }
+    labels[key] = value;
+  }
+  if (labels.empty()) return;
+  for (const auto& snapshot : r.post_snapshots) {
+    auto done = api.request("snapshot.label", {{"name", snapshot}, {"labels", labels}});
+    if (!done) {
+      std::cerr << "runner: warning: step " << r.name << ": metrics not recorded on " << snapshot
+                << ": " << done.error().message() << "\n";
+    }
+  }
+}
+
 }  // namespace
 
 int compile_pipeline(const PipelineRunOptions& o) {
@@ -307,6 +333,7 @@ int run_pipeline(const PipelineRunOptions& o) {
         r.pre_snapshots = names_of((*status)["pre_snapshots"]);
         r.post_snapshots = names_of((*status)["post_snapshots"]);
       }
+      label_with_metrics(api, r);
       if (code != 0) {
         all_ok = false;
         for (std::size_t d : dependents_of(*spec, i)) failed_because.emplace(d, r.name);

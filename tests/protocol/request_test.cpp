@@ -66,6 +66,19 @@ TEST(Request, RunClone) {
             "invalid_value");
 }
 
+TEST(Request, SnapshotLabelNeedsAtLeastOneValidLabel) {
+  auto r = accepted(req("snapshot.label", {{"name", "s"}, {"labels", {{"metric.r2", "0.97"}}}}));
+  EXPECT_EQ(r.op, Op::snapshot_label);
+  EXPECT_EQ(std::get<SnapshotLabelArgs>(r.args).labels.at("metric.r2"), "0.97");
+  auto none = rejected(req("snapshot.label", {{"name", "s"}}));
+  EXPECT_EQ(none.code, "invalid_value");
+  EXPECT_NE(none.message.find("args.labels"), std::string::npos) << none.message;
+  EXPECT_EQ(rejected(req("snapshot.label", {{"name", "s"}, {"labels", json::object()}})).code,
+            "invalid_value");
+  EXPECT_EQ(rejected(req("snapshot.label", {{"name", "s"}, {"labels", {{"a/b", "v"}}}})).code,
+            "invalid_value");
+}
+
 TEST(Request, EveryOpParsesWithMinimalArgs) {
   std::vector<std::pair<std::string, json>> cases = {
       {"volume.create", {{"name", "v"}, {"size_bytes", 4096}}},
@@ -75,6 +88,7 @@ TEST(Request, EveryOpParsesWithMinimalArgs) {
       {"snapshot.list", json::object()},
       {"snapshot.show", {{"name", "s"}}},
       {"snapshot.delete", {{"name", "s"}}},
+      {"snapshot.label", {{"name", "s"}, {"labels", {{"k", "v"}}}}},
       {"clone.create", {{"snapshot", "s"}, {"name", "c"}}},
       {"restore", {{"snapshot", "s"}, {"name", "v2"}}},
       {"step.register",

@@ -17,8 +17,8 @@ TEST(AuthzTable, ReadsAndCreatesAreForMembersDestroyingForOwnersStepsForRoot) {
                 Op::run_show, Op::events_subscribe, Op::volume_create}) {
     EXPECT_EQ(access_for(op), Access::member) << protocol::to_string(op);
   }
-  for (Op op : {Op::volume_delete, Op::snapshot_create, Op::snapshot_delete, Op::clone_create,
-                Op::restore}) {
+  for (Op op : {Op::volume_delete, Op::snapshot_create, Op::snapshot_delete, Op::snapshot_label,
+                Op::clone_create, Op::restore}) {
     EXPECT_EQ(access_for(op), Access::owner) << protocol::to_string(op);
   }
   for (Op op : {Op::step_register, Op::run_clone}) {

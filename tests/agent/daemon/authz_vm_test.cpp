@@ -89,7 +89,8 @@ TEST_F(AuthzVm, AMemberReadsAndManagesOnlyWhatItMade) {
            {"snapshot.delete", {{"name", "ws.s"}}},
            {"snapshot.create", {{"volume", "ws"}, {"name", "mine.of.ws"}}},
            {"clone.create", {{"snapshot", "ws.s"}, {"name", "copy"}}},
-           {"restore", {{"snapshot", "ws.s"}, {"name", "copy2"}}}}) {
+           {"restore", {{"snapshot", "ws.s"}, {"name", "copy2"}}},
+           {"snapshot.label", {{"name", "ws.s"}, {"labels", {{"keep", "yes"}}}}}}) {
     json r = member(op, args);
     EXPECT_EQ(code_of(r), "forbidden") << op << ": " << r.dump();
     EXPECT_NE(r["error"].value("message", "").find("only its owner (uid 0) or root"),
@@ -106,6 +107,10 @@ TEST_F(AuthzVm, AMemberReadsAndManagesOnlyWhatItMade) {
   ASSERT_EQ(code_of(snap), "ok") << snap.dump();
   EXPECT_EQ(snap["result"]["owner_uid"], kMember);
   EXPECT_EQ(code_of(member("clone.create", {{"snapshot", "mine.s"}, {"name", "mine.c"}})), "ok");
+  json labelled =
+      member("snapshot.label", {{"name", "mine.s"}, {"labels", {{"metric.r2", "0.9"}}}});
+  ASSERT_EQ(code_of(labelled), "ok") << labelled.dump();
+  EXPECT_EQ(labelled["result"]["labels"]["metric.r2"], "0.9");
   EXPECT_EQ(code_of(member("volume.delete", {{"name", "mine.c"}})), "ok");
   EXPECT_EQ(code_of(member("snapshot.delete", {{"name", "mine.s"}})), "ok");
   // Root may delete anything.

@@ -79,6 +79,25 @@ TEST_F(NotebookVm, TheHousePricesNotebookRunsAsAPipelineWithItsVariablesInTheSna
     EXPECT_TRUE(exists(post + "/" + kMarshal + "/" + file)) << name << " post lacks " << file;
     EXPECT_TRUE(exists(pre + "/house-prices.ipynb")) << name;
   }
+  // The metrics are recorded with the run: on evaluate's post-snapshots as
+  // labels, and in run.show, the run's and the step's.
+  json evaluate = step("house-prices-nb", "r1", "evaluate");
+  ASSERT_FALSE(evaluate["post_snapshots"].empty());
+  for (const auto& post : evaluate["post_snapshots"]) {
+    json labels = ok("snapshot.show", {{"name", post}})["labels"];
+    EXPECT_EQ(labels.value("metric.r2", "").rfind("0.974393", 0), 0u)
+        << post << ": " << labels.dump();
+    EXPECT_TRUE(labels.contains("metric.rmse_k")) << labels.dump();
+  }
+  EXPECT_FALSE(ok("snapshot.show", {{"name", evaluate["pre_snapshots"][0]}})["labels"].contains(
+      "metric.r2"));
+  json shown = ok("run.show", {{"pipeline", "house-prices-nb"}, {"run", "r1"}});
+  EXPECT_EQ(shown["metrics"].value("r2", "").rfind("0.974393", 0), 0u) << shown["metrics"].dump();
+  EXPECT_EQ(shown["metrics"].size(), 3u) << shown["metrics"].dump();
+  for (const auto& s : shown["steps"]) {
+    EXPECT_EQ(s.contains("metrics"), s["step"] == "evaluate") << s.dump();
+  }
+
   // The step's snapshots name the notebook and its cells (the command).
   json train = step("house-prices-nb", "r1", "train");
   std::string command =
