@@ -6,10 +6,14 @@
 // so the snapshot holds every write made before the call, page cache
 // included. The pause an application sees is suspend + message + resume.
 //
+// Before the suspend each origin is flushed while still running (see
+// flush.h), so the frozen window holds only what was written since.
+//
 // These functions take ids chosen by the caller (ThinPool allocates them);
 // they are the literal sequence, with the resume guaranteed on every path.
 #pragma once
 
+#include <chrono>
 #include <string>
 #include <vector>
 
@@ -23,19 +27,35 @@ struct ActiveOrigin {
   ThinId id = 0;       // its thin id in the pool
 };
 
-// suspend(origin, freeze+flush) -> create_snap(snap_id, origin) -> resume.
-Status snapshot_active(const std::string& pool, const ActiveOrigin& origin, ThinId snap_id);
+// What a snapshot cost the volumes: the flush before the suspend (they
+// still run) and the frozen window, from the first suspend's start to the
+// last resume's end (they are paused).
+struct SnapshotTimes {
+  std::chrono::nanoseconds flush{};
+  std::chrono::nanoseconds frozen{};
+};
+
+struct SnapshotOptions {
+  // Off only to measure what the flush saves (scripts/bench-dm).
+  bool flush_first = true;
+  SnapshotTimes* times = nullptr;  // filled when set
+};
+
+// flush -> suspend(origin, freeze+flush) -> create_snap(snap_id, origin) -> resume.
+Status snapshot_active(const std::string& pool, const ActiveOrigin& origin, ThinId snap_id,
+                       const SnapshotOptions& options = {});
 
 // The same for an origin active as several devices (or none: then nothing
 // is suspended, which is right for an inactive origin).
 Status snapshot_suspending(const std::string& pool, const std::vector<std::string>& devices,
-                           ThinId origin, ThinId snap_id);
+                           ThinId origin, ThinId snap_id, const SnapshotOptions& options = {});
 
 // Every origin suspended first, then one create_snap each, then every one
 // resumed, so the snapshots are of one instant across all the volumes (a
 // multi-volume step). Resumes all even when a step fails. `created` receives
 // the snapshot ids that exist afterwards, so the caller can roll them back.
 Status snapshot_group_active(const std::string& pool, const std::vector<ActiveOrigin>& origins,
-                             const std::vector<ThinId>& snap_ids, std::vector<ThinId>* created);
+                             const std::vector<ThinId>& snap_ids, std::vector<ThinId>* created,
+                             const SnapshotOptions& options = {});
 
 }  // namespace stepsnap::dm

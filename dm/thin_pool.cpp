@@ -261,28 +261,32 @@ Result<ThinId> ThinPool::create_thin(const BeforeCreate& before) {
   return r;
 }
 
-Result<ThinId> ThinPool::snapshot(const ThinVolume& origin, const BeforeCreate& before) {
+Result<ThinId> ThinPool::snapshot(const ThinVolume& origin, const BeforeCreate& before,
+                                  SnapshotTimes* times) {
+  const SnapshotOptions options{.flush_first = flush_before_snapshot_, .times = times};
   auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, before, [&](ThinId id) {
-    return snapshot_active(name_, {origin.name, origin.id}, id);
+    return snapshot_active(name_, {origin.name, origin.id}, id, options);
   });
   if (!r) return tl::unexpected(classify(r.error()));
   return r;
 }
 
-Result<ThinId> ThinPool::snapshot(ThinId origin, const BeforeCreate& before) {
+Result<ThinId> ThinPool::snapshot(ThinId origin, const BeforeCreate& before, SnapshotTimes* times) {
   auto active = devices_of(origin);
   if (!active) return tl::unexpected(active.error());
   std::vector<std::string> devices;
   for (const auto& v : *active) devices.push_back(v.name);
   auto r = with_fresh_id(*this, in_use_, &ThinPool::reserve_id, before, [&](ThinId id) {
-    return snapshot_suspending(name_, devices, origin, id);
+    return snapshot_suspending(name_, devices, origin, id,
+                               {.flush_first = flush_before_snapshot_, .times = times});
   });
   if (!r) return tl::unexpected(classify(r.error()));
   return r;
 }
 
 Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolume>& origins,
-                                                     const BeforeCreate& before) {
+                                                     const BeforeCreate& before,
+                                                     SnapshotTimes* times) {
   std::vector<ThinId> ids;
   std::vector<ActiveOrigin> active;
   for (const auto& origin : origins) {
@@ -298,7 +302,8 @@ Result<std::vector<ThinId>> ThinPool::snapshot_group(const std::vector<ThinVolum
     if (auto b = before(id); !b) return tl::unexpected(b.error());
   }
   std::vector<ThinId> created;
-  auto r = snapshot_group_active(name_, active, ids, &created);
+  auto r = snapshot_group_active(name_, active, ids, &created,
+                                 {.flush_first = flush_before_snapshot_, .times = times});
   for (ThinId id : created) in_use_.insert(id);
   if (r) return ids;
   // All or nothing: a partial group is not a consistent state of the step.

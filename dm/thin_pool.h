@@ -24,6 +24,7 @@
 #include "common/error.h"
 #include "dm/dm_error.h"
 #include "dm/pool_status.h"
+#include "dm/snapshot.h"
 #include "dm/table.h"
 #include "dm/thin_ids.h"
 
@@ -103,15 +104,22 @@ class ThinPool {
 
   // A new, empty thin id.
   Result<ThinId> create_thin(const BeforeCreate& before = {});
-  // A snapshot of an active volume: frozen, flushed, suspended for the
-  // duration of one message.
-  Result<ThinId> snapshot(const ThinVolume& origin, const BeforeCreate& before = {});
+  // A snapshot of an active volume: flushed while live, then frozen and
+  // suspended for the duration of one message. `times`, when set, gets the
+  // flush and the frozen window (dm/snapshot.h).
+  Result<ThinId> snapshot(const ThinVolume& origin, const BeforeCreate& before = {},
+                          SnapshotTimes* times = nullptr);
   // A snapshot of an id; any active device mapping it is suspended, an
   // inactive one is snapshotted directly.
-  Result<ThinId> snapshot(ThinId origin, const BeforeCreate& before = {});
+  Result<ThinId> snapshot(ThinId origin, const BeforeCreate& before = {},
+                          SnapshotTimes* times = nullptr);
   // All at one instant; on failure no snapshot of the group is left behind.
   Result<std::vector<ThinId>> snapshot_group(const std::vector<ThinVolume>& origins,
-                                             const BeforeCreate& before = {});
+                                             const BeforeCreate& before = {},
+                                             SnapshotTimes* times = nullptr);
+  // Whether snapshots flush their origins before suspending them (default
+  // on; off only to measure what it saves).
+  void set_flush_before_snapshot(bool on) { flush_before_snapshot_ = on; }
   // The id must not be active (EBUSY otherwise).
   Status delete_thin(ThinId id);
 
@@ -163,6 +171,7 @@ class ThinPool {
   std::uint64_t txn_ = 0;
   std::set<ThinId> in_use_;
   std::function<void(std::uint64_t)> on_txn_;
+  bool flush_before_snapshot_ = true;
 };
 
 }  // namespace stepsnap::dm

@@ -704,7 +704,8 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   // while this group waited for the pool): the snapshots exist, and the
   // transition below would then change nothing and write nothing.
   persist(key, s);
-  log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, pause " +
+  log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, flush " +
+            std::to_string(group->flush.count() / 1000) + " us, pause " +
             std::to_string(group->pause.count() / 1000) + " us");
   if (phase == Phase::pre) {
     apply(key, s, StepInput::pre_done);

@@ -32,6 +32,15 @@ json labels_json(const Labels& labels) {
   return out;
 }
 
+// A snapshot's cost in its event: pause_ns, the frozen window the volumes
+// saw (first suspend to last resume); flush_ns, the flush before it while
+// they still ran; snapshot_ns, the whole kernel side (ids, flush, window).
+void put_times(json& data, const dm::SnapshotTimes& times, std::chrono::nanoseconds call) {
+  data["pause_ns"] = times.frozen.count();
+  data["flush_ns"] = times.flush.count();
+  data["snapshot_ns"] = call.count();
+}
+
 bool is_space_kind(const Error& e) {
   auto k = dm::kind_of(e);
   return k == dm::ErrorKind::out_of_data_space || k == dm::ErrorKind::out_of_metadata_space;
@@ -173,8 +182,7 @@ Result<DeviceRecord> Volumes::origin_for(const std::string& name, bool want_snap
 //   event_for(index, record) -> std::pair<EventType, json>
 template <typename SpecFn, typename OpFn, typename EventFn>
 Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view op,
-                                                              SpecFn&& spec_for,
-                                                              OpFn&& kernel_op,
+                                                              SpecFn&& spec_for, OpFn&& kernel_op,
                                                               EventFn&& event_for) {
   std::vector<Intent> intents;
   auto before = [&](dm::ThinId id) -> Status {
@@ -254,7 +262,8 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
     if (auto free = name_is_free("create snapshot", *name); !free)
       return tl::unexpected(free.error());
   }
-  std::chrono::steady_clock::duration pause{};
+  dm::SnapshotTimes times;
+  std::chrono::nanoseconds call{};
   auto made = create_with_intent(
       "snapshot.create",
       [&](std::size_t, dm::ThinId id) -> Result<CreateSpec> {
@@ -271,14 +280,15 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto t0 = std::chrono::steady_clock::now();
-        auto id = pool_.snapshot(origin->thin_id, before);
-        pause = std::chrono::steady_clock::now() - t0;
+        auto id = pool_.snapshot(origin->thin_id, before, &times);
+        call = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - t0);
         if (!id) return tl::unexpected(id.error().context("snapshot " + volume));
         return std::vector<Made>{{"", mapped_bytes_of(origin->dm_name)}};
       },
       [&](std::size_t, const DeviceRecord& d) {
         json data = device_json(d, origin->name);
-        data["pause_ns"] = std::chrono::duration_cast<std::chrono::nanoseconds>(pause).count();
+        put_times(data, times, call);
         return std::pair{EventType::snapshot_created, data};
       });
   if (!made) return tl::unexpected(made.error());
@@ -300,13 +310,12 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
     active.push_back(dm::ThinVolume{o->dm_name, o->thin_id, o->size_bytes / kSector});
     origins.push_back(*o);
   }
-  std::chrono::steady_clock::duration in_hooks{};
-  std::chrono::nanoseconds pause{};
+  dm::SnapshotTimes times;
+  std::chrono::nanoseconds call{};
   const std::string phase(to_string(step.phase));
   auto made = create_with_intent(
       "step snapshot",
       [&](std::size_t k, dm::ThinId id) -> Result<CreateSpec> {
-        auto h0 = std::chrono::steady_clock::now();
         const DeviceRecord& origin = origins.at(k);
         // A run's clone is named "<pipeline>.<run>.<volume>"; its snapshots say
         // just the volume, since the run and step are in the name already.
@@ -321,7 +330,6 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
         if (!is_valid_name(name) || *taken) {
           name = origin.name.substr(0, 40) + ".s" + std::to_string(id) + "." + phase;
         }
-        in_hooks += std::chrono::steady_clock::now() - h0;
         return CreateSpec{.pool_id = record_.id,
                           .name = name,
                           .kind = DeviceKind::snapshot,
@@ -332,11 +340,9 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto t0 = std::chrono::steady_clock::now();
-        auto ids = pool_.snapshot_group(active, before);
-        // The group call minus the catalog writes done in the hooks before
-        // the first suspend: an upper bound of the real pause.
-        pause = std::chrono::duration_cast<std::chrono::nanoseconds>(
-            std::chrono::steady_clock::now() - t0 - in_hooks);
+        auto ids = pool_.snapshot_group(active, before, &times);
+        call = std::chrono::duration_cast<std::chrono::nanoseconds>(
+            std::chrono::steady_clock::now() - t0);
         if (!ids) return tl::unexpected(ids.error());
         std::vector<Made> out;
         for (const auto& o : origins) out.push_back({"", mapped_bytes_of(o.dm_name)});
@@ -344,13 +350,13 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
       },
       [&](std::size_t k, const DeviceRecord& d) {
         json data = device_json(d, origins[k].name);
-        data["pause_ns"] = pause.count();
+        put_times(data, times, call);
         data["group_size"] = origins.size();
         if (event_extra.is_object()) data.update(event_extra);
         return std::pair{EventType::snapshot_created, data};
       });
   if (!made) return tl::unexpected(made.error());
-  return GroupSnapshot{std::move(*made), pause};
+  return GroupSnapshot{std::move(*made), times.frozen, times.flush};
 }
 
 Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::string& name,

@@ -25,8 +25,8 @@
 
 #include "agent/catalog/catalog.h"
 #include "agent/events/event_log.h"
-#include "common/names.h"
 #include "common/error.h"
+#include "common/names.h"
 #include "dm/thin_pool.h"
 
 namespace stepsnap::agent {
@@ -39,9 +39,11 @@ nlohmann::json device_json(const DeviceRecord& device, const std::string& origin
 
 struct GroupSnapshot {
   std::vector<DeviceRecord> snapshots;  // in the order of the volumes asked for
-  // How long the volumes were paused: the group call minus the catalog
-  // writes done before the first suspend (an upper bound of the real pause).
+  // How long the volumes were paused: the frozen window, first suspend to
+  // last resume, measured in dm/.
   std::chrono::nanoseconds pause{0};
+  // The flush before it, while the volumes still ran.
+  std::chrono::nanoseconds flush{0};
 };
 
 // Who a create is for: the peer's uid (recorded as the device's owner, see

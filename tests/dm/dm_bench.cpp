@@ -3,10 +3,15 @@
 // clone, through this library, on an ext4 volume holding --data-mib of data.
 //
 //   dm_bench --data-mib 256 --iterations 7 [--existing 1000]
+//            [--dirty-mib 1] [--no-flush]
 //
-// Prints one line: "lib data_mib=.. existing=.. snapshot_ms=.. total_ms=.."
-// with medians. snapshot_ms is the whole ThinPool::snapshot() call (suspend,
-// create_snap, resume, plus the id bookkeeping), an upper bound of the pause.
+// Prints one line: "lib data_mib=.. existing=.. dirty_mib=.. flush=on|off
+// snapshot_ms=.. frozen_ms=.. flush_ms=.. total_ms=.." with medians.
+// snapshot_ms is the whole ThinPool::snapshot() call (flush, suspend,
+// create_snap, resume, plus the id bookkeeping); frozen_ms the window the
+// volume was suspended (first suspend to last resume); flush_ms the flush
+// before it. Before each snapshot the volume gets --dirty-mib of fresh,
+// unsynced data, as a step that just wrote would leave.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -38,21 +43,32 @@ int die(const std::string& m) {
 int main(int argc, char** argv) {
   std::uint64_t data_mib = 64;
   int iterations = 7, existing = 0;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  std::uint64_t dirty_mib = 1;
+  bool flush = true;
+  for (int i = 1; i < argc; i += 2) {
     std::string a = argv[i];
+    if (a == "--no-flush") {
+      flush = false;
+      --i;
+      continue;
+    }
+    if (i + 1 >= argc) return die("option " + a + " needs a value");
     if (a == "--data-mib")
       data_mib = std::strtoull(argv[i + 1], nullptr, 10);
     else if (a == "--iterations")
       iterations = std::atoi(argv[i + 1]);
     else if (a == "--existing")
       existing = std::atoi(argv[i + 1]);
+    else if (a == "--dirty-mib")
+      dirty_mib = std::strtoull(argv[i + 1], nullptr, 10);
     else
       return die("unknown option " + a);
   }
-  std::uint64_t volume_bytes = (data_mib + 512) * kMiB;
+  std::uint64_t volume_bytes = (data_mib + dirty_mib + 512) * kMiB;
   auto tp = TestPool::make(data_mib * kMiB + volume_bytes);
   if (!tp) return die(tp.error().message());
   ThinPool& pool = (*tp)->pool();
+  pool.set_flush_before_snapshot(flush);
   auto origin = pool.create_volume((*tp)->name("origin"), volume_bytes);
   if (!origin) return die(origin.error().message());
   if (auto r = make_fs(Fs::ext4, origin->path()); !r) return die(r.error().message());
@@ -68,21 +84,29 @@ int main(int argc, char** argv) {
     if (auto s = pool.snapshot(origin->id); !s) return die(s.error().message());
   }
 
-  std::vector<double> snap_ms, total_ms;
+  std::vector<double> snap_ms, frozen_ms, flush_ms, total_ms;
+  auto ms = [](std::chrono::nanoseconds d) { return d.count() / 1e6; };
   for (int i = 0; i < iterations; ++i) {
-    // A little dirty data, as a running step would leave in the page cache.
-    if (auto r = write_file(*m / "dirty", kMiB, 1000 + i); !r) return die(r.error().message());
+    // Fresh dirty data, as a running step would leave in the page cache.
+    if (auto r = write_file(*m / "dirty", dirty_mib * kMiB, 1000 + i); !r)
+      return die(r.error().message());
+    SnapshotTimes times;
     auto t0 = std::chrono::steady_clock::now();
-    auto snap = pool.snapshot(*origin);
+    auto snap = pool.snapshot(*origin, {}, &times);
     if (!snap) return die(snap.error().message());
     snap_ms.push_back(ms_since(t0));
+    frozen_ms.push_back(ms(times.frozen));
+    flush_ms.push_back(ms(times.flush));
     auto clone = pool.activate(*snap, (*tp)->name("clone"), volume_bytes);
     if (!clone) return die(clone.error().message());
     total_ms.push_back(ms_since(t0));
     if (auto r = pool.deactivate(clone->name); !r) return die(r.error().message());
   }
-  std::printf("lib data_mib=%llu existing=%d snapshot_ms=%.1f total_ms=%.1f\n",
-              static_cast<unsigned long long>(data_mib), existing, median(snap_ms),
-              median(total_ms));
+  std::printf(
+      "lib data_mib=%llu existing=%d dirty_mib=%llu flush=%s snapshot_ms=%.1f frozen_ms=%.1f "
+      "flush_ms=%.1f total_ms=%.1f\n",
+      static_cast<unsigned long long>(data_mib), existing,
+      static_cast<unsigned long long>(dirty_mib), flush ? "on" : "off", median(snap_ms),
+      median(frozen_ms), median(flush_ms), median(total_ms));
   return 0;
 }

@@ -2,6 +2,8 @@
 // pool, checked by file checksums. Runs in the vm guest (label vm).
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,6 +14,8 @@
 
 #include "assert_ok.h"
 #include "common/unique_fd.h"
+#include "dm/dm_task.h"
+#include "dm/flush.h"
 #include "dm/thin_pool.h"
 #include "fs_helpers.h"
 #include "test_pool.h"
@@ -224,6 +228,46 @@ TEST_P(ThinFsTest, GroupSnapshotOfThreeVolumesIsConsistent) {
     EXPECT_GE(gen[1], gen[2]);
     EXPECT_GE(gen[2] + 1, gen[0]);
   }
+}
+
+// Sectors written to a block device so far (field 7 of its sysfs stat),
+// found by device number: /dev/mapper entries are nodes, not links.
+std::uint64_t sectors_written(const std::string& device_path) {
+  struct stat st {};
+  if (::stat(device_path.c_str(), &st) != 0) return 0;
+  std::ifstream stat_file("/sys/dev/block/" + std::to_string(major(st.st_rdev)) + ":" +
+                          std::to_string(minor(st.st_rdev)) + "/stat");
+  std::uint64_t field = 0, value = 0;
+  for (int i = 0; i < 7 && (stat_file >> field); ++i) value = field;
+  return value;
+}
+
+TEST_P(ThinFsTest, TheFlushWritesBackAMountedFilesystemWithoutSuspendingIt) {
+  ThinVolume origin = new_volume("origin");
+  auto m = Mount::mount(GetParam(), origin.path(), mnt("origin"));
+  ASSERT_TRUE(m) << m.error().message();
+  ASSERT_TRUE(write_file(*m / "dirty", 16 * kMiB, 4));  // in the page cache only
+  std::uint64_t before = sectors_written(origin.path());
+
+  ASSERT_OK(flush_device(origin.name));
+  // The filesystem's dirty data reached the device, though the flush named
+  // only the device and not the mount.
+  std::uint64_t after = sectors_written(origin.path());
+  ASSERT_GT(before, 0u) << "no write count for " << origin.path();
+  EXPECT_GE(after - before, 16 * kMiB / 512);
+  auto info = dm::info(origin.name);
+  ASSERT_TRUE(info) << info.error().message();
+  EXPECT_FALSE(info->suspended);
+
+  // A snapshot reports both parts; the flushed data is in it.
+  ASSERT_TRUE(write_file(*m / "more", 4 * kMiB, 5));
+  Tree tree = checksum_tree(m->dir());
+  SnapshotTimes times;
+  auto snap = pool().snapshot(origin, {}, &times);
+  ASSERT_TRUE(snap) << snap.error().message();
+  EXPECT_GT(times.flush.count(), 0);
+  EXPECT_GT(times.frozen.count(), 0);
+  EXPECT_EQ(tree_of(*snap, "snap"), tree);
 }
 
 INSTANTIATE_TEST_SUITE_P(Dm, ThinFsTest, ::testing::Values(Fs::ext4, Fs::xfs),
