@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
@@ -11,6 +12,7 @@
 #include <iostream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <variant>
@@ -19,9 +21,11 @@
 #include "protocol/request.h"
 #include "runner/exec/exec.h"
 #include "runner/exec/stepsnapd_client.h"
+#include "runner/pipeline/forked_steps.h"
 #include "runner/pipeline/notebook_compile.h"
 #include "runner/pipeline/pipeline_report.h"
 #include "runner/pipeline/pipeline_spec.h"
+#include "runner/pipeline/step_schedule.h"
 
 namespace stepsnap::runner {
 
@@ -45,6 +49,13 @@ std::string generated_run_id() {
   char buf[32];
   std::strftime(buf, sizeof buf, "run-%Y%m%d-%H%M%S", &utc);
   return buf;
+}
+
+// --parallel's default: the number of CPUs, at most 4 (more steps at once
+// than that mostly wait on the same disk).
+std::size_t default_parallel_steps() {
+  unsigned n = std::thread::hardware_concurrency();
+  return std::clamp<std::size_t>(n ? n : 1, 1, 4);
 }
 
 std::vector<std::string> names_of(const json& list) {
@@ -298,50 +309,87 @@ int run_pipeline(const PipelineRunOptions& o) {
   if (auto s = make_run_volumes(api, *spec, plan); !s) return say(s.error().message());
 
   const std::size_t total = order->size();
-  std::vector<StepResult> results;
-  std::map<std::size_t, std::string> failed_because;  // skipped step -> failed step
+  const std::size_t slots = o.parallel ? o.parallel : default_parallel_steps();
+  std::map<std::size_t, std::size_t> position;  // step index -> 1-based place in the order
+  for (std::size_t k = 0; k < total; ++k) position[(*order)[k]] = k + 1;
+  std::map<std::size_t, StepResult> results_at;  // by position: the summary keeps the order
+  StepSchedule schedule(*spec, *order, plan.restored);
+  std::optional<ForkedSteps> children;  // only with --parallel above 1
+  if (slots > 1) children.emplace();
   bool all_ok = true;
-  for (std::size_t pos = 0; pos < total; ++pos) {
-    std::size_t i = (*order)[pos];
+
+  auto report = [&](std::size_t i, StepResult r) {
+    std::cout << end_line(position[i], total, r) << std::endl;
+    results_at[position[i]] = std::move(r);
+  };
+  auto finish = [&](std::size_t i, int code, double seconds) {
     StepResult r;
     r.name = spec->steps[i].name;
-    if (plan.restored.count(i)) {
-      r.state = StepState::restored;
-    } else if (auto it = failed_because.find(i); it != failed_because.end()) {
-      r.state = StepState::skipped;
-      r.because = it->second;
-      all_ok = false;
-    } else {
-      std::cout << start_line(pos + 1, total, r.name) << std::endl;
+    r.seconds = seconds;
+    r.exit_code = code;
+    r.state = code == 0 ? StepState::ok : StepState::failed;
+    if (metric_steps.count(r.name)) r.metrics = metrics.read(r.name);
+    auto status = api.request("step.status",
+                              {{"pipeline", spec->pipeline}, {"run", plan.run}, {"step", r.name}});
+    if (status) {
+      r.pre_snapshots = names_of((*status)["pre_snapshots"]);
+      r.post_snapshots = names_of((*status)["post_snapshots"]);
+    }
+    label_with_metrics(api, r);
+    if (code != 0) all_ok = false;
+    schedule.finished(i, code == 0);
+    report(i, std::move(r));
+  };
+
+  while (true) {
+    for (const auto& settled : schedule.take_settled()) {
+      StepResult r;
+      r.name = spec->steps[settled.step].name;
+      if (settled.skipped_because) {
+        r.state = StepState::skipped;
+        r.because = spec->steps[*settled.skipped_because].name;
+        all_ok = false;
+      } else {
+        r.state = StepState::restored;
+      }
+      report(settled.step, std::move(r));
+    }
+    if (schedule.done()) break;
+    auto ready = schedule.start_ready(slots);
+    if (ready.empty() && schedule.running() == 0) {
+      // Cannot happen with an acyclic spec; never spin if it does.
+      say("no step of the run can start and none is running; this is a bug in runner");
+      return kRunnerFailed;
+    }
+    for (std::size_t i : ready) {
+      const std::string& name = spec->steps[i].name;
+      std::cout << start_line(position[i], total, name) << std::endl;
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
-      const bool records_metrics = metric_steps.count(r.name) > 0;
-      if (records_metrics) exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(r.name));
-      auto t0 = std::chrono::steady_clock::now();
-      int code;
-      {
-        LongStepTicker ticker(pos + 1, total, r.name);
-        code = run_exec_with(exec, **agent);
-      }
-      r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      r.exit_code = code;
-      r.state = code == 0 ? StepState::ok : StepState::failed;
-      if (records_metrics) r.metrics = metrics.read(r.name);
-      auto status = api.request(
-          "step.status", {{"pipeline", spec->pipeline}, {"run", plan.run}, {"step", r.name}});
-      if (status) {
-        r.pre_snapshots = names_of((*status)["pre_snapshots"]);
-        r.post_snapshots = names_of((*status)["post_snapshots"]);
-      }
-      label_with_metrics(api, r);
-      if (code != 0) {
-        all_ok = false;
-        for (std::size_t d : dependents_of(*spec, i)) failed_because.emplace(d, r.name);
+      if (metric_steps.count(name))
+        exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(name));
+      if (!children) {
+        auto t0 = std::chrono::steady_clock::now();
+        int code;
+        {
+          LongStepTicker ticker(position[i], total, name);
+          code = run_exec_with(exec, **agent);
+        }
+        finish(i, code,
+               std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      } else if (auto started = children->start(i, exec); !started) {
+        std::cerr << "runner: " << started.error().message() << "\n";
+        finish(i, kRunnerFailed, 0);
       }
     }
-    std::cout << end_line(pos + 1, total, r) << std::endl;
-    results.push_back(std::move(r));
+    if (children && children->running() > 0) {
+      auto e = children->wait_one();
+      finish(e.step, e.code, e.seconds);
+    }
   }
+  children.reset();
+  std::vector<StepResult> results;
+  for (auto& [pos, r] : results_at) results.push_back(std::move(r));
   std::cout << "\n" << summary_table(results) << std::endl;
   if (std::string m = metrics_table(results); !m.empty()) std::cout << "\n" << m << std::endl;
   return all_ok ? 0 : kStepFailed;

@@ -92,7 +92,10 @@ po::options_description pipeline_description() {
      "start from an earlier run's state: with --from-step S, the new run's volumes are "
      "clones of RUN's pre-snapshots of S")
     ("from-step", po::value<std::string>()->value_name("S"),
-     "with --restore: re-run S and every step after it; the steps before it are not re-run");
+     "with --restore: re-run S and every step after it; the steps before it are not re-run")
+    ("parallel", po::value<std::string>()->value_name("N"),
+     "run up to N steps at once, each as soon as every step it comes after is done "
+     "(default: the number of CPUs, at most 4; 1: one at a time, in file order)");
   // clang-format on
   d.add(notebook_description());
   return d;
@@ -124,6 +127,13 @@ Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::str
     o.from_step = (*vm)["from-step"].as<std::string>();
     if (auto s = check_name("from-step", *o.from_step); !s) return tl::unexpected(s.error());
   }
+  if (vm->count("parallel")) {
+    const std::string n = (*vm)["parallel"].as<std::string>();
+    if (n.empty() || n.size() > 2 || n.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(n) < 1 || std::stoul(n) > 64)
+      return fail("bad --parallel", n, 0, "give a whole number of steps from 1 to 64");
+    o.parallel = std::stoul(n);
+  }
   if (o.restore_run.has_value() != o.from_step.has_value())
     return fail("--restore RUN and --from-step S go together", "", 0,
                 "give both to re-run from a step of an earlier run");
@@ -134,7 +144,7 @@ Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::str
 
 std::string pipeline_run_help() {
   std::ostringstream out;
-  out << "usage: runner pipeline run FILE [--agent SOCKET] [--run R]\n"
+  out << "usage: runner pipeline run FILE [--agent SOCKET] [--run R] [--parallel N]\n"
          "                              [--restore RUN --from-step S]\n"
          "                              [--volume NAME:MOUNT]... [--param NAME=VALUE]...\n"
          "\n"
@@ -144,7 +154,8 @@ std::string pipeline_run_help() {
          "  2. makes one writable clone of each for the run;\n"
          "  3. runs the steps in dependency order, each like `runner exec` with every\n"
          "     clone mounted, the .marshal folder in the workspace (the first volume) and a\n"
-         "     pre- and post-snapshot of every volume;\n"
+         "     pre- and post-snapshot of every volume; steps that do not depend on each\n"
+         "     other run at the same time (--parallel);\n"
          "  4. prints a table: step, status, duration, pre and post snapshots.\n"
          "A failing step keeps its post-snapshot; the steps that depend on it are skipped,\n"
          "the others still run.\n"

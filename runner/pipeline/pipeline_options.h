@@ -20,6 +20,9 @@ struct PipelineRunOptions {
   // pre-snapshots of S.
   std::optional<std::string> restore_run;
   std::optional<std::string> from_step;
+  // --parallel N: at most N steps at once; 0: the default (the number of
+  // CPUs, at most 4).
+  std::size_t parallel = 0;
   // Notebooks only (FILE ending in .ipynb): --volume NAME:MOUNT and
   // --param NAME=VALUE, in command-line order.
   std::vector<std::pair<std::string, std::string>> volumes;

@@ -29,6 +29,20 @@ TEST(PipelineOptions, NotebookFlagsAreRefusedForAPipelineFileAndWhenMalformed) {
   EXPECT_FALSE(parse_pipeline_run_options({"nb.ipynb", "--param", "novalue"}));
 }
 
+TEST(PipelineOptions, ParallelIsAWholeNumberOfSteps) {
+  auto d = parse_pipeline_run_options({"p.json"});
+  ASSERT_TRUE(d) << d.error().message();
+  EXPECT_EQ(d->parallel, 0u);  // the default, decided at run time
+  auto o = parse_pipeline_run_options({"p.json", "--parallel", "3"});
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_EQ(o->parallel, 3u);
+  for (const char* bad : {"0", "-1", "x", "65", "2.5", ""}) {
+    auto e = parse_pipeline_run_options({"p.json", "--parallel", bad});
+    ASSERT_FALSE(e) << bad;
+    EXPECT_NE(e.error().message().find("from 1 to 64"), std::string::npos) << e.error().message();
+  }
+}
+
 TEST(PipelineOptions, CompileTakesOnlyANotebook) {
   auto o = parse_pipeline_compile_options({"nb.ipynb", "--param", "A=1"});
   ASSERT_TRUE(o) << o.error().message();

@@ -110,7 +110,8 @@ TEST_F(PipelineVm, AFailingStepKeepsItsPostSnapshotAndStopsOnlyItsDependents) {
       {"name": "c", "command": ["sh", "-c", "echo c > .marshal/c"], "after": ["b"]},
       {"name": "d", "command": ["sh", "-c", "cat .marshal/a .marshal/b > .marshal/d"], "after": ["a"]}
     ]})";
-  auto run = pipeline(file, "--run r1");
+  // One at a time: d reads what b left, and only the file order puts b first.
+  auto run = pipeline(file, "--run r1 --parallel 1");
   EXPECT_EQ(run.rc, 1) << run.out << run.err;
   EXPECT_NE(run.out.find("b: failed (exit 3)"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("post-snapshot kept"), std::string::npos) << run.out;
@@ -124,6 +125,41 @@ TEST_F(PipelineVm, AFailingStepKeepsItsPostSnapshotAndStopsOnlyItsDependents) {
   EXPECT_FALSE(c.value("ok", true)) << "c never ran, so it was never registered";
   // d ran after b failed and saw b's partial output: one clone per run.
   EXPECT_EQ(read_file(view(step("fails", "r1", "d"), "post", 0) + "/.marshal/d"), "a\nhalf\n");
+}
+
+// --parallel: b and c write the same volume at the same time; each one's
+// snapshots still hold exactly its boundaries, and the join's pre-snapshot
+// holds both.
+TEST_F(PipelineVm, ParallelStepsOnOneVolumeKeepExactSnapshots) {
+  make_volume("ws", {});
+  std::string file = dir_ + "/diamond.json";
+  std::ofstream(file) << R"({"pipeline": "diamond", "volumes": [{"name": "ws", "mount": "/w"}],
+    "workdir": "/w",
+    "steps": [
+      {"name": "a", "command": ["sh", "-c", "echo a > a"]},
+      {"name": "b", "command": ["sh", "-c", "echo b1 > b; sleep 3; echo b2 >> b"], "after": ["a"]},
+      {"name": "c", "command": ["sh", "-c", "echo c1 > c; sleep 3; echo c2 >> c"], "after": ["a"]},
+      {"name": "d", "command": ["sh", "-c", "cat a b c > d"], "after": ["b", "c"]}
+    ]})";
+  auto run = pipeline(file, "--run r1 --parallel 2");
+  ASSERT_EQ(run.rc, 0) << run.out << run.err;
+  EXPECT_NE(run.out.find("4 steps: 4 ok"), std::string::npos) << run.out;
+
+  json b = step("diamond", "r1", "b"), c = step("diamond", "r1", "c");
+  // They ran at the same time: each started before the other finished.
+  EXPECT_LT(b.value("started", ""), c.value("finished", "")) << b.dump() << c.dump();
+  EXPECT_LT(c.value("started", ""), b.value("finished", "")) << b.dump() << c.dump();
+  // Each pre-snapshot lacks the step's own file; each post holds all of it.
+  EXPECT_FALSE(exists(view(b, "pre", 0) + "/b"));
+  EXPECT_FALSE(exists(view(c, "pre", 0) + "/c"));
+  EXPECT_EQ(read_file(view(b, "post", 0) + "/b"), "b1\nb2\n");
+  EXPECT_EQ(read_file(view(c, "post", 0) + "/c"), "c1\nc2\n");
+  // The join starts from both.
+  json d = step("diamond", "r1", "d");
+  EXPECT_EQ(read_file(view(d, "pre", 0) + "/b"), "b1\nb2\n");
+  EXPECT_EQ(read_file(view(d, "pre", 0) + "/c"), "c1\nc2\n");
+  EXPECT_EQ(read_file(view(d, "post", 0) + "/d"), "a\nb1\nb2\nc1\nc2\n");
+  for (const json* s : {&b, &c, &d}) EXPECT_TRUE((*s).value("exact", false)) << s->dump();
 }
 
 TEST_F(PipelineVm, RestoreFromAStepShowsItExactlyWhatItSawTheFirstTime) {
