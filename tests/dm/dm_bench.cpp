@@ -65,7 +65,9 @@ int main(int argc, char** argv) {
       return die("unknown option " + a);
   }
   std::uint64_t volume_bytes = (data_mib + dirty_mib + 512) * kMiB;
-  auto tp = TestPool::make(data_mib * kMiB + volume_bytes);
+  // Each iteration's dirty file takes new blocks (the snapshots keep the
+  // old ones): room for all of them.
+  auto tp = TestPool::make(data_mib * kMiB + volume_bytes + dirty_mib * kMiB * (iterations + 1));
   if (!tp) return die(tp.error().message());
   ThinPool& pool = (*tp)->pool();
   pool.set_flush_before_snapshot(flush);
