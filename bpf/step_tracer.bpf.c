@@ -194,7 +194,9 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
     // whole thread group whichever thread gets it, and after exec there is
     // only one. The held entry is what lets on_signal_return tell a release
     // from a SIGCONT sent by anyone else.
-    struct step_held h = {.cgroup_id = watched_id, .start_time_ns = start};
+    struct step_held h = {.cgroup_id = watched_id,
+                          .start_time_ns = start,
+                          .start_boottime_ns = BPF_CORE_READ(p, group_leader, start_boottime)};
     if (!r || bpf_map_update_elem(&held, &tgid, &h, BPF_ANY) != 0 ||
         bpf_send_signal(SIGSTOP_NR) != 0) {
       hold_lost(w, tgid);

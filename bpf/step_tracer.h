@@ -104,8 +104,10 @@ struct step_proc {
  * exits. A held task that returns from get_signal() while its entry is
  * still there was continued by someone else: it is killed. */
 struct step_held {
-  __u64 cgroup_id;     /* the watch that holds it */
-  __u64 start_time_ns; /* the task's start (its identity with tgid) */
+  __u64 cgroup_id;         /* the watch that holds it */
+  __u64 start_time_ns;     /* the task's start (its identity with tgid) */
+  __u64 start_boottime_ns; /* the same, CLOCK_BOOTTIME: what /proc/PID/stat shows, so a
+                            * restarted agent can check a pidfd is this task */
 };
 
 #endif /* STEPSNAP_BPF_STEP_TRACER_H */
