@@ -185,6 +185,10 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
       __sync_val_compare_and_swap(&w->hold_state, STEP_HOLD_NONE, STEP_HOLD_HELD) == STEP_HOLD_NONE;
   if (!hold && (w->flags & STEP_WATCH_BOUNDARIES_ONLY) && !(flags & STEP_F_MAIN)) return 0;
 
+  // Read before the reservation: Linux 6.1's verifier loses track of a
+  // ring record whose null check comes after a helper call (it took the
+  // record for leaked on the hold-lost path).
+  __u64 start_boot = BPF_CORE_READ(p, group_leader, start_boottime);
   // The record first: a hold user space never hears of would keep the step
   // stopped forever, so a hold is only made once its record is reserved.
   struct step_record* r = reserve();
@@ -194,9 +198,8 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
     // whole thread group whichever thread gets it, and after exec there is
     // only one. The held entry is what lets on_signal_return tell a release
     // from a SIGCONT sent by anyone else.
-    struct step_held h = {.cgroup_id = watched_id,
-                          .start_time_ns = start,
-                          .start_boottime_ns = BPF_CORE_READ(p, group_leader, start_boottime)};
+    struct step_held h = {
+        .cgroup_id = watched_id, .start_time_ns = start, .start_boottime_ns = start_boot};
     if (!r || bpf_map_update_elem(&held, &tgid, &h, BPF_ANY) != 0 ||
         bpf_send_signal(SIGSTOP_NR) != 0) {
       hold_lost(w, tgid);

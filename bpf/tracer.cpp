@@ -43,10 +43,19 @@ bool g_print_debug = false;
 std::string* g_capture = nullptr;
 
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
-  char buf[4096];
-  int n = std::vsnprintf(buf, sizeof(buf), format, args);
-  if (n < 0) return 0;
-  std::string text(buf, std::min<std::size_t>(n, sizeof(buf) - 1));
+  // Sized to the message: a verifier log is one message of many KiB, and
+  // its last lines (the reason) are what a cut would lose.
+  va_list again;
+  va_copy(again, args);
+  int n = std::vsnprintf(nullptr, 0, format, args);
+  if (n < 0) {
+    va_end(again);
+    return 0;
+  }
+  std::string text(static_cast<std::size_t>(n) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), format, again);
+  va_end(again);
+  text.resize(static_cast<std::size_t>(n));
   std::lock_guard lock(g_print_mutex);
   if (g_capture) *g_capture += text;
   if (g_print_debug || level == LIBBPF_WARN) {

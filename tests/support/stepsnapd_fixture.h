@@ -33,6 +33,9 @@ class StepsnapdFixture : public ::testing::Test {
   std::string data_size_ = "512M";
   bool long_pool_name_ = false;  // pad the pool's name to 63 bytes
   std::string socket_group_;     // --socket-group ("": root only)
+  // Pin the step tracer (--bpf-pin-dir) in a directory of this test's own,
+  // removed in TearDown; false: --bpf-pin-dir "" (nothing survives a stop).
+  bool pin_bpf_ = true;
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.
@@ -63,6 +66,7 @@ class StepsnapdFixture : public ::testing::Test {
                           const std::vector<std::pair<std::string, std::string>>& files);
 
   std::string dir_, pool_, socket_;
+  std::string bpf_pins_;  // this test's --bpf-pin-dir
   pid_t pid_ = -1;
 
  private:
