@@ -460,6 +460,19 @@ void StepPolicy::enforce_leases() {
   }
 }
 
+void StepPolicy::connection_closed(std::uint64_t connection) {
+  if (connection == 0) return;
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::registered || s.args.connection != connection) continue;
+    auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
+    if (populated && *populated) continue;
+    s.error = "the connection that registered it closed before any process entered its cgroup " +
+              s.args.cgroup + "; registration expired, register it again to run it";
+    expire(key, s, "step.expire", StepInput::expired);
+  }
+}
+
 void StepPolicy::expire(const std::string& key, Step& s, const std::string& op, StepInput input) {
   auto sp = Savepoint::begin(catalog_.db());
   if (!sp) log::error("step " + key + ": " + sp.error().message());

@@ -58,6 +58,9 @@ struct StepSpec {
   bool post_snapshot = true;         // a post-snapshot group once every process is gone
   std::string command;
   Labels labels;
+  // The API connection the registration is leased to (0: none): when it
+  // closes before a process entered the cgroup, the registration expires.
+  std::uint64_t connection = 0;
 };
 
 // "pre", "post", "both" or "none": the policy's name in the catalog and API.
@@ -118,6 +121,11 @@ class StepPolicy {
   // processes exit).
   Result<nlohmann::json> unregister_step(const std::string& pipeline, const std::string& run,
                                          const std::string& step);
+  // The API connection `connection` closed: each registration leased to
+  // it whose cgroup has no process yet expires (an error event, op
+  // step.expire), since nobody is left to start it. One with a process in
+  // its cgroup goes on: that process may be setting up before its exec.
+  void connection_closed(std::uint64_t connection);
   Result<nlohmann::json> status(const std::string& pipeline, const std::string& run,
                                 const std::string& step);
   Result<nlohmann::json> run(const std::string& pipeline, const std::string& run);

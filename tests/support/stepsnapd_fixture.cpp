@@ -148,6 +148,7 @@ int StepsnapdFixture::stop_daemon(int sig) {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+  registrar_.reset();  // its daemon is gone; the next one gets a new connection
   return status;
 }
 
@@ -156,6 +157,22 @@ Output StepsnapdFixture::ctl(const std::string& args) {
 }
 
 json StepsnapdFixture::call(const std::string& op, const json& args) {
+  if (op == "step.register") {
+    if (!registrar_) {
+      auto c = protocol::ApiClient::connect(socket_);
+      if (!c) {
+        ADD_FAILURE() << c.error().message();
+        return json();
+      }
+      registrar_.emplace(std::move(*c));
+    }
+    auto r = registrar_->call(op, args);
+    if (!r) {
+      ADD_FAILURE() << r.error().message();
+      return json();
+    }
+    return *r;
+  }
   auto c = protocol::ApiClient::connect(socket_);
   if (!c) {
     ADD_FAILURE() << c.error().message();

@@ -7,8 +7,11 @@
 #include <sys/types.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "protocol/api_client.h"
 
 namespace stepsnap::testing {
 
@@ -46,6 +49,9 @@ class StepsnapdFixture : public ::testing::Test {
   int stop_daemon(int sig);
 
   Output ctl(const std::string& args);
+  // One connection per call, except step.register: registrations go over
+  // one connection kept open until the daemon stops, as runner keeps its
+  // own for a step (a registration is leased to its connection).
   nlohmann::json call(const std::string& op, const nlohmann::json& args);
   // call, expecting ok; returns the result.
   nlohmann::json ok(const std::string& op, const nlohmann::json& args);
@@ -75,6 +81,7 @@ class StepsnapdFixture : public ::testing::Test {
 
  protected:
   std::vector<std::string> mounts_;
+  std::optional<protocol::ApiClient> registrar_;
 };
 
 }  // namespace stepsnap::testing
