@@ -185,8 +185,10 @@ struct WatchState {
   bool seen_running = false;  // some process was in it: populated 0 then means ended
   bool ended = false;
   bool held = false;
-  bool released = false;     // released, killed, or broken: no longer ours to release
-  bool hold_failed = false;  // hold_lost or hold_broken delivered
+  bool released = false;        // released, killed, or broken: no longer ours to release
+  bool hold_failed = false;     // hold_lost or hold_broken delivered
+  bool escape_seen = false;     // an escape delivered (one per watch)
+  bool untracked_seen = false;  // an untracked delivered (one per watch)
   std::uint32_t held_pid = 0;
   UniqueFd held_pidfd;
   std::chrono::steady_clock::time_point deadline;
@@ -332,6 +334,16 @@ struct StepTracer::Impl {
       if (w.held) w.released = true;
       w.held_pidfd.reset();
     }
+    // One of each per watch: a step fails once (the kernel side writes one
+    // escape per thread moved).
+    if (e.type == EventType::escape) {
+      if (w.escape_seen) return;
+      w.escape_seen = true;
+    }
+    if (e.type == EventType::untracked) {
+      if (w.untracked_seen) return;
+      w.untracked_seen = true;
+    }
     if (e.type == EventType::exit && e.main) {
       w.main_exit = e.exit;
       w.main_pid = e.tgid;
@@ -406,6 +418,18 @@ struct StepTracer::Impl {
         drained = true;
       }
       if (w.ended) continue;
+      // The cgroup is empty, but is the step over? Not while the kernel
+      // side still counts a live process of it (one that left the cgroup),
+      // unless records were lost (then its count cannot be trusted: fail
+      // towards ending, as before).
+      step_watch kw{};
+      std::uint64_t key = id;
+      if (bpf_map__lookup_elem(skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) == 0 &&
+          kw.live > 0 && drops_total() == 0) {
+        log::debug("step tracer: cgroup " + w.dir + " is empty but " + std::to_string(kw.live) +
+                   " of its processes live elsewhere; the step goes on");
+        continue;
+      }
       w.ended = true;
       Event e = user_event(EventType::step_end, id, w);
       e.source = "cgroup.events";
@@ -415,16 +439,22 @@ struct StepTracer::Impl {
     }
   }
 
-  void check_drops() {
+  // Records the ring buffer had no room for, since the maps were made.
+  std::uint64_t drops_total() {
     int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) return;
+    if (ncpu <= 0) return 0;
     std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
     __u32 key = 0;
     if (bpf_map__lookup_elem(skel->maps.drops, &key, sizeof(key), values.data(),
                              values.size() * sizeof(std::uint64_t), 0) != 0)
-      return;
+      return 0;
     std::uint64_t total = 0;
     for (auto v : values) total += v;
+    return total;
+  }
+
+  void check_drops() {
+    std::uint64_t total = drops_total();
     if (total <= drops_reported) return;
     Event e;
     e.type = EventType::lost;
@@ -441,11 +471,24 @@ struct StepTracer::Impl {
   // is among the drops, its state is in the watch. Read it there.
   void find_failed_holds() {
     for (auto& [id, w] : watches) {
-      if (!w.options.hold_first_exec || w.hold_failed) continue;
       step_watch kw{};
       std::uint64_t key = id;
       if (bpf_map__lookup_elem(skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) != 0)
         continue;
+      // An escape or an untracked process whose record was dropped.
+      if (kw.escaped > 0 && !w.escape_seen) {
+        w.escape_seen = true;
+        Event e = user_event(EventType::escape, id, w);
+        e.source = "bpf.map";
+        emit(e);
+      }
+      if (kw.untracked > 0 && !w.untracked_seen) {
+        w.untracked_seen = true;
+        Event e = user_event(EventType::untracked, id, w);
+        e.source = "bpf.map";
+        emit(e);
+      }
+      if (!w.options.hold_first_exec || w.hold_failed) continue;
       if (kw.hold_state != STEP_HOLD_LOST && kw.hold_state != STEP_HOLD_BROKEN) continue;
       w.hold_failed = true;
       if (kw.hold_state == STEP_HOLD_BROKEN && w.held_pidfd)
@@ -530,6 +573,10 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
                     "give a power of two of at least " + std::to_string(page));
       if (int rc = bpf_map__set_max_entries(impl->skel->maps.events, options.ring_bytes); rc != 0)
         return fail("size ring buffer", "events", -rc);
+    }
+    if (options.proc_slots != 0) {
+      if (int rc = bpf_map__set_max_entries(impl->skel->maps.procs, options.proc_slots); rc != 0)
+        return fail("size process map", "procs", -rc);
     }
     impl->skel->rodata->guard_in_task = guard == Guard::in_task;
     bpf_program__set_autoload(impl->skel->progs.on_signal_return, guard == Guard::in_task);
@@ -746,6 +793,9 @@ Result<AdoptedWatch> StepTracer::adopt(const std::string& cgroup_dir, std::uint6
   a.live = kw.live;
   a.execs = kw.execs;
   a.hold_was_made = kw.hold_state != STEP_HOLD_NONE;
+  // Told here, once: their records, if still in the ring, are not repeated.
+  a.escaped = w.escape_seen = kw.escaped > 0;
+  a.untracked = w.untracked_seen = kw.untracked > 0;
   if (kw.main_exited) {
     w.main_exit = ExitStatus::from_wait_status(kw.main_exit_code);
     w.main_pid = kw.main_tgid;
@@ -829,6 +879,18 @@ Status StepTracer::unwatch(std::uint64_t cgroup_id) {
   inotify_rm_watch(impl_->inotify.get(), it->second.events_wd);
   impl_->watches.erase(it);
   return resumed;
+}
+
+Status StepTracer::kill_process(std::uint32_t tgid, std::uint64_t start_boottime_ns) {
+  WatchState w;
+  Event e;
+  e.tgid = tgid;
+  e.start_boottime_ns = start_boottime_ns;
+  impl_->on_held(w, e);  // a pidfd, only if it is still that process
+  if (!w.held_pidfd) return fail("kill process", std::to_string(tgid), ESRCH, "it has exited");
+  if (pidfd_send_signal(w.held_pidfd.get(), SIGKILL) != 0 && errno != ESRCH)
+    return fail_errno("kill process", std::to_string(tgid));
+  return {};
 }
 
 Status StepTracer::release(std::uint64_t cgroup_id) {

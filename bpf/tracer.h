@@ -41,6 +41,10 @@ struct TracerOptions {
   // Size of the kernel-to-user ring buffer: a power of two, at least one
   // page. 0 keeps the built-in 1 MiB (about 1,700 records).
   std::uint32_t ring_bytes = 0;
+  // Processes the kernel side can count at once, all watches together.
+  // 0 keeps the built-in 65,536. A process that finds no room is reported
+  // (untracked) and its step must be failed: its exit would go unseen.
+  std::uint32_t proc_slots = 0;
   // A directory on bpffs where the programs' links and maps are pinned, so
   // they outlive this process: a held step stays held (and guarded against
   // SIGCONT), and a step that starts or ends while no tracer is open is
@@ -63,6 +67,8 @@ struct AdoptedWatch {
   bool ended = false;          // the kernel side counted the last process's exit
   std::uint32_t live = 0;      // processes the kernel side counts as alive
   std::uint32_t execs = 0;
+  bool escaped = false;    // a counted process left the watched cgroup (escape)
+  bool untracked = false;  // a process could not be counted (untracked)
   std::optional<ExitStatus> main_exit;
   std::uint32_t main_pid = 0;
 };
@@ -137,6 +143,10 @@ class StepTracer {
   // Stops watching; a process still held gets the watch's on_hold_timeout
   // (killed, unless the watch said release).
   Status unwatch(std::uint64_t cgroup_id);
+  // SIGKILL to process `tgid` through a pidfd, if it is still the process
+  // that started at start_boottime_ns (an escape event's): the escaped
+  // process of a failed step, which its cgroup's kill no longer reaches.
+  Status kill_process(std::uint32_t tgid, std::uint64_t start_boottime_ns);
   // Resumes the held process of a cgroup, exactly once. EINVAL when nothing
   // is held (yet), EALREADY when it was released before, ECANCELED when the
   // hold was broken or lost (the process was killed, see hold_broken and

@@ -220,6 +220,15 @@ void StepPolicy::adopt_step(const StepRecord& r, const std::string& subtree) {
   const char* kBroken =
       "the held step was continued from outside (SIGCONT) while no agent ran; the kernel killed "
       "it before its first instruction";
+  if ((a->escaped || a->untracked) &&
+      (st.state == StepState::registered || st.state == StepState::holding ||
+       st.state == StepState::running)) {
+    st.error = a->escaped ? "a process of the step left its cgroup while no agent ran; killed"
+                          : "a process of the step could not be counted while no agent ran (the "
+                            "tracer's process map was full); killed";
+    apply(key, st, StepInput::lost_track);
+    return;
+  }
   switch (st.state) {
     case StepState::registered:
       if (a->hold_lost || a->hold_broken) {
@@ -695,6 +704,32 @@ void StepPolicy::on_event(const bpf::Event& e) {
     case bpf::EventType::hold_timeout:
       apply(k->second, s, StepInput::hold_timeout);
       break;
+    case bpf::EventType::escape: {
+      // Its cgroup's kill no longer reaches it: killed on its own. It stays
+      // counted, so the step's end still waits for it.
+      std::string who =
+          e.tgid ? "process " + std::to_string(e.tgid) + (e.comm.empty() ? "" : " (" + e.comm + ")")
+                 : "a process";
+      s.error = who +
+                " left the step's cgroup for another cgroup; a step's processes must stay in "
+                "its cgroup, or its snapshots could miss their writes; killed";
+      if (e.tgid && e.start_boottime_ns) {
+        post_tracer([tgid = e.tgid, boot = e.start_boottime_ns](bpf::StepTracer& t) {
+          if (auto r = t.kill_process(tgid, boot); !r) log::warn(r.error().message());
+        });
+      }
+      apply(k->second, s, StepInput::lost_track);
+      break;
+    }
+    case bpf::EventType::untracked:
+      s.error = (e.tgid ? "process " + std::to_string(e.tgid) +
+                              (e.comm.empty() ? "" : " (" + e.comm + ")")
+                        : std::string("a process")) +
+                " of the step could not be counted (the tracer's process map: " +
+                (e.error ? std::string(std::strerror(e.error)) : std::string("full")) +
+                "), so its end would go unseen; killed";
+      apply(k->second, s, StepInput::lost_track);
+      break;
     case bpf::EventType::step_end:
       if (!s.exit) s.exit = e.exit;
       if (s.state == StepState::holding) {
@@ -779,7 +814,9 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       // abandoned at stop); step.pre_snapshot: the snapshot failed or was late.
       bool hold = input == StepInput::hold_lost || input == StepInput::hold_broken ||
                   input == StepInput::exec || input == StepInput::abandon;
-      data["op"] = hold ? "step.hold" : "step.pre_snapshot";
+      data["op"] = input == StepInput::lost_track ? "step.track"
+                   : hold                         ? "step.hold"
+                                                  : "step.pre_snapshot";
       data["message"] = s.error;
       data["cgroup"] = s.args.cgroup;
       data["killed"] = static_cast<bool>(k);

@@ -832,5 +832,57 @@ TEST_F(PinnedTracerTest, AWatchNobodyAdoptsIsDroppedAndItsHeldTaskKilled) {
   EXPECT_EQ(tracer_->adopt(cg.path(), id, {}).error().err, ENOENT);
 }
 
+// A step's processes are counted by descent: one that leaves the step's
+// cgroup is reported (escape) and still counted, and so are the children it
+// makes outside; the cgroup emptying is then no step end.
+TEST_F(StepTracerTest, AProcessThatLeavesTheCgroupIsReportedAndTheEndWaitsForItsChildren) {
+  Cgroup cg = make_cgroup("escape");
+  Cgroup outside = make_cgroup("escape-out");
+  std::string marker = "/tmp/stepsnap-bpf-escape-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.boundaries_only = true});
+  Pending step = shell("echo $$ > " + outside.path() + "/cgroup.procs; (sleep 1; touch " + marker +
+                       ") & exit 0");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id, 20s));
+  EXPECT_TRUE(exists(marker)) << "the step ended while a child of its escaped process still ran";
+  auto escapes = of(EventType::escape, id);
+  ASSERT_EQ(escapes.size(), 1u);
+  EXPECT_EQ(escapes[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_NE(escapes[0].task_cgroup_id, id) << "the escape names where it went";
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+  // Every process was counted (a process counted twice is no failure).
+  EXPECT_EQ(count(EventType::untracked, id), 0u);
+  step.wait();
+  ::unlink(marker.c_str());
+}
+
+// Moving between the step's own sub-cgroups is no escape.
+TEST_F(StepTracerTest, MovingWithinTheStepsCgroupsIsNoEscape) {
+  Cgroup cg = make_cgroup("within");
+  auto sub = Cgroup::create(unique_name("within") + "/sub");
+  ASSERT_TRUE(sub) << sub.error().message();
+  auto id = watch(cg);
+  Pending step = shell("echo $$ > " + sub->path() + "/cgroup.procs; exit 0");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(count(EventType::escape, id), 0u);
+  step.wait();
+}
+
+// Fail closed: a process the kernel side has no room to count is reported.
+TEST_F(StepTracerTest, AProcessTheProcessMapHasNoRoomForIsReported) {
+  auto small = StepTracer::open({.proc_slots = 4});
+  ASSERT_TRUE(small) << small.error().message();
+  tracer_.emplace(std::move(*small));
+  Cgroup cg = make_cgroup("untracked");
+  auto id = watch(cg, {.boundaries_only = true});
+  Pending step = shell("for i in 1 2 3 4 5 6 7 8; do sleep 0.3 & done; wait");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id, 20s));
+  EXPECT_EQ(count(EventType::untracked, id), 1u);
+  EXPECT_EQ(step.wait(), 0);
+}
+
 }  // namespace
 }  // namespace stepsnap::bpf
