@@ -30,6 +30,10 @@ std::string_view to_string(EventType type) {
       return "hold_broken";
     case EventType::lost:
       return "lost";
+    case EventType::escape:
+      return "escape";
+    case EventType::untracked:
+      return "untracked";
   }
   return "unknown";
 }
@@ -105,6 +109,12 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
     case STEP_REC_HOLD_BROKEN:
       e.type = EventType::hold_broken;
       break;
+    case STEP_REC_ESCAPE:
+      e.type = EventType::escape;
+      break;
+    case STEP_REC_UNTRACKED:
+      e.type = EventType::untracked;
+      break;
     default:
       e.type = EventType::lost;
       break;
@@ -131,6 +141,7 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
     e.argv = split_args(r.args, alen, &e.argv_truncated);
   }
   if (e.type == EventType::exit) e.exit = ExitStatus::from_wait_status(r.exit_code);
+  if (e.type == EventType::untracked) e.error = static_cast<int>(r.exit_code);
   if (e.type == EventType::step_end) {
     e.main_pid = r.main_tgid;
     if (r.flags & STEP_F_MAIN_EXITED) e.exit = ExitStatus::from_wait_status(r.main_exit_code);
@@ -177,6 +188,12 @@ nlohmann::json to_json(const Event& e) {
       break;
     case EventType::hold_broken:
       j["killed_in_kernel"] = e.killed;
+      break;
+    case EventType::escape:
+      j["to_cgroup_id"] = e.task_cgroup_id;
+      break;
+    case EventType::untracked:
+      j["errno"] = e.error;
       break;
     default:
       break;

@@ -25,6 +25,8 @@ enum class EventType {
   hold_lost,      // the first exec was to be held but was killed instead (fail closed)
   hold_broken,    // the held process was continued before release; killed
   lost,           // records the ring buffer had no room for
+  escape,         // a counted process moved to a cgroup outside the watch (still counted)
+  untracked,      // a process of the step could not be counted (map full): fail closed
 };
 
 std::string_view to_string(EventType type);
@@ -41,7 +43,8 @@ struct ExitStatus {
 struct Event {
   EventType type = EventType::exec;
   std::uint64_t cgroup_id = 0;       // the watched cgroup
-  std::uint64_t task_cgroup_id = 0;  // the task's own cgroup (may be a descendant)
+  std::uint64_t task_cgroup_id = 0;  // the task's own cgroup (may be a descendant); escape:
+                                     // the cgroup it moved to
   std::uint32_t pid = 0;             // thread id
   std::uint32_t tgid = 0;            // process id
   std::uint32_t ppid = 0;
@@ -61,6 +64,7 @@ struct Event {
   std::uint64_t mono_ns = 0;            // CLOCK_MONOTONIC when it happened
   std::uint64_t wall_ns = 0;            // CLOCK_REALTIME when it happened
   std::uint64_t lost = 0;               // lost: how many records
+  int error = 0;                        // untracked: the process map's errno
   std::string source = "bpf";           // "bpf", "user" or "cgroup.events"
 };
 

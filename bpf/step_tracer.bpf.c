@@ -91,16 +91,29 @@ static __always_inline __u64 leader_start(struct task_struct* t) {
   return BPF_CORE_READ(t, group_leader, start_time);
 }
 
-// Counts t's process for the watch, once. Returns true if it was new.
-static __always_inline bool track(struct task_struct* t, __u64 watched_id, struct step_watch* w) {
+#define EEXIST_NR 17
+
+// Counts t's process for the watch, once. Returns 1 if it was new, 0 if it
+// was counted already, the map's negative errno if it could not be entered:
+// then the watch's untracked count goes up and the caller reports it (fail
+// closed).
+static __always_inline int track(struct task_struct* t, __u64 watched_id, struct step_watch* w) {
   struct step_proc_key key = {.tgid = BPF_CORE_READ(t, tgid), .start_time_ns = leader_start(t)};
   struct step_proc val = {.cgroup_id = watched_id};
-  if (bpf_map_update_elem(&procs, &key, &val, BPF_NOEXIST) != 0) return false;
+  // As an int: Linux 6.1 calls the hash map's update directly, and its int
+  // result comes back without sign extension (-EEXIST would read as a large
+  // positive long).
+  int err = (int)bpf_map_update_elem(&procs, &key, &val, BPF_NOEXIST);
+  if (err == -EEXIST_NR) return 0;
+  if (err != 0) {
+    __sync_fetch_and_add(&w->untracked, 1);
+    return err;
+  }
   __sync_fetch_and_add(&w->live, 1);
   // A main process named by user space gets its start time (its identity)
   // when it is first counted.
   if (w->main_tgid == key.tgid && w->main_start_ns == 0) w->main_start_ns = key.start_time_ns;
-  return true;
+  return 1;
 }
 
 static __always_inline struct step_record* reserve(void) {
@@ -127,19 +140,48 @@ static __always_inline void fill_task(struct step_record* r, struct task_struct*
   BPF_CORE_READ_STR_INTO(&r->comm, t, comm);
 }
 
+// A process the step's end would not wait for: always reported.
+static __always_inline void report_untracked(struct task_struct* t, __u64 watched_id,
+                                             struct step_watch* w, int err) {
+  struct step_record* r = reserve();
+  if (!r) return;  // counted in drops; user space finds w->untracked
+  r->type = STEP_REC_UNTRACKED;
+  r->exit_code = (__u32)-err;  // the map's errno
+  fill_task(r, t);
+  r->cgroup_id = watched_id;
+  r->live_processes = w->live;
+  bpf_ringbuf_submit(r, 0);
+}
+
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(on_fork, struct task_struct* parent, struct task_struct* child) {
   // A new thread is no new process: only processes count.
   if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid)) return 0;
-  // The child's cgroup, not the parent's: clone3(CLONE_INTO_CGROUP) starts a
-  // child in a cgroup its parent is not in.
-  struct cgroup* cgrp = task_cgroup(child);
+  // By descent first: the child of a counted process counts for the same
+  // watch, whatever cgroup either of them is in now (a process that left
+  // the step's cgroup still has its children counted).
+  struct step_proc_key pkey = {.tgid = BPF_CORE_READ(parent, tgid),
+                               .start_time_ns = leader_start(parent)};
+  struct step_proc* pp = bpf_map_lookup_elem(&procs, &pkey);
   __u64 watched_id = 0;
-  struct step_watch* w = find_watch(cgrp, &watched_id);
+  struct step_watch* w = NULL;
+  if (pp) {
+    watched_id = pp->cgroup_id;
+    w = bpf_map_lookup_elem(&watched, &watched_id);
+  }
+  // Else by the child's cgroup, not the parent's: clone3(CLONE_INTO_CGROUP)
+  // starts a child in a cgroup its parent is not in.
+  struct cgroup* cgrp = task_cgroup(child);
+  if (!w) {
+    pp = NULL;
+    w = find_watch(cgrp, &watched_id);
+  }
   if (!w) return 0;
   // A parent that entered the cgroup by migration before anything tracked it.
-  if (task_cgroup(parent) == cgrp) track(parent, watched_id, w);
-  track(child, watched_id, w);
+  int err = 0;
+  if (!pp && task_cgroup(parent) == cgrp && (err = track(parent, watched_id, w)) < 0)
+    report_untracked(parent, watched_id, w, err);
+  if ((err = track(child, watched_id, w)) < 0) report_untracked(child, watched_id, w, err);
   if (w->flags & STEP_WATCH_BOUNDARIES_ONLY) return 0;
 
   struct step_record* r = reserve();
@@ -167,7 +209,8 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
   __u64 watched_id = 0;
   struct step_watch* w = find_watch(task_cgroup(p), &watched_id);
   if (!w) return 0;
-  track(p, watched_id, w);
+  int err = track(p, watched_id, w);
+  if (err < 0) report_untracked(p, watched_id, w, err);
   __sync_fetch_and_add(&w->execs, 1);
 
   __u32 tgid = BPF_CORE_READ(p, tgid);
@@ -185,6 +228,10 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
       __sync_val_compare_and_swap(&w->hold_state, STEP_HOLD_NONE, STEP_HOLD_HELD) == STEP_HOLD_NONE;
   if (!hold && (w->flags & STEP_WATCH_BOUNDARIES_ONLY) && !(flags & STEP_F_MAIN)) return 0;
 
+  // Read before the reservation: Linux 6.1's verifier loses track of a
+  // ring record whose null check comes after a helper call (it took the
+  // record for leaked on the hold-lost path).
+  __u64 start_boot = BPF_CORE_READ(p, group_leader, start_boottime);
   // The record first: a hold user space never hears of would keep the step
   // stopped forever, so a hold is only made once its record is reserved.
   struct step_record* r = reserve();
@@ -194,7 +241,8 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
     // whole thread group whichever thread gets it, and after exec there is
     // only one. The held entry is what lets on_signal_return tell a release
     // from a SIGCONT sent by anyone else.
-    struct step_held h = {.cgroup_id = watched_id, .start_time_ns = start};
+    struct step_held h = {
+        .cgroup_id = watched_id, .start_time_ns = start, .start_boottime_ns = start_boot};
     if (!r || bpf_map_update_elem(&held, &tgid, &h, BPF_ANY) != 0 ||
         bpf_send_signal(SIGSTOP_NR) != 0) {
       hold_lost(w, tgid);
@@ -360,7 +408,9 @@ int BPF_PROG(on_exit, struct task_struct* p) {
 }
 
 // A process moved into a watched cgroup (cgroup.procs write) counts from then
-// on, even before it forks or execs.
+// on, even before it forks or execs. A counted process moved out of its
+// watch's cgroups has escaped: reported (the step fails), and still counted
+// for its watch until it exits, so the step's end waits for it.
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(on_attach, struct cgroup* dst, const char* path, struct task_struct* task,
              bool threadgroup) {
@@ -368,8 +418,27 @@ int BPF_PROG(on_attach, struct cgroup* dst, const char* path, struct task_struct
   if (BPF_CORE_READ(dst, root, hierarchy_id) != 0) return 0;
   __u64 watched_id = 0;
   struct step_watch* w = find_watch(dst, &watched_id);
+  struct step_proc_key key = {.tgid = BPF_CORE_READ(task, tgid),
+                              .start_time_ns = leader_start(task)};
+  struct step_proc* proc = bpf_map_lookup_elem(&procs, &key);
+  if (proc && proc->cgroup_id != watched_id) {
+    __u64 own_id = proc->cgroup_id;
+    struct step_watch* own = bpf_map_lookup_elem(&watched, &own_id);
+    if (!own) return 0;
+    __sync_fetch_and_add(&own->escaped, 1);
+    struct step_record* r = reserve();
+    if (!r) return 0;  // counted in drops; user space finds own->escaped
+    r->type = STEP_REC_ESCAPE;
+    fill_task(r, task);
+    r->cgroup_id = own_id;
+    r->task_cgroup_id = cgroup_id(dst);  // where it went
+    r->live_processes = own->live;
+    bpf_ringbuf_submit(r, 0);
+    return 0;
+  }
   if (!w) return 0;
-  track(task, watched_id, w);
+  int err = track(task, watched_id, w);
+  if (err < 0) report_untracked(task, watched_id, w, err);
   return 0;
 }
 

@@ -28,6 +28,12 @@ enum step_record_type {
    * released it: the task was sent SIGKILL on its way back to user mode,
    * before its first instruction. */
   STEP_REC_HOLD_BROKEN = 6,
+  /* A process counted for a watch moved to a cgroup outside it (task_cgroup_id:
+   * where to). It stays counted, so the step end still waits for it. */
+  STEP_REC_ESCAPE = 7,
+  /* A process of a watched step could not be entered in the procs map (full):
+   * its exit would go unseen. Fail closed: user space ends the step. */
+  STEP_REC_UNTRACKED = 8,
 };
 
 /* step_record.flags */
@@ -49,7 +55,7 @@ struct step_record {
   __u64 start_time_ns;     /* process start, CLOCK_MONOTONIC ns (key with tgid) */
   __u64 start_boottime_ns; /* process start, CLOCK_BOOTTIME ns (/proc/PID/stat) */
   __u64 mono_ns;           /* bpf_ktime_get_ns() when it happened */
-  __u32 exit_code;         /* exit: raw wait status ((code << 8) | signal) */
+  __u32 exit_code;         /* exit: raw wait status ((code << 8) | signal); untracked: errno */
   __u32 main_exit_code;    /* step end: the main process's raw wait status */
   __u32 main_tgid;         /* step end: the main process */
   __u32 live_processes;    /* tracked processes left after this record */
@@ -86,6 +92,8 @@ struct step_watch {
   __u32 main_exit_code; /* raw wait status of the main process */
   __u32 main_exited;    /* 1 once main_exit_code is valid */
   __u32 execs;          /* execs seen */
+  __u32 escaped;        /* counted processes that moved out of the watched cgroup */
+  __u32 untracked;      /* processes that could not be entered in the procs map */
 };
 
 /* procs map key: a process, by (tgid, start time) so pid reuse can't alias. */
@@ -104,8 +112,10 @@ struct step_proc {
  * exits. A held task that returns from get_signal() while its entry is
  * still there was continued by someone else: it is killed. */
 struct step_held {
-  __u64 cgroup_id;     /* the watch that holds it */
-  __u64 start_time_ns; /* the task's start (its identity with tgid) */
+  __u64 cgroup_id;         /* the watch that holds it */
+  __u64 start_time_ns;     /* the task's start (its identity with tgid) */
+  __u64 start_boottime_ns; /* the same, CLOCK_BOOTTIME: what /proc/PID/stat shows, so a
+                            * restarted agent can check a pidfd is this task */
 };
 
 #endif /* STEPSNAP_BPF_STEP_TRACER_H */

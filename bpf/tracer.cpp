@@ -43,10 +43,19 @@ bool g_print_debug = false;
 std::string* g_capture = nullptr;
 
 int libbpf_print(enum libbpf_print_level level, const char* format, va_list args) {
-  char buf[4096];
-  int n = std::vsnprintf(buf, sizeof(buf), format, args);
-  if (n < 0) return 0;
-  std::string text(buf, std::min<std::size_t>(n, sizeof(buf) - 1));
+  // Sized to the message: a verifier log is one message of many KiB, and
+  // its last lines (the reason) are what a cut would lose.
+  va_list again;
+  va_copy(again, args);
+  int n = std::vsnprintf(nullptr, 0, format, args);
+  if (n < 0) {
+    va_end(again);
+    return 0;
+  }
+  std::string text(static_cast<std::size_t>(n) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), format, again);
+  va_end(again);
+  text.resize(static_cast<std::size_t>(n));
   std::lock_guard lock(g_print_mutex);
   if (g_capture) *g_capture += text;
   if (g_print_debug || level == LIBBPF_WARN) {
@@ -113,6 +122,60 @@ std::optional<unsigned long long> proc_start_ticks(pid_t pid) {
   return ticks;
 }
 
+// The pins of one tracer under TracerOptions::pin_dir. Maps and links by the
+// names below: a complete set is re-adopted, none means load fresh.
+constexpr const char* kMapPins[] = {"map_watched", "map_procs", "map_held", "map_events",
+                                    "map_drops"};
+constexpr const char* kCoreLinkPins[] = {"link_on_fork", "link_on_exec", "link_on_exit",
+                                         "link_on_attach"};
+// One of these, after the hold guard the first tracer could load.
+constexpr const char* kGuardLinkPins[] = {"link_on_signal_return", "link_on_signal_kill",
+                                          "link_on_signal"};
+
+bool pinned(const std::string& dir, const char* name) {
+  return ::access((dir + "/" + name).c_str(), F_OK) == 0;
+}
+
+void unpin_all(const std::string& dir) {
+  for (const char* n : kMapPins) ::unlink((dir + "/" + n).c_str());
+  for (const char* n : kCoreLinkPins) ::unlink((dir + "/" + n).c_str());
+  for (const char* n : kGuardLinkPins) ::unlink((dir + "/" + n).c_str());
+}
+
+// What pin_dir holds: -1 nothing to adopt (load fresh), else the index of
+// the pinned hold guard (0 in_task, 1 kfunc, 2 user) of a complete set.
+Result<int> inspect_pins(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    return fail_errno("create pin directory", dir);
+  struct statfs fs {};
+  if (::statfs(dir.c_str(), &fs) != 0) return fail_errno("pin step tracer", dir);
+  if (fs.f_type != BPF_FS_MAGIC)
+    return fail("pin step tracer", dir, EINVAL,
+                "not on a BPF file system; mount one (mount -t bpf bpf /sys/fs/bpf) or give "
+                "stepsnapd --bpf-pin-dir \"\" (then a held step does not survive an agent "
+                "restart)");
+  int links = 0, guard = -1, guards = 0;
+  for (const char* n : kCoreLinkPins) links += pinned(dir, n);
+  for (int i = 0; i < 3; ++i) {
+    if (pinned(dir, kGuardLinkPins[i])) {
+      guard = i;
+      ++guards;
+    }
+  }
+  int maps = 0;
+  for (const char* n : kMapPins) maps += pinned(dir, n);
+  if (links == 0 && guards == 0) {
+    // Maps without programs: nothing ran on them since their tracer went,
+    // so nothing in them is worth keeping. Start clean.
+    unpin_all(dir);
+    return -1;
+  }
+  if (links == 4 && guards == 1 && maps == 5) return guard;
+  return fail("adopt pinned step tracer", dir, EUCLEAN,
+              "an incomplete set of pins (" + std::to_string(links + guards) + " of 5 links, " +
+                  std::to_string(maps) +
+                  " of 5 maps); when no step is running, remove the directory and start again");
+}
 }  // namespace
 
 struct WatchState {
@@ -122,8 +185,10 @@ struct WatchState {
   bool seen_running = false;  // some process was in it: populated 0 then means ended
   bool ended = false;
   bool held = false;
-  bool released = false;     // released, killed, or broken: no longer ours to release
-  bool hold_failed = false;  // hold_lost or hold_broken delivered
+  bool released = false;        // released, killed, or broken: no longer ours to release
+  bool hold_failed = false;     // hold_lost or hold_broken delivered
+  bool escape_seen = false;     // an escape delivered (one per watch)
+  bool untracked_seen = false;  // an untracked delivered (one per watch)
   std::uint32_t held_pid = 0;
   UniqueFd held_pidfd;
   std::chrono::steady_clock::time_point deadline;
@@ -155,6 +220,8 @@ struct StepTracer::Impl {
   std::map<std::uint64_t, WatchState> watches;
   std::vector<Event> pending;  // made outside poll(), delivered by the next one
   std::uint64_t drops_reported = 0;
+  std::string pin_dir;   // empty: nothing pinned
+  bool adopted = false;  // the programs and maps are an earlier tracer's, re-adopted
   const Callback* callback = nullptr;
   int delivered = 0;
 
@@ -267,6 +334,16 @@ struct StepTracer::Impl {
       if (w.held) w.released = true;
       w.held_pidfd.reset();
     }
+    // One of each per watch: a step fails once (the kernel side writes one
+    // escape per thread moved).
+    if (e.type == EventType::escape) {
+      if (w.escape_seen) return;
+      w.escape_seen = true;
+    }
+    if (e.type == EventType::untracked) {
+      if (w.untracked_seen) return;
+      w.untracked_seen = true;
+    }
     if (e.type == EventType::exit && e.main) {
       w.main_exit = e.exit;
       w.main_pid = e.tgid;
@@ -341,6 +418,18 @@ struct StepTracer::Impl {
         drained = true;
       }
       if (w.ended) continue;
+      // The cgroup is empty, but is the step over? Not while the kernel
+      // side still counts a live process of it (one that left the cgroup),
+      // unless records were lost (then its count cannot be trusted: fail
+      // towards ending, as before).
+      step_watch kw{};
+      std::uint64_t key = id;
+      if (bpf_map__lookup_elem(skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) == 0 &&
+          kw.live > 0 && drops_total() == 0) {
+        log::debug("step tracer: cgroup " + w.dir + " is empty but " + std::to_string(kw.live) +
+                   " of its processes live elsewhere; the step goes on");
+        continue;
+      }
       w.ended = true;
       Event e = user_event(EventType::step_end, id, w);
       e.source = "cgroup.events";
@@ -350,16 +439,22 @@ struct StepTracer::Impl {
     }
   }
 
-  void check_drops() {
+  // Records the ring buffer had no room for, since the maps were made.
+  std::uint64_t drops_total() {
     int ncpu = libbpf_num_possible_cpus();
-    if (ncpu <= 0) return;
+    if (ncpu <= 0) return 0;
     std::vector<std::uint64_t> values(static_cast<std::size_t>(ncpu));
     __u32 key = 0;
     if (bpf_map__lookup_elem(skel->maps.drops, &key, sizeof(key), values.data(),
                              values.size() * sizeof(std::uint64_t), 0) != 0)
-      return;
+      return 0;
     std::uint64_t total = 0;
     for (auto v : values) total += v;
+    return total;
+  }
+
+  void check_drops() {
+    std::uint64_t total = drops_total();
     if (total <= drops_reported) return;
     Event e;
     e.type = EventType::lost;
@@ -376,11 +471,24 @@ struct StepTracer::Impl {
   // is among the drops, its state is in the watch. Read it there.
   void find_failed_holds() {
     for (auto& [id, w] : watches) {
-      if (!w.options.hold_first_exec || w.hold_failed) continue;
       step_watch kw{};
       std::uint64_t key = id;
       if (bpf_map__lookup_elem(skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) != 0)
         continue;
+      // An escape or an untracked process whose record was dropped.
+      if (kw.escaped > 0 && !w.escape_seen) {
+        w.escape_seen = true;
+        Event e = user_event(EventType::escape, id, w);
+        e.source = "bpf.map";
+        emit(e);
+      }
+      if (kw.untracked > 0 && !w.untracked_seen) {
+        w.untracked_seen = true;
+        Event e = user_event(EventType::untracked, id, w);
+        e.source = "bpf.map";
+        emit(e);
+      }
+      if (!w.options.hold_first_exec || w.hold_failed) continue;
       if (kw.hold_state != STEP_HOLD_LOST && kw.hold_state != STEP_HOLD_BROKEN) continue;
       w.hold_failed = true;
       if (kw.hold_state == STEP_HOLD_BROKEN && w.held_pidfd)
@@ -431,10 +539,32 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
   //  user:    tp_btf/signal_generate sees it; user space kills it on the
   //           record (the step may run for a moment first).
   enum class Guard { in_task, kfunc, user };
+  // Pinned programs of an earlier tracer (an agent that stopped or died) are
+  // re-adopted: their maps reused, their links left attached as they are,
+  // so no exec, fork or exit between the two tracers goes unseen and a task
+  // they hold stays held and guarded. Nothing of ours is attached then.
+  int pinned_guard = -1;
+  if (!options.pin_dir.empty()) {
+    auto g = inspect_pins(options.pin_dir);
+    if (!g) return tl::unexpected(g.error());
+    pinned_guard = *g;
+  }
+  const bool adopt = pinned_guard >= 0;
   auto load = [&](Guard guard) -> Result<std::unique_ptr<Impl>> {
     auto impl = std::make_unique<Impl>();
     impl->skel.reset(step_tracer::open());
     if (!impl->skel) return fail_errno("open BPF object", "step_tracer");
+    impl->pin_dir = options.pin_dir;
+    impl->adopted = adopt;
+    if (!options.pin_dir.empty()) {
+      bpf_map* maps[] = {impl->skel->maps.watched, impl->skel->maps.procs, impl->skel->maps.held,
+                         impl->skel->maps.events, impl->skel->maps.drops};
+      for (std::size_t i = 0; i < std::size(maps); ++i) {
+        std::string path = options.pin_dir + "/" + kMapPins[i];
+        if (int rc = bpf_map__set_pin_path(maps[i], path.c_str()); rc != 0)
+          return fail("pin map", path, -rc);
+      }
+    }
     if (options.ring_bytes != 0) {
       auto page = static_cast<std::uint32_t>(::sysconf(_SC_PAGESIZE));
       bool power_of_two = (options.ring_bytes & (options.ring_bytes - 1)) == 0;
@@ -444,10 +574,21 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
       if (int rc = bpf_map__set_max_entries(impl->skel->maps.events, options.ring_bytes); rc != 0)
         return fail("size ring buffer", "events", -rc);
     }
+    if (options.proc_slots != 0) {
+      if (int rc = bpf_map__set_max_entries(impl->skel->maps.procs, options.proc_slots); rc != 0)
+        return fail("size process map", "procs", -rc);
+    }
     impl->skel->rodata->guard_in_task = guard == Guard::in_task;
     bpf_program__set_autoload(impl->skel->progs.on_signal_return, guard == Guard::in_task);
     bpf_program__set_autoload(impl->skel->progs.on_signal_kill, guard == Guard::kfunc);
     bpf_program__set_autoload(impl->skel->progs.on_signal, guard == Guard::user);
+    if (adopt) {
+      // Only the maps are wanted (reused from their pins): the programs
+      // running are the pinned ones.
+      for (bpf_program* prog = bpf_object__next_program(impl->skel->obj, nullptr); prog;
+           prog = bpf_object__next_program(impl->skel->obj, prog))
+        bpf_program__set_autoload(prog, false);
+    }
 
     std::string load_log;
     {
@@ -467,7 +608,23 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
                         : guard == Guard::kfunc ? "'on_signal_kill'"
                                                 : "";
       if (*own && load_log.find(own) != std::string::npos) e.value().kind = "guard";
+      if (adopt && load_log.find("reuse pinned map") != std::string::npos)
+        e.value().detail =
+            "the pinned maps in " + options.pin_dir +
+            " are of another stepsnapd build; when no step is running, remove that directory "
+            "and start again";
       return e;
+    }
+    if (adopt) {
+      // The pinned links are what runs; check they are still there.
+      for (const char* n : kCoreLinkPins) {
+        std::string path = options.pin_dir + "/" + n;
+        bpf_link* link = bpf_link__open(path.c_str());
+        if (!link) return fail_errno("open pinned link", path);
+        bpf_link__disconnect(link);  // closing our fd must not detach it
+        bpf_link__destroy(link);
+      }
+      return impl;
     }
 
     // Attach one by one so an error names the tracepoint the kernel refused.
@@ -499,7 +656,14 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
           e.value().kind = "guard";
         return e;
       }
-      *p.link = link;  // the skeleton's destroy() detaches it
+      *p.link = link;  // the skeleton's destroy() detaches it, unless pinned
+      if (!options.pin_dir.empty()) {
+        std::string path = options.pin_dir + "/link_" + bpf_program__name(p.prog);
+        if (int rc = bpf_link__pin(link, path.c_str()); rc != 0) {
+          unpin_all(options.pin_dir);
+          return fail("pin link", path, -rc);
+        }
+      }
     }
     return impl;
   };
@@ -508,6 +672,7 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
                               "signal_generate kills it with bpf_send_signal_task",
                               "signal_generate reports it and the tracer kills it"};
   for (Guard g : {Guard::in_task, Guard::kfunc, Guard::user}) {
+    if (adopt && static_cast<int>(g) != pinned_guard) continue;
     loaded = load(g);
     if (loaded) {
       log::info(std::string("step tracer: a held step continued from outside: ") +
@@ -517,8 +682,15 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
     if (loaded.error().kind != "guard") return tl::unexpected(loaded.error());
     log::debug("step tracer: " + loaded.error().message() + "; trying the next hold guard");
   }
-  if (!loaded) return tl::unexpected(loaded.error());
+  if (!loaded) {
+    // A fresh load pinned nothing that stays: libbpf unpins the maps of a
+    // failed load, and a failed attach unpinned the links.
+    if (!adopt && !options.pin_dir.empty()) unpin_all(options.pin_dir);
+    return tl::unexpected(loaded.error());
+  }
   auto impl = std::move(*loaded);
+  if (adopt)
+    log::info("step tracer: re-adopted the programs and maps pinned in " + options.pin_dir);
 
   impl->ring.reset(ring_buffer__new(bpf_map__fd(impl->skel->maps.events), &Impl::on_record,
                                     impl.get(), nullptr));
@@ -571,6 +743,134 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
   return id;
 }
 
+bool StepTracer::adopted() const { return impl_->adopted; }
+
+namespace {
+
+// The held map's entry for a watch, if a task of it is held: (tgid, entry).
+std::optional<std::pair<__u32, step_held>> held_of(bpf_map* held, std::uint64_t cgroup_id) {
+  __u32 key = 0, next = 0;
+  __u32* prev = nullptr;
+  while (bpf_map__get_next_key(held, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    step_held h{};
+    if (bpf_map__lookup_elem(held, &key, sizeof(key), &h, sizeof(h), 0) != 0) continue;
+    if (h.cgroup_id == cgroup_id) return std::make_pair(key, h);
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Result<AdoptedWatch> StepTracer::adopt(const std::string& cgroup_dir, std::uint64_t cgroup_id,
+                                       const WatchOptions& options) {
+  if (!impl_->adopted)
+    return fail("adopt watch", cgroup_dir, ENOENT, "the tracer found no pinned programs to adopt");
+  struct stat st {};
+  if (::stat(cgroup_dir.c_str(), &st) != 0) return fail_errno("adopt watch", cgroup_dir);
+  if (st.st_ino != cgroup_id)
+    return fail(
+        "adopt watch", cgroup_dir, ESTALE,
+        "the directory is another cgroup than the one watched (" + std::to_string(cgroup_id) + ")");
+  if (impl_->watches.count(cgroup_id)) return fail("adopt watch", cgroup_dir, EEXIST);
+  step_watch kw{};
+  std::uint64_t key = cgroup_id;
+  if (bpf_map__lookup_elem(impl_->skel->maps.watched, &key, sizeof(key), &kw, sizeof(kw), 0) != 0)
+    return fail("adopt watch", cgroup_dir, ENOENT, "no pinned watch on it");
+
+  WatchState w;
+  w.dir = cgroup_dir;
+  w.options = options;
+  w.events_wd =
+      inotify_add_watch(impl_->inotify.get(), (cgroup_dir + "/cgroup.events").c_str(), IN_MODIFY);
+  if (w.events_wd < 0) return fail_errno("inotify_add_watch", cgroup_dir + "/cgroup.events");
+  auto populated = cgroup_populated(cgroup_dir);
+  w.seen_running = kw.execs > 0 || kw.live > 0 || (populated && *populated);
+
+  AdoptedWatch a;
+  a.cgroup_id = cgroup_id;
+  a.live = kw.live;
+  a.execs = kw.execs;
+  a.hold_was_made = kw.hold_state != STEP_HOLD_NONE;
+  // Told here, once: their records, if still in the ring, are not repeated.
+  a.escaped = w.escape_seen = kw.escaped > 0;
+  a.untracked = w.untracked_seen = kw.untracked > 0;
+  if (kw.main_exited) {
+    w.main_exit = ExitStatus::from_wait_status(kw.main_exit_code);
+    w.main_pid = kw.main_tgid;
+    a.main_exit = w.main_exit;
+    a.main_pid = kw.main_tgid;
+  }
+  if (kw.hold_state == STEP_HOLD_LOST || kw.hold_state == STEP_HOLD_BROKEN) {
+    // Killed by the kernel side already; nothing of it is ours to release.
+    w.held = true;
+    w.released = true;
+    w.hold_failed = true;
+    a.hold_lost = kw.hold_state == STEP_HOLD_LOST;
+    a.hold_broken = kw.hold_state == STEP_HOLD_BROKEN;
+  } else if (kw.hold_state == STEP_HOLD_HELD) {
+    w.held = true;
+    auto h = held_of(impl_->skel->maps.held, cgroup_id);
+    if (h) {
+      Event e;
+      e.tgid = h->first;
+      e.start_boottime_ns = h->second.start_boottime_ns;
+      impl_->on_held(w, e);  // pidfd, checked against the task's start
+      a.held = static_cast<bool>(w.held_pidfd);
+      a.held_pid = h->first;
+    }
+    // Without an entry (or a task), the hold was released by the earlier
+    // tracer or its task is gone: nothing to release.
+    if (!a.held) w.released = true;
+  }
+  if (kw.ended) {
+    // Counted while nobody read the ring, or read by a tracer that died
+    // before the cgroup emptied: delivered once cgroup.events agrees,
+    // like any step end (deliver_deferred_ends).
+    a.ended = true;
+    w.ended = true;
+    w.seen_running = true;
+    Event e = impl_->user_event(EventType::step_end, cgroup_id, w);
+    e.source = "bpf.map";
+    e.exit = w.main_exit;
+    e.main_pid = kw.main_tgid;
+    w.deferred_end = e;
+  }
+  impl_->watches.emplace(cgroup_id, std::move(w));
+  return a;
+}
+
+int StepTracer::drop_unadopted() {
+  if (!impl_->adopted) return 0;
+  bpf_map* watched = impl_->skel->maps.watched;
+  std::vector<std::uint64_t> stale;
+  std::uint64_t key = 0, next = 0;
+  std::uint64_t* prev = nullptr;
+  while (bpf_map__get_next_key(watched, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    if (!impl_->watches.count(key)) stale.push_back(key);
+  }
+  for (std::uint64_t id : stale) {
+    // The watch goes first: no new hold in it from here.
+    bpf_map__delete_elem(watched, &id, sizeof(id), 0);
+    while (auto h = held_of(impl_->skel->maps.held, id)) {
+      __u32 tgid = h->first;
+      WatchState w;
+      Event e;
+      e.tgid = tgid;
+      e.start_boottime_ns = h->second.start_boottime_ns;
+      impl_->on_held(w, e);
+      if (bpf_map__delete_elem(impl_->skel->maps.held, &tgid, sizeof(tgid), 0) != 0) break;
+      if (w.held_pidfd) pidfd_send_signal(w.held_pidfd.get(), SIGKILL);
+      log::warn("step tracer: killed held process " + std::to_string(tgid) +
+                " of a pinned watch no step claims (cgroup " + std::to_string(id) + ")");
+    }
+  }
+  return static_cast<int>(stale.size());
+}
+
 Status StepTracer::unwatch(std::uint64_t cgroup_id) {
   auto it = impl_->watches.find(cgroup_id);
   if (it == impl_->watches.end()) return fail("unwatch", std::to_string(cgroup_id), ENOENT);
@@ -579,6 +879,18 @@ Status StepTracer::unwatch(std::uint64_t cgroup_id) {
   inotify_rm_watch(impl_->inotify.get(), it->second.events_wd);
   impl_->watches.erase(it);
   return resumed;
+}
+
+Status StepTracer::kill_process(std::uint32_t tgid, std::uint64_t start_boottime_ns) {
+  WatchState w;
+  Event e;
+  e.tgid = tgid;
+  e.start_boottime_ns = start_boottime_ns;
+  impl_->on_held(w, e);  // a pidfd, only if it is still that process
+  if (!w.held_pidfd) return fail("kill process", std::to_string(tgid), ESRCH, "it has exited");
+  if (pidfd_send_signal(w.held_pidfd.get(), SIGKILL) != 0 && errno != ESRCH)
+    return fail_errno("kill process", std::to_string(tgid));
+  return {};
 }
 
 Status StepTracer::release(std::uint64_t cgroup_id) {

@@ -41,6 +41,36 @@ struct TracerOptions {
   // Size of the kernel-to-user ring buffer: a power of two, at least one
   // page. 0 keeps the built-in 1 MiB (about 1,700 records).
   std::uint32_t ring_bytes = 0;
+  // Processes the kernel side can count at once, all watches together.
+  // 0 keeps the built-in 65,536. A process that finds no room is reported
+  // (untracked) and its step must be failed: its exit would go unseen.
+  std::uint32_t proc_slots = 0;
+  // A directory on bpffs where the programs' links and maps are pinned, so
+  // they outlive this process: a held step stays held (and guarded against
+  // SIGCONT), and a step that starts or ends while no tracer is open is
+  // counted and held by the kernel side alone. When the directory already
+  // holds a complete set of pins, open() re-adopts them instead of loading
+  // fresh programs (see adopt()). Empty: nothing pinned, the programs go
+  // with this object.
+  std::string pin_dir;
+};
+
+// What the kernel side did for a watch while no tracer read its records:
+// the state adopt() found in the pinned maps.
+struct AdoptedWatch {
+  std::uint64_t cgroup_id = 0;
+  bool held = false;  // a task is stopped at the first exec and not released
+  std::uint32_t held_pid = 0;
+  bool hold_lost = false;      // the first exec was killed: its hold could not be made sure of
+  bool hold_broken = false;    // the held task was continued from outside, and killed
+  bool hold_was_made = false;  // a first exec was held at some point
+  bool ended = false;          // the kernel side counted the last process's exit
+  std::uint32_t live = 0;      // processes the kernel side counts as alive
+  std::uint32_t execs = 0;
+  bool escaped = false;    // a counted process left the watched cgroup (escape)
+  bool untracked = false;  // a process could not be counted (untracked)
+  std::optional<ExitStatus> main_exit;
+  std::uint32_t main_pid = 0;
 };
 
 // What happens to a held process nobody released within hold_timeout (and
@@ -81,11 +111,29 @@ class StepTracer {
 
   StepTracer(StepTracer&&) noexcept;
   StepTracer& operator=(StepTracer&&) noexcept;
-  // Detaches the programs. A process still held stays stopped, neither
-  // resumed nor killed: the tracer never lets a held process run by itself,
-  // and whether to kill it is its owner's decision (the agent's policy).
-  // Nothing guards the hold afterwards: a SIGCONT then resumes it.
+  // Detaches the programs, unless they are pinned (pin_dir): then they and
+  // their maps stay, and so does the guard on every held process. A process
+  // still held stays stopped, neither resumed nor killed: the tracer never
+  // lets a held process run by itself, and whether to kill it is its
+  // owner's decision (the agent's policy). Unpinned, nothing guards the
+  // hold afterwards: a SIGCONT then resumes it.
   ~StepTracer();
+
+  // True when open() found pinned programs and maps and re-adopted them:
+  // watches made by an earlier tracer are in the kernel, waiting for
+  // adopt() or drop_unadopted().
+  bool adopted() const;
+  // Takes over a watch an earlier tracer made on cgroup_dir (its pinned
+  // entry must exist and the directory must still be cgroup_id): from now
+  // on its records are delivered, release() works on a task it held, and a
+  // step end the kernel side counted while nobody read its records is
+  // delivered once the cgroup is empty. ENOENT: no such pinned watch;
+  // ESTALE: the directory is another cgroup now.
+  Result<AdoptedWatch> adopt(const std::string& cgroup_dir, std::uint64_t cgroup_id,
+                             const WatchOptions& options);
+  // Ends every pinned watch nobody adopted (its step is unknown to the
+  // caller): a task held by one is killed, never resumed. Returns how many.
+  int drop_unadopted();
 
   // Watches a cgroup v2 directory (and its descendants). Returns its id, the
   // one events carry. Watch before putting processes in: processes already
@@ -95,6 +143,10 @@ class StepTracer {
   // Stops watching; a process still held gets the watch's on_hold_timeout
   // (killed, unless the watch said release).
   Status unwatch(std::uint64_t cgroup_id);
+  // SIGKILL to process `tgid` through a pidfd, if it is still the process
+  // that started at start_boottime_ns (an escape event's): the escaped
+  // process of a failed step, which its cgroup's kill no longer reaches.
+  Status kill_process(std::uint32_t tgid, std::uint64_t start_boottime_ns);
   // Resumes the held process of a cgroup, exactly once. EINVAL when nothing
   // is held (yet), EALREADY when it was released before, ECANCELED when the
   // hold was broken or lost (the process was killed, see hold_broken and

@@ -370,6 +370,12 @@ RequestArgs parse_args(Op op, Fields& f) {
       }
       a.command = f.string("command", false, kMaxCommandLength).value_or("");
       a.labels = f.labels("labels");
+      if (auto l = f.string("lease", false, 16)) {
+        if (*l == "time")
+          a.lease_connection = false;
+        else if (*l != "connection")
+          f.fail(code::invalid_value, "lease", shown(*l) + " is not one of connection, time");
+      }
       return a;
     }
     case Op::step_unregister: {

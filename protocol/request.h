@@ -131,6 +131,11 @@ struct StepRegisterArgs {
   SnapshotPolicy policy = SnapshotPolicy::both;
   std::string command;
   Labels labels;
+  // "lease": "connection" (default): the registration also expires when the
+  // connection that made it closes before a process entered the cgroup
+  // (runner keeps its connection open for the whole step). "time": only the
+  // agent's --step-lease applies (a one-shot client: stepsnapctl).
+  bool lease_connection = true;
 };
 struct StepStatusArgs {
   std::string pipeline;

@@ -265,6 +265,7 @@ void ApiServer::accept_loop() {
       send_line(client.get(), error_response(nullptr, "busy", *why));
       continue;
     }
+    peer->connection = ++connection_count_;
     auto& c = connections_.emplace_back();
     c.uid = peer->uid;
     c.fd = std::move(client);
@@ -378,6 +379,9 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
                                                  result.error().message, result.error().details));
   }
   ::shutdown(fd, SHUT_RDWR);
+  // Not at stop: what was leased to a connection must outlive the daemon
+  // (the next one adopts it), not end with it.
+  if (!stopping_) handler_.connection_closed(peer);
   c.done = true;
 }
 

@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -37,6 +38,9 @@ struct PeerCred {
   uid_t uid = 0;
   gid_t gid = 0;
   std::vector<gid_t> groups;  // supplementary groups at connect time
+  // Which connection, unique for the server's life (from 1): what a step
+  // registration is leased to.
+  std::uint64_t connection = 0;
 };
 
 // Allowed: root, the server's own uid (so an unprivileged test instance can
@@ -73,6 +77,9 @@ class Handler {
   virtual tl::expected<void, ApiError> subscribe(const Request& request,
                                                  const EventsSubscribeArgs& args,
                                                  const PeerCred& peer, EventStream& stream) = 0;
+  // The connection of peer closed (the client left, or broke a rule), not
+  // because the server stops.
+  virtual void connection_closed(const PeerCred& peer) { (void)peer; }
 };
 
 struct ApiServerOptions {
@@ -139,6 +146,7 @@ class ApiServer {
   std::atomic<bool> stopping_{false};
   mutable std::mutex mutex_;
   std::list<Connection> connections_;
+  std::uint64_t connection_count_ = 0;  // accept loop only
 };
 
 }  // namespace stepsnap::agent

@@ -291,7 +291,8 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
               .pre_snapshot = a.policy == SnapshotPolicy::pre || a.policy == SnapshotPolicy::both,
               .post_snapshot = a.policy == SnapshotPolicy::post || a.policy == SnapshotPolicy::both,
               .command = a.command,
-              .labels = a.labels};
+              .labels = a.labels,
+              .connection = a.lease_connection ? peer.connection : 0};
           auto registered = policy_->register_step(spec);
           if (registered) count_step(peer, spec);
           return answer(registered);
@@ -322,6 +323,10 @@ tl::expected<void, ApiError> DaemonHandler::subscribe(const Request&,
                                                       const EventsSubscribeArgs& args,
                                                       const PeerCred&, EventStream& stream) {
   return stream_events(events_, args, stream);
+}
+
+void DaemonHandler::connection_closed(const PeerCred& peer) {
+  if (policy_) policy_->connection_closed(peer.connection);
 }
 
 }  // namespace stepsnap::agent

@@ -45,6 +45,9 @@ class DaemonHandler final : public Handler {
                                                 const PeerCred& peer) override;
   tl::expected<void, ApiError> subscribe(const Request& request, const EventsSubscribeArgs& args,
                                          const PeerCred& peer, EventStream& stream) override;
+  // Registrations leased to that connection whose cgroup is still empty
+  // expire (StepPolicy::connection_closed).
+  void connection_closed(const PeerCred& peer) override;
 
  private:
   Volumes& volumes_;

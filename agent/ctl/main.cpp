@@ -222,6 +222,9 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
       if (w.has("policy")) args["policy"] = w.one("policy");
       if (w.has("command")) args["command"] = w.one("command");
       put_labels(args, w);
+      // This connection closes as soon as the answer is printed: lease the
+      // registration to time (--step-lease), not to the connection.
+      args["lease"] = "time";
       return {"step.register", args};
     }
     if (verb == "status") {

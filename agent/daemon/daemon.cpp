@@ -250,13 +250,6 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
       !r) {
     return tl::unexpected(r.error().context("pool"));
   }
-  auto subtree = default_step_cgroup_subtree();
-  if (!subtree) log::warn("step cgroups: " + subtree.error().message());
-  auto steps = fail_interrupted_steps(*d->catalog_, *d->events_, subtree ? *subtree : "");
-  if (!steps) return tl::unexpected(steps.error().context("recovery"));
-  if (steps->repairs + steps->failures) {
-    log::info("recovery: " + std::to_string(steps->repairs) + " interrupted steps marked failed");
-  }
   auto fresh = d->catalog_->get_pool(d->pool_record_->id);
   if (fresh) d->pool_record_ = *fresh;
 
@@ -265,11 +258,23 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   StepPolicyOptions policy_options;
   policy_options.hold_timeout = std::chrono::seconds(o.hold_timeout_seconds);
   policy_options.step_lease = std::chrono::seconds(o.step_lease_seconds);
+  policy_options.tracer.pin_dir = o.bpf_pin_dir;
+  // The policy first: steps whose pinned watch survived are taken over
+  // (and their snapshots due taken) before anything else.
   auto policy = StepPolicy::start(*d->volumes_, *d->catalog_, *d->events_, policy_options);
   if (policy) {
     d->policy_ = std::move(*policy);
   } else {
     log::error(policy.error().message() + "; step snapshots are off until this is fixed");
+  }
+  auto subtree = default_step_cgroup_subtree();
+  if (!subtree) log::warn("step cgroups: " + subtree.error().message());
+  static const std::set<std::string> kNone;
+  auto steps = fail_interrupted_steps(*d->catalog_, *d->events_, subtree ? *subtree : "",
+                                      d->policy_ ? d->policy_->adopted() : kNone);
+  if (!steps) return tl::unexpected(steps.error().context("recovery"));
+  if (steps->repairs + steps->failures) {
+    log::info("recovery: " + std::to_string(steps->repairs) + " interrupted steps marked failed");
   }
   d->handler_ =
       std::make_unique<DaemonHandler>(*d->volumes_, *d->events_, d->policy_.get(),

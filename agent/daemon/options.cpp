@@ -49,6 +49,10 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       po::value(&lease)->value_name("SECONDS")->default_value(std::to_string(o.step_lease_seconds)),
       "how long a registered step's cgroup may stay without a process (1 to 86400); then the "
       "registration expires (an error event, op step.expire) and its name is free again")(
+      "bpf-pin-dir", po::value(&o.bpf_pin_dir)->value_name("DIR")->default_value(o.bpf_pin_dir),
+      "where the step tracer's BPF programs and maps are pinned (a bpffs directory), so a held "
+      "step stays held across an agent restart and steps under way are taken over; \"\" pins "
+      "nothing (a restart then fails the steps under way)")(
       "log-level", po::value(&log_level)->value_name("LEVEL")->default_value("info"),
       "debug, info, warn or error (logs go to stderr)")(
       "request-timeout",
@@ -136,9 +140,7 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
     if (lease.empty() || ec != std::errc() || end != lease.data() + lease.size() ||
         seconds < kMinStepLeaseSeconds || seconds > kMaxStepLeaseSeconds) {
       return flag_error("step-lease",
-                        ""
-                        " + lease + "
-                        " is not a whole number of seconds from 1 to 86400");
+                        "\"" + lease + "\" is not a whole number of seconds from 1 to 86400");
     }
     o.step_lease_seconds = seconds;
   }

@@ -50,6 +50,11 @@ struct DaemonOptions {
   // How long a registered step's cgroup may stay empty before the
   // registration expires (its watch slot and name freed, an error event).
   std::uint64_t step_lease_seconds = 60;
+  // Where the step tracer's BPF links and maps are pinned (on bpffs), so
+  // held steps stay held across a restart and the next start adopts them.
+  // Empty: nothing pinned; a stop kills held steps, a restart fails the
+  // steps under way.
+  std::string bpf_pin_dir = "/sys/fs/bpf/stepsnap";
   log::Level log_level = log::Level::info;
   PoolConfig pool;
   // Format a metadata device even though it holds a thin pool's superblock

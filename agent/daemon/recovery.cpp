@@ -191,13 +191,15 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
 }
 
 Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events,
-                                              const std::string& cgroup_subtree) {
+                                              const std::string& cgroup_subtree,
+                                              const std::set<std::string>& adopted) {
   auto steps = catalog.unfinished_steps();
   if (!steps) return tl::unexpected(steps.error());
   RecoveryResult result;
   for (StepRecord s : *steps) {
     const std::string was = s.state;
     const std::string key = s.pipeline + "/" + s.run + "/" + s.step;
+    if (adopted.count(key)) continue;
     bool before_pre =
         (was == "registered" || was == "holding") && (s.policy == "pre" || s.policy == "both");
     json data = {{"action", "fail_step"},
@@ -221,6 +223,9 @@ Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events
     }
     s.state = "failed";
     s.error = "stepsnapd restarted while the step was " + was;
+    bool post = s.policy == "post" || s.policy == "both";
+    if ((was == "running" || was == "finishing") && post && s.post_snapshots.empty())
+      s.error += "; its post-snapshot is missing (no pinned watch told when it ended)";
     s.finished_ns = now_ns();
     data["reason"] = s.error;
     auto sp = Savepoint::begin(catalog.db());

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
 
 #include "agent/catalog/catalog.h"
@@ -43,7 +44,13 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
 // killed, as a failed pre-snapshot would; a running step is left to run.
 // The kill goes only to a cgroup strictly beneath `cgroup_subtree` whose
 // inode is the one recorded at registration (agent/policy/step_cgroup.h).
+//
+// Steps in `adopted` (pipeline/run/step) are skipped: the step policy took
+// them over through the tracer's pinned watches. A step recorded running or
+// finishing with a post policy and no post-snapshot says so in its error:
+// its post-snapshot is missing.
 Result<RecoveryResult> fail_interrupted_steps(Catalog& catalog, EventLog& events,
-                                              const std::string& cgroup_subtree);
+                                              const std::string& cgroup_subtree,
+                                              const std::set<std::string>& adopted = {});
 
 }  // namespace stepsnap::agent

@@ -98,9 +98,186 @@ Result<std::unique_ptr<StepPolicy>> StepPolicy::start(Volumes& volumes, Catalog&
   if (!wake) return fail_errno("start step policy", "eventfd");
   std::unique_ptr<StepPolicy> p(
       new StepPolicy(volumes, catalog, events, std::move(*tracer), options, std::move(wake)));
+  p->adopt_steps();
+  // What the kernel side recorded while no agent ran (held execs, step
+  // ends) is handled now, before the API serves anyone.
+  auto callback = [s = p.get()](const bpf::Event& e) { s->on_event(e); };
+  if (auto r = p->tracer_->poll(std::chrono::milliseconds(0), callback); !r)
+    log::error("step tracer: " + r.error().message());
+  // And the snapshots that follows from it are taken before start()
+  // returns: a step that ended while no agent ran gets its post-snapshot
+  // before a new step can be registered on its clones.
+  auto adopted_work = std::make_shared<std::promise<void>>();
+  auto adopted_done = adopted_work->get_future();
+  if (!p->adopted_.empty()) p->post_work([adopted_work] { adopted_work->set_value(); });
   p->tracer_thread_ = std::thread([s = p.get()] { s->tracer_loop(); });
   p->worker_thread_ = std::thread([s = p.get()] { s->worker_loop(); });
+  if (!p->adopted_.empty()) adopted_done.wait();
   return p;
+}
+
+bpf::WatchOptions StepPolicy::watch_options(const StepSpec& spec) const {
+  // The tracer's timeout kills, never resumes: the policy's own deadline
+  // (kTracerHoldGrace earlier) normally acts first, and if it could not,
+  // the step still never runs without its pre-snapshot.
+  return {.hold_first_exec = spec.pre_snapshot,
+          .hold_timeout = options_.hold_timeout + kTracerHoldGrace,
+          .on_hold_timeout = bpf::HoldExpiry::kill,
+          .boundaries_only = true};
+}
+
+void StepPolicy::adopt_steps() {
+  if (!tracer_->adopted()) return;
+  auto records = catalog_.unfinished_steps();
+  if (!records) {
+    log::error("adopt steps: " + records.error().message());
+    return;
+  }
+  std::string subtree = options_.cgroup_subtree;
+  if (subtree.empty()) {
+    auto d = default_step_cgroup_subtree();
+    if (d) subtree = *d;
+  }
+  for (const auto& r : *records) adopt_step(r, subtree);
+  if (int dropped = tracer_->drop_unadopted(); dropped > 0)
+    log::warn("step tracer: dropped " + std::to_string(dropped) +
+              " pinned watches of steps the catalog does not have under way");
+}
+
+namespace {
+
+std::optional<StepState> parse_state(const std::string& s) {
+  for (StepState st : {StepState::registered, StepState::holding, StepState::running,
+                       StepState::finishing, StepState::finished, StepState::failed})
+    if (to_string(st) == s) return st;
+  return std::nullopt;
+}
+
+}  // namespace
+
+void StepPolicy::adopt_step(const StepRecord& r, const std::string& subtree) {
+  const std::string key = step_key(r.pipeline, r.run, r.step);
+  auto state = parse_state(r.state);
+  if (!state) return;
+  // Only the very cgroup registered, as register_step() checked it.
+  auto cgroup = StepCgroup::open(r.cgroup, subtree);
+  if (!cgroup || cgroup->id() != r.cgroup_id) {
+    log::warn("step " + key + ": not adopted: its cgroup " + r.cgroup +
+              (cgroup ? " is another directory now" : ": " + cgroup.error().message()));
+    return;
+  }
+  StepSpec spec;
+  spec.pipeline = r.pipeline;
+  spec.run = r.run;
+  spec.step = r.step;
+  spec.cgroup = r.cgroup;
+  spec.volumes = r.volumes;
+  spec.pre_snapshot = r.policy == "pre" || r.policy == "both";
+  spec.post_snapshot = r.policy == "post" || r.policy == "both";
+  spec.command = r.command;
+  spec.labels = r.labels;
+  auto a = tracer_->adopt(r.cgroup, r.cgroup_id, watch_options(spec));
+  if (!a) {
+    log::warn("step " + key + ": not adopted: " + a.error().message());
+    return;
+  }
+  std::lock_guard lock(mutex_);
+  Step s;
+  s.args = spec;
+  s.cgroup_id = r.cgroup_id;
+  s.cgroup = std::make_shared<const StepCgroup>(std::move(*cgroup));
+  s.state = *state;
+  s.exit = a->main_exit;
+  s.pid = a->held ? a->held_pid : a->main_pid;
+  s.registered_ns = r.registered_ns;
+  s.started_ns = r.started_ns;
+  s.held_ns = r.held_ns;
+  s.pre_snapshots = r.pre_snapshots;
+  s.post_snapshots = r.post_snapshots;
+  s.error = r.error;
+  s.watching = true;
+  s.life = ++lives_;
+  auto now = std::chrono::steady_clock::now();
+  s.lease_deadline = now + options_.step_lease;
+  s.hold_deadline = now + options_.hold_timeout;
+  Step& st = steps_[key] = std::move(s);
+  by_cgroup_[r.cgroup_id] = key;
+  adopted_.insert(key);
+  emit(EventType::agent_recovered, {{"action", "adopt_step"},
+                                    {"pipeline", r.pipeline},
+                                    {"run", r.run},
+                                    {"step", r.step},
+                                    {"was", r.state},
+                                    {"held", a->held},
+                                    {"ended", a->ended},
+                                    {"cgroup", r.cgroup}});
+  log::info("step " + key + ": adopted (was " + r.state + (a->held ? ", held" : "") +
+            (a->ended ? ", ended" : "") + ")");
+
+  const char* kLost =
+      "the step's first exec could not be held while no agent ran (the tracer could not report "
+      "it); the kernel killed it before its first instruction";
+  const char* kBroken =
+      "the held step was continued from outside (SIGCONT) while no agent ran; the kernel killed "
+      "it before its first instruction";
+  if ((a->escaped || a->untracked) &&
+      (st.state == StepState::registered || st.state == StepState::holding ||
+       st.state == StepState::running)) {
+    st.error = a->escaped ? "a process of the step left its cgroup while no agent ran; killed"
+                          : "a process of the step could not be counted while no agent ran (the "
+                            "tracer's process map was full); killed";
+    apply(key, st, StepInput::lost_track);
+    return;
+  }
+  switch (st.state) {
+    case StepState::registered:
+      if (a->hold_lost || a->hold_broken) {
+        st.error = a->hold_lost ? kLost : kBroken;
+        apply(key, st, StepInput::hold_lost);  // registered -> failed, kill
+      } else if (a->held) {
+        // Held while no agent ran: its pre-snapshot now, as at any hold.
+        st.exec_mono_ns = bpf::monotonic_ns();
+        apply(key, st, StepInput::held_exec);
+      }
+      break;
+    case StepState::holding:
+      if (a->held) {
+        // The agent died before it released the step: its pre-snapshots
+        // are taken (again, if the group was never recorded), then it goes.
+        if (!st.pre_snapshots.empty()) {
+          apply(key, st, StepInput::pre_done);
+        } else {
+          post_work([this, key] { take_snapshots(key, Phase::pre); });
+        }
+      } else {
+        st.error = a->hold_lost || a->hold_broken
+                       ? std::string(a->hold_broken ? kBroken : kLost)
+                       : "its held process was gone when stepsnapd restarted; no pre-snapshot";
+        apply(key, st, a->hold_broken ? StepInput::hold_broken : StepInput::pre_failed);
+      }
+      break;
+    case StepState::running:
+      // Recorded running, still held: the agent died between deciding the
+      // release and sending it.
+      if (a->held) {
+        if (auto rel = tracer_->release(st.cgroup_id); !rel)
+          log::warn("step " + key + ": release: " + rel.error().message());
+      }
+      break;
+    case StepState::finishing:
+      // The post-snapshot was under way: the step's processes are all gone,
+      // so nothing has written its volumes since. Take it now.
+      if (st.post_snapshots.empty()) {
+        post_work([this, key] { take_snapshots(key, Phase::post); });
+      } else {
+        apply(key, st, StepInput::post_done);
+        finish_step(key, st);
+      }
+      break;
+    case StepState::finished:
+    case StepState::failed:
+      break;
+  }
 }
 
 StepPolicy::StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
@@ -223,7 +400,9 @@ void StepPolicy::tracer_loop() {
         for (auto& c : tracer_queue_) c(*tracer_);
         tracer_queue_.clear();
       }
-      abandon_holds();
+      // Pinned, the programs stay and guard every hold: the held steps
+      // wait, stopped, for the next agent to adopt them.
+      if (options_.tracer.pin_dir.empty()) abandon_holds();
       std::lock_guard lock(queue_mutex_);
       for (auto& c : tracer_queue_) c(*tracer_);
       tracer_queue_.clear();
@@ -286,6 +465,19 @@ void StepPolicy::enforce_leases() {
     text << "no process entered its cgroup " << s.args.cgroup << " within the step lease ("
          << seconds.count() << " s); registration expired, register it again to run it";
     s.error = text.str();
+    expire(key, s, "step.expire", StepInput::expired);
+  }
+}
+
+void StepPolicy::connection_closed(std::uint64_t connection) {
+  if (connection == 0) return;
+  std::lock_guard lock(mutex_);
+  for (auto& [key, s] : steps_) {
+    if (s.state != StepState::registered || s.args.connection != connection) continue;
+    auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
+    if (populated && *populated) continue;
+    s.error = "the connection that registered it closed before any process entered its cgroup " +
+              s.args.cgroup + "; registration expired, register it again to run it";
     expire(key, s, "step.expire", StepInput::expired);
   }
 }
@@ -435,13 +627,7 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
     steps_[key] = std::move(s);
     by_cgroup_[cgroup_id] = key;
   }
-  // The tracer's timeout kills, never resumes: the policy's own deadline
-  // (kTracerHoldGrace earlier) normally acts first, and if it could not,
-  // the step still never runs without its pre-snapshot.
-  bpf::WatchOptions w{.hold_first_exec = args.pre_snapshot,
-                      .hold_timeout = options_.hold_timeout + kTracerHoldGrace,
-                      .on_hold_timeout = bpf::HoldExpiry::kill,
-                      .boundaries_only = true};
+  bpf::WatchOptions w = watch_options(args);
   std::uint64_t id = 0;
   auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
     auto r = t.watch(args.cgroup, w);
@@ -517,6 +703,32 @@ void StepPolicy::on_event(const bpf::Event& e) {
       break;
     case bpf::EventType::hold_timeout:
       apply(k->second, s, StepInput::hold_timeout);
+      break;
+    case bpf::EventType::escape: {
+      // Its cgroup's kill no longer reaches it: killed on its own. It stays
+      // counted, so the step's end still waits for it.
+      std::string who =
+          e.tgid ? "process " + std::to_string(e.tgid) + (e.comm.empty() ? "" : " (" + e.comm + ")")
+                 : "a process";
+      s.error = who +
+                " left the step's cgroup for another cgroup; a step's processes must stay in "
+                "its cgroup, or its snapshots could miss their writes; killed";
+      if (e.tgid && e.start_boottime_ns) {
+        post_tracer([tgid = e.tgid, boot = e.start_boottime_ns](bpf::StepTracer& t) {
+          if (auto r = t.kill_process(tgid, boot); !r) log::warn(r.error().message());
+        });
+      }
+      apply(k->second, s, StepInput::lost_track);
+      break;
+    }
+    case bpf::EventType::untracked:
+      s.error = (e.tgid ? "process " + std::to_string(e.tgid) +
+                              (e.comm.empty() ? "" : " (" + e.comm + ")")
+                        : std::string("a process")) +
+                " of the step could not be counted (the tracer's process map: " +
+                (e.error ? std::string(std::strerror(e.error)) : std::string("full")) +
+                "), so its end would go unseen; killed";
+      apply(k->second, s, StepInput::lost_track);
       break;
     case bpf::EventType::step_end:
       if (!s.exit) s.exit = e.exit;
@@ -602,7 +814,9 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       // abandoned at stop); step.pre_snapshot: the snapshot failed or was late.
       bool hold = input == StepInput::hold_lost || input == StepInput::hold_broken ||
                   input == StepInput::exec || input == StepInput::abandon;
-      data["op"] = hold ? "step.hold" : "step.pre_snapshot";
+      data["op"] = input == StepInput::lost_track ? "step.track"
+                   : hold                         ? "step.hold"
+                                                  : "step.pre_snapshot";
       data["message"] = s.error;
       data["cgroup"] = s.args.cgroup;
       data["killed"] = static_cast<bool>(k);

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -57,6 +58,9 @@ struct StepSpec {
   bool post_snapshot = true;         // a post-snapshot group once every process is gone
   std::string command;
   Labels labels;
+  // The API connection the registration is leased to (0: none): when it
+  // closes before a process entered the cgroup, the registration expires.
+  std::uint64_t connection = 0;
 };
 
 // "pre", "post", "both" or "none": the policy's name in the catalog and API.
@@ -90,10 +94,19 @@ class StepPolicy {
   StepPolicy(const StepPolicy&) = delete;
   StepPolicy& operator=(const StepPolicy&) = delete;
 
-  // Finishes the snapshot under way, kills every step still held (nothing
-  // guards a hold once the tracer is gone: a SIGCONT would run it without
-  // its pre-snapshot), stops watching, joins both threads. Idempotent.
+  // Finishes the snapshot under way and joins both threads. With the
+  // tracer's programs pinned (StepPolicyOptions::tracer.pin_dir) the steps
+  // stay watched and a held step stays held, guarded by the kernel side,
+  // for the next agent to adopt. Unpinned, every step still held is killed
+  // (nothing would guard its hold: a SIGCONT would run it without its
+  // pre-snapshot). Idempotent.
   void stop();
+
+  // The steps (pipeline/run/step) start() took over from an earlier agent
+  // through the tracer's pinned watches: each carries on from the state the
+  // catalog and the kernel side recorded. Every other unfinished step of
+  // the catalog is the caller's to fail (recovery.h).
+  const std::set<std::string>& adopted() const { return adopted_; }
 
   // Errors: EEXIST (step registered and not over), ENOENT (volume), ENXIO
   // (volume not active), EINVAL (volume is a snapshot), the cgroup's
@@ -108,6 +121,11 @@ class StepPolicy {
   // processes exit).
   Result<nlohmann::json> unregister_step(const std::string& pipeline, const std::string& run,
                                          const std::string& step);
+  // The API connection `connection` closed: each registration leased to
+  // it whose cgroup has no process yet expires (an error event, op
+  // step.expire), since nobody is left to start it. One with a process in
+  // its cgroup goes on: that process may be setting up before its exec.
+  void connection_closed(std::uint64_t connection);
   Result<nlohmann::json> status(const std::string& pipeline, const std::string& run,
                                 const std::string& step);
   Result<nlohmann::json> run(const std::string& pipeline, const std::string& run);
@@ -147,6 +165,14 @@ class StepPolicy {
   StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
              const StepPolicyOptions& options, UniqueFd wake);
 
+  // Before the threads start: takes over the catalog's unfinished steps
+  // whose watch the pinned tracer still has, moves each on from what the
+  // kernel side did while no agent ran, and drops pinned watches nobody
+  // claims.
+  void adopt_steps();
+  void adopt_step(const StepRecord& record, const std::string& subtree);
+  // The tracer watch of a step.
+  bpf::WatchOptions watch_options(const StepSpec& spec) const;
   void tracer_loop();
   void worker_loop();
   // Runs fn on the tracer thread and waits for its result.
@@ -203,6 +229,7 @@ class StepPolicy {
                                        // thread forgets them (the catalog keeps them)
   std::uint64_t lives_ = 0;
   std::map<std::uint64_t, std::string> by_cgroup_;
+  std::set<std::string> adopted_;
 
   std::mutex queue_mutex_;
   std::condition_variable work_cv_;

@@ -41,7 +41,7 @@ StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags
         return flags.pre ? StepTransition{S::failed, A::kill}
                          : StepTransition{S::running, A::mark_started};
       }
-      if (input == I::hold_lost) return {S::failed, A::kill};
+      if (input == I::hold_lost || input == I::lost_track) return {S::failed, A::kill};
       // Gone before any exec: the step's launcher failed in its setup, so
       // CMD never ran; there is no state worth a post-snapshot.
       if (input == I::step_end || input == I::unregister || input == I::expired) {
@@ -51,13 +51,13 @@ StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags
     case S::holding:
       if (input == I::pre_done) return {S::running, A::release};
       if (input == I::pre_failed || input == I::hold_timeout || input == I::hold_broken ||
-          input == I::abandon) {
+          input == I::abandon || input == I::lost_track) {
         return {S::failed, A::kill};
       }
       break;
     case S::running:
       if (input == I::step_end) return end_action();
-      if (input == I::hold_broken) return {S::failed, A::kill};
+      if (input == I::hold_broken || input == I::lost_track) return {S::failed, A::kill};
       break;
     case S::finishing:
       if (input == I::post_done) return {S::finished, A::none};

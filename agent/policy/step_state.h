@@ -23,6 +23,10 @@
 //                                        would guard the hold)
 //   running   --hold broken-> failed    (continued from outside between the
 //                                        decision to release and the release)
+//   registered, holding or running
+//             --lost track--> failed    (a process left the step's cgroup, or
+//                                        could not be counted: its writes or its
+//                                        end would escape the snapshots; kill)
 //   running   --step end----> finishing (take post-snapshots, or finish)
 //   holding   --step end----> holding   (remembered; handled at pre done)
 //   finishing --post done---> finished
@@ -48,6 +52,7 @@ enum class StepInput {
   abandon,       // the agent stops while the step is held
   unregister,    // step.unregister before the step started
   expired,       // no process in the cgroup within the lease, or the cgroup is gone
+  lost_track,    // a process of the step left its cgroup, or could not be counted
   step_end,      // every process of the step is gone
   post_done,
   post_failed,

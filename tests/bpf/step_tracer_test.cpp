@@ -677,5 +677,212 @@ TEST_F(StepTracerTest, StepEndComesOnlyOnceTheStepsOwnMountsAreFlushed) {
   std::filesystem::remove_all(dir);
 }
 
+// Pinned programs and maps (TracerOptions::pin_dir) outlive the tracer: what
+// a restarted agent relies on. A private bpffs is mounted for each test, so
+// nothing of another test or engineer is adopted.
+class PinnedTracerTest : public StepTracerTest {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/stepsnap-bpffs-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    mnt_ = tmpl;
+    ASSERT_EQ(std::system(("mount -t bpf bpf " + mnt_).c_str()), 0);
+    pins_ = mnt_ + "/stepsnap";
+    reopen();
+  }
+  void TearDown() override {
+    tracer_.reset();
+    // Unpinned, the links detach and the maps go.
+    std::filesystem::remove_all(pins_);
+    std::system(("umount " + mnt_).c_str());
+    ::rmdir(mnt_.c_str());
+  }
+  // A new tracer on the same pins, as a restarted agent opens it.
+  void reopen() {
+    tracer_.reset();
+    auto t = StepTracer::open({.pin_dir = pins_});
+    ASSERT_TRUE(t) << t.error().message();
+    tracer_.emplace(std::move(*t));
+  }
+  std::string mnt_, pins_;
+};
+
+TEST_F(PinnedTracerTest, AFreshTracerPinsAndAReopenedOneAdopts) {
+  EXPECT_FALSE(tracer_->adopted());
+  for (const char* pin : {"map_watched", "map_held", "map_events", "link_on_exec", "link_on_exit"})
+    EXPECT_TRUE(exists(pins_ + "/" + pin)) << pin;
+  reopen();
+  EXPECT_TRUE(tracer_->adopted());
+}
+
+TEST_F(PinnedTracerTest, AHeldStepStaysHeldAndGuardedWhileNoTracerRuns) {
+  Cgroup cg = make_cgroup("pin-guard");
+  std::string marker = "/tmp/stepsnap-bpf-pin-guard-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  for (int i = 0; i < 200 && proc_state(step.pid()) != 'T'; ++i) std::this_thread::sleep_for(5ms);
+  tracer_.reset();  // the agent is gone; the pins stay
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(proc_state(step.pid()), 'T');
+  // kill -CONT while no agent runs: the pinned guard still kills it before
+  // its first instruction.
+  ASSERT_EQ(::kill(step.pid(), SIGCONT), 0);
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status) << "still alive after its hold was broken";
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
+  EXPECT_FALSE(exists(marker)) << "a SIGCONT while no tracer ran let the held step run";
+
+  reopen();
+  auto a = tracer_->adopt(cg.path(), id, {.hold_first_exec = true});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->hold_broken);
+  EXPECT_FALSE(a->held);
+  EXPECT_EQ(tracer_->release(id).error().err, ECANCELED);
+}
+
+TEST_F(PinnedTracerTest, AReopenedTracerAdoptsAHeldStepAndReleasesIt) {
+  Cgroup cg = make_cgroup("pin-adopt");
+  std::string marker = "/tmp/stepsnap-bpf-pin-adopt-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  reopen();
+  events_.clear();
+  auto a = tracer_->adopt(cg.path(), id, {.hold_first_exec = true});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->held);
+  EXPECT_EQ(a->held_pid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_FALSE(exists(marker));
+  ASSERT_TRUE(tracer_->release(id));
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(step.wait(), 0);
+  EXPECT_TRUE(exists(marker));
+  ::unlink(marker.c_str());
+}
+
+// Registered while an agent ran, started and ended while none did: the
+// pinned programs held the first exec; the reopened tracer finds it held,
+// reads its exec from the ring, and after the release reports the end.
+TEST_F(PinnedTracerTest, AStepStartedWhileNoTracerRunsIsHeldAndEndsAfterAdoption) {
+  Cgroup cg = make_cgroup("pin-down");
+  auto id = watch(cg, {.hold_first_exec = true});
+  tracer_.reset();
+  Pending step = shell("exit 5");
+  step.go(cg);
+  for (int i = 0; i < 400 && proc_state(step.pid()) != 'T'; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(proc_state(step.pid()), 'T') << "no tracer ran and the first exec was not held";
+
+  reopen();
+  auto a = tracer_->adopt(cg.path(), id, {.hold_first_exec = true});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->held);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  EXPECT_TRUE(of(EventType::exec, id)[0].held);
+  ASSERT_TRUE(tracer_->release(id));
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 5);
+  auto end = of(EventType::step_end, id);
+  ASSERT_EQ(end.size(), 1u);
+  ASSERT_TRUE(end[0].exit && end[0].exit->code);
+  EXPECT_EQ(*end[0].exit->code, 5);
+}
+
+// A step that ended while no tracer ran, its end's record already read by
+// the tracer that died: the kernel side's count still tells, once.
+TEST_F(PinnedTracerTest, AStepEndCountedWhileNoTracerRanIsDeliveredOnceOnAdoption) {
+  Cgroup cg = make_cgroup("pin-end");
+  auto id = watch(cg);
+  Pending step = shell("exit 3");
+  step.go(cg);
+  EXPECT_EQ(WEXITSTATUS(step.wait()), 3);
+  // The dying tracer read the records (the step end among them) and did
+  // nothing with them.
+  ASSERT_TRUE(poll_until_end(id));
+  reopen();
+  events_.clear();
+  auto a = tracer_->adopt(cg.path(), id, {});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->ended);
+  ASSERT_TRUE(a->main_exit && a->main_exit->code);
+  EXPECT_EQ(*a->main_exit->code, 3);
+  ASSERT_TRUE(poll_until_end(id));
+  drain();
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+}
+
+TEST_F(PinnedTracerTest, AWatchNobodyAdoptsIsDroppedAndItsHeldTaskKilled) {
+  Cgroup cg = make_cgroup("pin-drop");
+  std::string marker = "/tmp/stepsnap-bpf-pin-drop-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  reopen();
+  EXPECT_EQ(tracer_->drop_unadopted(), 1);
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status);
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
+  EXPECT_FALSE(exists(marker));
+  EXPECT_EQ(tracer_->adopt(cg.path(), id, {}).error().err, ENOENT);
+}
+
+// A step's processes are counted by descent: one that leaves the step's
+// cgroup is reported (escape) and still counted, and so are the children it
+// makes outside; the cgroup emptying is then no step end.
+TEST_F(StepTracerTest, AProcessThatLeavesTheCgroupIsReportedAndTheEndWaitsForItsChildren) {
+  Cgroup cg = make_cgroup("escape");
+  Cgroup outside = make_cgroup("escape-out");
+  std::string marker = "/tmp/stepsnap-bpf-escape-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.boundaries_only = true});
+  Pending step = shell("echo $$ > " + outside.path() + "/cgroup.procs; (sleep 1; touch " + marker +
+                       ") & exit 0");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id, 20s));
+  EXPECT_TRUE(exists(marker)) << "the step ended while a child of its escaped process still ran";
+  auto escapes = of(EventType::escape, id);
+  ASSERT_EQ(escapes.size(), 1u);
+  EXPECT_EQ(escapes[0].tgid, static_cast<std::uint32_t>(step.pid()));
+  EXPECT_NE(escapes[0].task_cgroup_id, id) << "the escape names where it went";
+  EXPECT_EQ(count(EventType::step_end, id), 1u);
+  // Every process was counted (a process counted twice is no failure).
+  EXPECT_EQ(count(EventType::untracked, id), 0u);
+  step.wait();
+  ::unlink(marker.c_str());
+}
+
+// Moving between the step's own sub-cgroups is no escape.
+TEST_F(StepTracerTest, MovingWithinTheStepsCgroupsIsNoEscape) {
+  Cgroup cg = make_cgroup("within");
+  auto sub = Cgroup::create(unique_name("within") + "/sub");
+  ASSERT_TRUE(sub) << sub.error().message();
+  auto id = watch(cg);
+  Pending step = shell("echo $$ > " + sub->path() + "/cgroup.procs; exit 0");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(count(EventType::escape, id), 0u);
+  step.wait();
+}
+
+// Fail closed: a process the kernel side has no room to count is reported.
+TEST_F(StepTracerTest, AProcessTheProcessMapHasNoRoomForIsReported) {
+  auto small = StepTracer::open({.proc_slots = 4});
+  ASSERT_TRUE(small) << small.error().message();
+  tracer_.emplace(std::move(*small));
+  Cgroup cg = make_cgroup("untracked");
+  auto id = watch(cg, {.boundaries_only = true});
+  Pending step = shell("for i in 1 2 3 4 5 6 7 8; do sleep 0.3 & done; wait");
+  step.go(cg);
+  ASSERT_TRUE(poll_until_end(id, 20s));
+  EXPECT_EQ(count(EventType::untracked, id), 1u);
+  EXPECT_EQ(step.wait(), 0);
+}
+
 }  // namespace
 }  // namespace stepsnap::bpf

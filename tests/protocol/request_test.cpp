@@ -137,6 +137,18 @@ TEST(Request, StepRegisterDefaultsToBoth) {
       req("step.register",
           {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}}));
   EXPECT_EQ(std::get<StepRegisterArgs>(r.args).policy, SnapshotPolicy::both);
+  EXPECT_TRUE(std::get<StepRegisterArgs>(r.args).lease_connection);
+}
+
+TEST(Request, StepRegisterLeaseIsTheConnectionUnlessTimeIsAsked) {
+  json a = {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}};
+  a["lease"] = "time";
+  EXPECT_FALSE(std::get<StepRegisterArgs>(accepted(req("step.register", a)).args).lease_connection);
+  a["lease"] = "connection";
+  EXPECT_TRUE(std::get<StepRegisterArgs>(accepted(req("step.register", a)).args).lease_connection);
+  a["lease"] = "forever";
+  EXPECT_EQ(rejected(req("step.register", a)).message,
+            "args.lease: \"forever\" is not one of connection, time");
 }
 
 TEST(Request, StepUnregisterNamesTheStepAndNothingElse) {

@@ -15,9 +15,9 @@
 #include <iostream>
 #include <thread>
 
-#include "protocol/api_client.h"
 #include "common/unique_fd.h"
 #include "dm/dm_task.h"
+#include "protocol/api_client.h"
 
 namespace stepsnap::testing {
 
@@ -62,6 +62,7 @@ void StepsnapdFixture::SetUp() {
   pool_ = "t" + unique;
   if (long_pool_name_) pool_.resize(63, 'x');
   socket_ = dir_ + "/sock";
+  bpf_pins_ = "/sys/fs/bpf/stepsnap-test-" + unique;
   start_daemon();
 }
 
@@ -69,6 +70,8 @@ void StepsnapdFixture::TearDown() {
   for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) sh("umount " + *it);
   stop_daemon(SIGTERM);
   if (HasFailure()) std::cerr << "stepsnapd's log:\n" << read_file(log_path());
+  // Unpinned, the tracer's programs detach and its maps go.
+  if (!bpf_pins_.empty()) std::filesystem::remove_all(bpf_pins_);
   // Volumes outlive the daemon by design; the test removes them and the
   // pool (whose loop devices then detach by themselves).
   if (auto names = dm::list_devices()) {
@@ -103,7 +106,9 @@ pid_t StepsnapdFixture::launch(const std::string& notify) {
                                    "--pool-loop-metadata-size",
                                    "16M",
                                    "--log-level",
-                                   "debug"};
+                                   "debug",
+                                   "--bpf-pin-dir",
+                                   pin_bpf_ ? bpf_pins_ : ""};
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -143,6 +148,7 @@ int StepsnapdFixture::stop_daemon(int sig) {
   int status = 0;
   ::waitpid(pid_, &status, 0);
   pid_ = -1;
+  registrar_.reset();  // its daemon is gone; the next one gets a new connection
   return status;
 }
 
@@ -151,6 +157,22 @@ Output StepsnapdFixture::ctl(const std::string& args) {
 }
 
 json StepsnapdFixture::call(const std::string& op, const json& args) {
+  if (op == "step.register") {
+    if (!registrar_) {
+      auto c = protocol::ApiClient::connect(socket_);
+      if (!c) {
+        ADD_FAILURE() << c.error().message();
+        return json();
+      }
+      registrar_.emplace(std::move(*c));
+    }
+    auto r = registrar_->call(op, args);
+    if (!r) {
+      ADD_FAILURE() << r.error().message();
+      return json();
+    }
+    return *r;
+  }
   auto c = protocol::ApiClient::connect(socket_);
   if (!c) {
     ADD_FAILURE() << c.error().message();

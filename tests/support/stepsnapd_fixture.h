@@ -7,8 +7,11 @@
 #include <sys/types.h>
 
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
+
+#include "protocol/api_client.h"
 
 namespace stepsnap::testing {
 
@@ -33,6 +36,9 @@ class StepsnapdFixture : public ::testing::Test {
   std::string data_size_ = "512M";
   bool long_pool_name_ = false;  // pad the pool's name to 63 bytes
   std::string socket_group_;     // --socket-group ("": root only)
+  // Pin the step tracer (--bpf-pin-dir) in a directory of this test's own,
+  // removed in TearDown; false: --bpf-pin-dir "" (nothing survives a stop).
+  bool pin_bpf_ = true;
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.
@@ -43,6 +49,9 @@ class StepsnapdFixture : public ::testing::Test {
   int stop_daemon(int sig);
 
   Output ctl(const std::string& args);
+  // One connection per call, except step.register: registrations go over
+  // one connection kept open until the daemon stops, as runner keeps its
+  // own for a step (a registration is leased to its connection).
   nlohmann::json call(const std::string& op, const nlohmann::json& args);
   // call, expecting ok; returns the result.
   nlohmann::json ok(const std::string& op, const nlohmann::json& args);
@@ -63,6 +72,7 @@ class StepsnapdFixture : public ::testing::Test {
                           const std::vector<std::pair<std::string, std::string>>& files);
 
   std::string dir_, pool_, socket_;
+  std::string bpf_pins_;  // this test's --bpf-pin-dir
   pid_t pid_ = -1;
 
  private:
@@ -71,6 +81,7 @@ class StepsnapdFixture : public ::testing::Test {
 
  protected:
   std::vector<std::string> mounts_;
+  std::optional<protocol::ApiClient> registrar_;
 };
 
 }  // namespace stepsnap::testing

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/unique_fd.h"
+#include "protocol/api_client.h"
 #include "runner/exec/cgroup.h"
 #include "tests/support/step_spawn.h"
 #include "tests/support/stepsnapd_fixture.h"
@@ -190,6 +191,80 @@ TEST_F(HoldDaemon, ARegistrationWhoseCgroupIsRemovedExpires) {
     if (e["data"].value("op", "") == "step.expire" && e["data"].value("step", "") == "gone")
       expired = true;
   EXPECT_TRUE(expired) << "no step.expire error event";
+}
+
+// A registration is leased to the connection that made it: runner keeps its
+// connection open for the whole step, so a runner that dies before it put a
+// process in the cgroup leaves nothing registered behind.
+TEST_F(HoldDaemon, ARegistrationWhoseConnectionClosesBeforeAProcessEnteredExpires) {
+  ok("volume.create", {{"name", "ws"}, {"size_bytes", 16 << 20}});
+  auto cg = runner::Cgroup::create(cgroup_name("conn"));
+  ASSERT_TRUE(cg) << cg.error().message();
+  json ref = {{"pipeline", "p"}, {"run", "r1"}, {"step", "orphan"}};
+  json reg = ref;
+  reg["cgroup"] = cg->path();
+  reg["volumes"] = {"ws"};
+  {
+    auto c = protocol::ApiClient::connect(socket_);
+    ASSERT_TRUE(c) << c.error().message();
+    auto r = c->request("step.register", reg);
+    ASSERT_TRUE(r) << r.error().message();
+  }  // the registering connection closes here, its cgroup still empty
+  // The daemon's lease is 60 s: an expiry well before it is the connection's.
+  auto t0 = std::chrono::steady_clock::now();
+  json st;
+  for (int i = 0; i < 200; ++i) {
+    st = ok("step.status", ref);
+    if (st.value("state", "") == "failed") break;
+    std::this_thread::sleep_for(50ms);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+  EXPECT_EQ(st.value("state", ""), "failed") << st.dump(2);
+  EXPECT_NE(st.value("error", "").find("the connection that registered it closed"),
+            std::string::npos)
+      << st.dump(2);
+  bool expired = false;
+  for (const auto& e : events_of("error"))
+    if (e["data"].value("op", "") == "step.expire" && e["data"].value("step", "") == "orphan")
+      expired = true;
+  EXPECT_TRUE(expired) << "no step.expire error event";
+
+  // "lease": "time" (stepsnapctl's): the connection closing changes nothing.
+  reg["lease"] = "time";
+  {
+    auto c = protocol::ApiClient::connect(socket_);
+    ASSERT_TRUE(c) << c.error().message();
+    auto r = c->request("step.register", reg);
+    ASSERT_TRUE(r) << r.error().message();
+  }
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(ok("step.status", ref).value("state", ""), "registered");
+  ok("step.unregister", ref);
+}
+
+TEST_F(HoldDaemon, ARegistrationWhoseConnectionClosesWithAProcessInItsCgroupGoesOn) {
+  ok("volume.create", {{"name", "ws"}, {"size_bytes", 16 << 20}});
+  auto cg = runner::Cgroup::create(cgroup_name("conn-proc"));
+  ASSERT_TRUE(cg) << cg.error().message();
+  json ref = {{"pipeline", "p"}, {"run", "r1"}, {"step", "kept"}};
+  json reg = ref;
+  reg["cgroup"] = cg->path();
+  reg["volumes"] = {"ws"};
+  StepProcess p;
+  {
+    auto c = protocol::ApiClient::connect(socket_);
+    ASSERT_TRUE(c) << c.error().message();
+    auto r = c->request("step.register", reg);
+    ASSERT_TRUE(r) << r.error().message();
+    p = spawn_step(*cg, "exit 0");  // in its cgroup, not exec'd yet
+    ASSERT_GT(p.pid, 0);
+  }
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(ok("step.status", ref).value("state", ""), "registered");
+  go(p);
+  int status = wait_for(p.pid, 60s);
+  EXPECT_TRUE(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  EXPECT_EQ(wait_step_over("p", "r1", "kept").value("state", ""), "finished");
 }
 
 class ShortLease : public StepsnapdFixture {

@@ -71,6 +71,14 @@ TEST(StepState, AHoldLostOrBrokenInTheKernelFailsTheStep) {
   expect(step_transition(S::failed, I::pre_done, kBoth), S::failed, A::none);
 }
 
+TEST(StepState, AProcessThatLeftTheCgroupOrWasNotCountedFailsTheStep) {
+  for (S s : {S::registered, S::holding, S::running})
+    expect(step_transition(s, I::lost_track, kBoth), S::failed, A::kill);
+  // Its end is what the post-snapshot waits for anyway.
+  expect(step_transition(S::finishing, I::lost_track, kBoth), S::finishing, A::none);
+  expect(step_transition(S::failed, I::lost_track, kBoth), S::failed, A::none);
+}
+
 TEST(StepState, AnAgentStoppingKillsAHeldStep) {
   expect(step_transition(S::holding, I::abandon, kBoth), S::failed, A::kill);
 }
