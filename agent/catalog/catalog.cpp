@@ -457,8 +457,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
 
     auto ins = db_->prepare(
         "INSERT INTO devices (pool_id, name, kind, thin_id, origin_id, parent_id, state, "
-        "size_bytes, created_ns, owner_uid, run_clone) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?)");
+        "size_bytes, created_ns, owner_uid, run_clone, dm_name) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)");
     if (!ins) return tl::unexpected(ins.error());
     ins->bind(1, spec.pool_id)
         .bind(2, spec.name)
@@ -470,7 +470,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
         .bind(8, now)
         .bind(9, std::int64_t{spec.owner_uid})
         .bind(10, spec.run_clone ? std::optional<std::string>(spec.run_clone->text())
-                                 : std::optional<std::string>());
+                                 : std::optional<std::string>())
+        .bind(11, spec.dm_name);
     TRY(ins->run());
     intent.device_id = db_->last_insert_rowid();
 

@@ -103,7 +103,11 @@ struct DeviceRecord {
   // a volume's snapshots read as a version history.
   std::optional<std::int64_t> parent_id;
   DeviceState state = DeviceState::creating;
-  std::string dm_name;  // active device-mapper name, empty when inactive
+  // The device-mapper name: for a created device the name it is active
+  // under (empty when inactive); for a creating one the name it is being
+  // activated under, written with the intent so that recovery can find (and
+  // remove) a device a crash left active before the create was committed.
+  std::string dm_name;
   std::uint64_t size_bytes = 0;
   std::uint64_t mapped_bytes = 0;
   std::int64_t created_ns = 0;
@@ -132,6 +136,10 @@ struct CreateSpec {
   std::uint32_t owner_uid = 0;
   // Set by run.clone only; a second device with the same key is EEXIST.
   std::optional<RunCloneKey> run_clone;
+  // The dm name the device will be activated under (volumes and clones;
+  // empty for snapshots, which stay inactive). Recorded before the kernel
+  // call: see DeviceRecord::dm_name.
+  std::string dm_name;
 };
 
 // Returned by begin_*; handed back to finish_*/abort_*.

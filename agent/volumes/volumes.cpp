@@ -173,8 +173,7 @@ Result<DeviceRecord> Volumes::origin_for(const std::string& name, bool want_snap
 //   event_for(index, record) -> std::pair<EventType, json>
 template <typename SpecFn, typename OpFn, typename EventFn>
 Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view op,
-                                                              SpecFn&& spec_for,
-                                                              OpFn&& kernel_op,
+                                                              SpecFn&& spec_for, OpFn&& kernel_op,
                                                               EventFn&& event_for) {
   std::vector<Intent> intents;
   auto before = [&](dm::ThinId id) -> Status {
@@ -230,7 +229,8 @@ Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64
                           .size_bytes = size_bytes,
                           .labels = labels,
                           .thin_id = id,
-                          .owner_uid = who.uid};
+                          .owner_uid = who.uid,
+                          .dm_name = volume_dm_name(record_.name, name)};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.create_volume(volume_dm_name(record_.name, name), size_bytes, before);
@@ -370,7 +370,8 @@ Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::stri
                           .labels = labels,
                           .thin_id = id,
                           .owner_uid = who.uid,
-                          .run_clone = who.run_clone};
+                          .run_clone = who.run_clone,
+                          .dm_name = volume_dm_name(record_.name, name)};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.clone(source->thin_id, volume_dm_name(record_.name, name),
