@@ -401,6 +401,16 @@ Result<std::vector<ThinVolume>> ThinPool::active_volumes() const {
 
 Status ThinPool::remove(const RetryPolicy& retry) { return remove_with_retry(name_, retry); }
 
+Result<bool> ThinPool::release_held_metadata_snap() {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  if (!st->held_metadata_root) return false;
+  if (auto r = release_metadata_snap(name_); !r) {
+    return tl::unexpected(classify(r.error()).context("release held metadata snapshot"));
+  }
+  return true;
+}
+
 namespace {
 
 // The pool's one metadata snapshot, released however the reader leaves.

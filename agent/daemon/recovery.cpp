@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <optional>
 #include <set>
 
 #include "agent/catalog/reconcile.h"
@@ -31,7 +32,8 @@ bool thin_exists(dm::ThinPool& pool, dm::ThinId id, const std::set<dm::ThinId>& 
 
 Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
                               std::set<dm::ThinId>* active_ids,
-                              std::multimap<dm::ThinId, std::string>* active_names) {
+                              std::multimap<dm::ThinId, std::string>* active_names,
+                              std::optional<Result<bool>>* released_snap) {
   ReconcileInput in;
   in.pool_dm_name = pool.name();
   in.next_thin_id = record.next_thin_id;
@@ -68,6 +70,11 @@ Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRe
       if (auto r = dm::resume(n); !r) return tl::unexpected(r.error().context("recovery"));
     }
   }
+
+  // A metadata snapshot left held (a previous daemon killed inside
+  // list_thin_ids, or thin_ls -m) is released: stepsnapd owns the pool, the
+  // pool has only one, and the list below needs it.
+  *released_snap = pool.release_held_metadata_snap();
 
   // The whole list when the pool can give it.
   if (auto listed = pool.list_thin_ids()) {
@@ -165,10 +172,28 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
                                const PoolRecord& record) {
   std::set<dm::ThinId> active_ids;
   std::multimap<dm::ThinId, std::string> active_names;
-  auto input = gather(catalog, pool, record, &active_ids, &active_names);
+  std::optional<Result<bool>> released_snap;
+  auto input = gather(catalog, pool, record, &active_ids, &active_names, &released_snap);
   if (!input) return tl::unexpected(input.error());
   auto plan = plan_reconcile(*input);
   RecoveryResult result;
+  if (released_snap && (!*released_snap || **released_snap)) {
+    json data = {{"action", "release_metadata_snap"},
+                 {"pool", pool.name()},
+                 {"reason", "the pool's metadata snapshot was left held"},
+                 {"ok", static_cast<bool>(*released_snap)}};
+    if (*released_snap) {
+      ++result.repairs;
+      log::warn("recovery: released the metadata snapshot left held on " + pool.name());
+    } else {
+      data["error"] = released_snap->error().message();
+      ++result.failures;
+      log::error("recovery: " + released_snap->error().message());
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+  }
   // Devices whose kernel delete failed keep their record and their pending
   // operation, untouched, so the catalog still names the thin device and the
   // next start tries again: a record is dropped only once the kernel no

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "dm/dm_task.h"
+#include "dm/pool_messages.h"
 #include "dm/table.h"
 #include "dm/thin_pool.h"
 #include "protocol/api_client.h"
@@ -154,6 +155,38 @@ TEST_F(CrashVm, Kill9WhileCreatingLeavesCatalogAndPoolInAgreementBothWays) {
   std::cout << "agent.recovered events after " << kRounds << " kill -9: " << recovered << "\n";
   EXPECT_GT(made["volume.create"] + made["clone.create"] + made["run.clone"], 0)
       << "the daemon was killed before it made anything: the test proved nothing";
+}
+
+// The pool has one metadata snapshot; a daemon killed inside
+// list_thin_ids (or a thin_ls -m that never let go) leaves it held, and then
+// no later start could list the pool's ids, and the held copy's blocks are
+// never freed. The next start releases it and says so.
+TEST_F(CrashVm, AMetadataSnapshotLeftHeldIsReleasedAtStart) {
+  ok("volume.create", {{"name", "v"}, {"size_bytes", 8 << 20}});
+  stop_daemon(SIGKILL);
+  const std::string pool_dm = pool_ + "-pool";
+  auto held = dm::message(pool_dm, "reserve_metadata_snap");
+  ASSERT_TRUE(held) << held.error().message();
+  auto before = dm::ThinPool::open(pool_dm);
+  ASSERT_TRUE(before) << before.error().message();
+  ASSERT_TRUE(before->status()->held_metadata_root.has_value());
+
+  ASSERT_NO_FATAL_FAILURE(start_daemon());
+  auto after = dm::ThinPool::open(pool_dm);
+  ASSERT_TRUE(after) << after.error().message();
+  auto st = after->status();
+  ASSERT_TRUE(st) << st.error().message();
+  EXPECT_FALSE(st->held_metadata_root.has_value()) << "the metadata snapshot is still held";
+  bool reported = false;
+  for (const auto& e : events_of("agent.recovered")) {
+    if (e["data"].value("action", "") != "release_metadata_snap") continue;
+    reported = true;
+    EXPECT_TRUE(e["data"].value("ok", false)) << e.dump();
+  }
+  EXPECT_TRUE(reported) << "no agent.recovered event for the release";
+  // Recovery listed the ids from the metadata snapshot, not by probing.
+  EXPECT_NE(read_file(log_path()).find("thin ids (metadata snapshot)"), std::string::npos);
+  ASSERT_NO_FATAL_FAILURE(expect_catalog_and_pool_agree("after the release"));
 }
 
 }  // namespace
