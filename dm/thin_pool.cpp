@@ -344,6 +344,8 @@ Result<ThinVolume> ThinPool::activate(ThinId id, const std::string& name, std::u
     Error e = r.error();
     e.detail += (e.detail.empty() ? "" : "; ") + std::string("thin id ") + std::to_string(id) +
                 " of pool " + name_;
+    // The kernel's answer for a taken name does not say so.
+    if (exists(name)) e.detail += "; a device named " + name + " exists already";
     return tl::unexpected(e);
   }
   return ThinVolume{name, id, sectors};

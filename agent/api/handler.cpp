@@ -264,6 +264,14 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
         return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot, peer.uid));
       }
+      case Op::run_create: {
+        const auto& a = std::get<RunCreateArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        auto made = volumes_.create_run(a.pipeline, a.run, a.volumes, a.sources,
+                                        Ownership{.uid = peer.uid});
+        if (!made) return api_error(made.error());
+        return run_created_json(*made);
+      }
       case Op::step_register:
       case Op::step_unregister:
       case Op::step_status:

@@ -140,6 +140,10 @@ struct CreateSpec {
   // empty for snapshots, which stay inactive). Recorded before the kernel
   // call: see DeviceRecord::dm_name.
   std::string dm_name;
+  // The origin may still be `creating`: it is made by the same operation
+  // (run.create clones the run's initial snapshots before committing
+  // either), which finishes or rolls back both together.
+  bool origin_in_same_operation = false;
 };
 
 // Returned by begin_*; handed back to finish_*/abort_*.
@@ -234,6 +238,10 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // Whether anything in the pool belongs to the run: a run clone, a step
+  // snapshot or a registered step naming (pipeline, run).
+  Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,
+                          const std::string& run);
   // The run's clone of a volume, by the run_clone column alone.
   Result<std::optional<DeviceRecord>> find_run_clone(std::int64_t pool_id, const RunCloneKey& key);
 

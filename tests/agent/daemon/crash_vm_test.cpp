@@ -115,7 +115,7 @@ TEST_F(CrashVm, Kill9WhileCreatingLeavesCatalogAndPoolInAgreementBothWays) {
         const std::string tag = std::to_string(round) + "x" + std::to_string(i);
         std::string op;
         json args;
-        switch (i % 4) {
+        switch (i % 5) {
           case 0:
             op = "volume.create";
             args = {{"name", "v" + tag}, {"size_bytes", 8 << 20}};
@@ -127,6 +127,11 @@ TEST_F(CrashVm, Kill9WhileCreatingLeavesCatalogAndPoolInAgreementBothWays) {
           case 2:
             op = "run.clone";
             args = {{"pipeline", "p"}, {"run", "r" + tag}, {"volume", "base"}};
+            break;
+          case 3:
+            // The whole run in one operation: initial snapshot and clone.
+            op = "run.create";
+            args = {{"pipeline", "q"}, {"volumes", {"base"}}};
             break;
           default:
             op = "snapshot.create";
@@ -153,7 +158,8 @@ TEST_F(CrashVm, Kill9WhileCreatingLeavesCatalogAndPoolInAgreementBothWays) {
     EXPECT_TRUE(e["data"].value("ok", false)) << "a repair failed: " << e.dump();
   }
   std::cout << "agent.recovered events after " << kRounds << " kill -9: " << recovered << "\n";
-  EXPECT_GT(made["volume.create"] + made["clone.create"] + made["run.clone"], 0)
+  EXPECT_GT(made["volume.create"] + made["clone.create"] + made["run.clone"] + made["run.create"],
+            0)
       << "the daemon was killed before it made anything: the test proved nothing";
 }
 
