@@ -74,6 +74,7 @@ class Volumes {
         low_space_percent_(low_space_percent) {}
 
   const PoolRecord& pool_record() const { return record_; }
+  Catalog& catalog() { return catalog_; }
   // Runs fn with the pool locked (recovery, status).
   template <typename Fn>
   auto with_pool(Fn&& fn) {
