@@ -139,7 +139,20 @@ void Volumes::check_space() {
 }
 
 void Volumes::report_failure(const std::string& op, const Error& error) {
-  if (!is_space_kind(error)) return;
+  if (!is_space_kind(error)) {
+    // A pool that went read-only or failed (a metadata write error sets
+    // needs_check) refuses every create from now on: say so once per
+    // refusal, with the kind a monitor can switch on.
+    auto k = dm::kind_of(error);
+    if (k != dm::ErrorKind::needs_check && k != dm::ErrorKind::read_only &&
+        k != dm::ErrorKind::pool_failed)
+      return;
+    auto r = events_.append(
+        EventType::error,
+        {{"op", op}, {"pool", record_.name}, {"kind", error.kind}, {"message", error.message()}});
+    if (!r) log::error("event error: " + r.error().message());
+    return;
+  }
   auto r = events_.append(
       EventType::pool_out_of_space,
       {{"pool", record_.name}, {"kind", error.kind}, {"op", op}, {"message", error.message()}});

@@ -33,6 +33,9 @@ class StepsnapdFixture : public ::testing::Test {
   std::string data_size_ = "512M";
   bool long_pool_name_ = false;  // pad the pool's name to 63 bytes
   std::string socket_group_;     // --socket-group ("": root only)
+  // Replaces the loop-file pool flags (--pool-loop-dir and sizes), e.g. with
+  // --pool-data-device and --pool-metadata-device.
+  std::vector<std::string> pool_args_;
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.
