@@ -349,6 +349,8 @@ Result<ThinVolume> ThinPool::activate(ThinId id, const std::string& name, std::u
     Error e = r.error();
     e.detail += (e.detail.empty() ? "" : "; ") + std::string("thin id ") + std::to_string(id) +
                 " of pool " + name_;
+    // The kernel's answer for a taken name does not say so.
+    if (exists(name)) e.detail += "; a device named " + name + " exists already";
     return tl::unexpected(e);
   }
   return ThinVolume{name, id, sectors};
@@ -405,6 +407,16 @@ Result<std::vector<ThinVolume>> ThinPool::active_volumes() const {
 }
 
 Status ThinPool::remove(const RetryPolicy& retry) { return remove_with_retry(name_, retry); }
+
+Result<bool> ThinPool::release_held_metadata_snap() {
+  auto st = status();
+  if (!st) return tl::unexpected(st.error());
+  if (!st->held_metadata_root) return false;
+  if (auto r = release_metadata_snap(name_); !r) {
+    return tl::unexpected(classify(r.error()).context("release held metadata snapshot"));
+  }
+  return true;
+}
 
 namespace {
 

@@ -146,6 +146,11 @@ class ThinPool {
   // (thin_ls -m, say) holds the pool's one metadata snapshot; EROFS-like
   // errors on a read-only pool, which takes no messages.
   Result<std::vector<ThinId>> list_thin_ids() const;
+  // Releases the pool's metadata snapshot if one is held (a crash inside
+  // list_thin_ids, or a tool such as thin_ls -m that never let go): the
+  // pool has only one, and while it is held list_thin_ids cannot run and the
+  // held copy's blocks are never freed. Returns whether one was released.
+  Result<bool> release_held_metadata_snap();
   // The thin devices currently active on this pool.
   Result<std::vector<ThinVolume>> active_volumes() const;
   // Removes the pool device (every thin device must be deactivated first).

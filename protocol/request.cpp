@@ -26,6 +26,7 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::step_status, "step.status"},
     {Op::run_show, "run.show"},
     {Op::run_clone, "run.clone"},
+    {Op::run_create, "run.create"},
     {Op::events_subscribe, "events.subscribe"},
 };
 
@@ -173,9 +174,11 @@ class Fields {
     return out;
   }
 
-  std::vector<std::string> name_list(const std::string& field, std::size_t max_items) {
+  // Absent and not required: an empty list.
+  std::vector<std::string> name_list(const std::string& field, std::size_t max_items,
+                                     bool required = true) {
     std::vector<std::string> out;
-    const json* v = get(field, true);
+    const json* v = get(field, required);
     if (!v) return out;
     if (!v->is_array()) {
       fail(code::wrong_type, field, "expected an array of names, got " + type_name(*v));
@@ -200,7 +203,7 @@ class Fields {
         return out;
       }
       if (!seen.insert(s).second) {
-        fail(code::invalid_value, where, shown(s) + " is listed twice; list each volume once");
+        fail(code::invalid_value, where, shown(s) + " is listed twice; list each once");
         return out;
       }
       out.push_back(s);
@@ -405,6 +408,18 @@ RequestArgs parse_args(Op op, Fields& f) {
       a.run = f.required_name("run");
       a.volume = f.required_name("volume");
       a.snapshot = f.optional_name("snapshot");
+      return a;
+    }
+    case Op::run_create: {
+      RunCreateArgs a;
+      a.pool = f.optional_name("pool");
+      a.pipeline = f.required_name("pipeline");
+      a.run = f.optional_name("run");
+      a.volumes = f.name_list("volumes", kMaxStepVolumes);
+      a.sources = f.name_list("sources", kMaxStepVolumes, false);
+      if (!f.failed() && !a.sources.empty() && a.sources.size() != a.volumes.size())
+        f.fail(code::invalid_value, "sources",
+               "give one snapshot per volume, in the order of volumes, or none");
       return a;
     }
     case Op::events_subscribe: {

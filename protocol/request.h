@@ -53,6 +53,7 @@ enum class Op {
   step_status,
   run_show,
   run_clone,
+  run_create,
   events_subscribe,
 };
 std::string_view to_string(Op op);
@@ -162,6 +163,19 @@ struct RunCloneArgs {
   std::string volume;
   std::optional<std::string> snapshot;
 };
+// run.create: a pipeline run's volumes as one operation. Without `sources`
+// every volume is snapshotted at one instant (the run's initial snapshots,
+// one suspend of all of them); with `sources` (one snapshot per volume, in
+// the same order) the clones are made from those. Then the run's clone of
+// each volume. Everything is committed together or nothing is left behind.
+// Without `run` the agent picks an id no run of the pipeline has.
+struct RunCreateArgs {
+  std::optional<std::string> pool;
+  std::string pipeline;
+  std::optional<std::string> run;
+  std::vector<std::string> volumes;
+  std::vector<std::string> sources;
+};
 struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.
   std::optional<std::uint64_t> since;
@@ -172,7 +186,7 @@ using RequestArgs =
     std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs, SnapshotCreateArgs,
                  SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
                  RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
-                 EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs>;
+                 EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs, RunCreateArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

@@ -270,14 +270,32 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
         return answer(run_clones_.ensure(a.pipeline, a.run, a.volume, a.snapshot, peer.uid));
       }
+      case Op::run_create: {
+        const auto& a = std::get<RunCreateArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        auto made = volumes_.create_run(a.pipeline, a.run, a.volumes, a.sources,
+                                        Ownership{.uid = peer.uid});
+        if (!made) return api_error(made.error());
+        return run_created_json(*made);
+      }
       case Op::step_register:
       case Op::step_unregister:
       case Op::step_status:
       case Op::run_show:
         if (!policy_) {
+          // The catalog has every step's record: reads need no tracer.
+          if (request.op == Op::step_status) {
+            const auto& a = std::get<StepStatusArgs>(request.args);
+            return answer(records_.status(a.pipeline, a.run, a.step));
+          }
+          if (request.op == Op::run_show) {
+            const auto& a = std::get<RunShowArgs>(request.args);
+            return answer(records_.run(a.pipeline, a.run));
+          }
           return tl::unexpected(ApiError{"internal",
-                                         "step ops need the step tracer, which did not start "
-                                         "(see the daemon's log)"});
+                                         "step snapshots are off: the step tracer did not start "
+                                         "(its reason is in the daemon's log); fix that and "
+                                         "restart stepsnapd"});
         }
         if (request.op == Op::step_register) {
           const auto& a = std::get<StepRegisterArgs>(request.args);

@@ -33,12 +33,15 @@ struct HandlerLimits {
 
 class DaemonHandler final : public Handler {
  public:
-  // policy may be null (no step tracer): step ops then fail with a clear error.
+  // policy may be null (no step tracer): step.register and step.unregister
+  // then fail with a clear error; step.status and run.show answer from the
+  // catalog.
   DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy, HandlerLimits limits = {})
       : volumes_(volumes),
         events_(events),
         policy_(policy),
         run_clones_(volumes),
+        records_(volumes, volumes.catalog()),
         limits_(limits) {}
 
   tl::expected<nlohmann::json, ApiError> handle(const Request& request,
@@ -64,6 +67,7 @@ class DaemonHandler final : public Handler {
 
   StepPolicy* policy_;
   RunClones run_clones_;
+  StepRecords records_;  // step reads when there is no policy
   HandlerLimits limits_;
   const uid_t self_ = ::geteuid();
   std::mutex steps_mutex_;

@@ -370,6 +370,24 @@ Result<std::optional<DeviceRecord>> Catalog::find_run_clone(std::int64_t pool_id
   return std::optional<DeviceRecord>(std::move(*d));
 }
 
+Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeline,
+                                 const std::string& run) {
+  std::lock_guard lock(db_->mutex());
+  // run_clone is "<pipeline>/<run>/<volume>" and names never hold '/', so a
+  // prefix match is exact; substr, not LIKE, since '_' is a LIKE wildcard.
+  auto st = db_->prepare(
+      "SELECT EXISTS (SELECT 1 FROM devices WHERE pool_id = ?1 AND "
+      "substr(run_clone, 1, length(?2)) = ?2) "
+      "OR EXISTS (SELECT 1 FROM step_snapshots s JOIN devices d ON d.id = s.device_id "
+      "WHERE d.pool_id = ?1 AND s.pipeline = ?3 AND s.run = ?4) "
+      "OR EXISTS (SELECT 1 FROM steps WHERE pipeline = ?3 AND run = ?4)");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, pool_id).bind(2, pipeline + "/" + run + "/").bind(3, pipeline).bind(4, run);
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  return st->int64(0) != 0;
+}
+
 Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
   return in_transaction(*db_, [&]() -> Result<Intent> {
     auto pool = get_pool(spec.pool_id);
@@ -402,7 +420,10 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
       if (origin->pool_id != spec.pool_id) {
         return fail("create " + spec.name, origin->name, EXDEV, "origin is in another pool");
       }
-      if (origin->state != DeviceState::created) {
+      const bool origin_usable =
+          origin->state == DeviceState::created ||
+          (spec.origin_in_same_operation && origin->state == DeviceState::creating);
+      if (!origin_usable) {
         return fail(
             "create " + spec.name, origin->name, EBUSY,
             "origin is " + std::string(to_string(origin->state)) + "; wait for it or delete it");
@@ -457,8 +478,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
 
     auto ins = db_->prepare(
         "INSERT INTO devices (pool_id, name, kind, thin_id, origin_id, parent_id, state, "
-        "size_bytes, created_ns, owner_uid, run_clone) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?)");
+        "size_bytes, created_ns, owner_uid, run_clone, dm_name) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)");
     if (!ins) return tl::unexpected(ins.error());
     ins->bind(1, spec.pool_id)
         .bind(2, spec.name)
@@ -470,7 +491,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
         .bind(8, now)
         .bind(9, std::int64_t{spec.owner_uid})
         .bind(10, spec.run_clone ? std::optional<std::string>(spec.run_clone->text())
-                                 : std::optional<std::string>());
+                                 : std::optional<std::string>())
+        .bind(11, spec.dm_name);
     TRY(ins->run());
     intent.device_id = db_->last_insert_rowid();
 

@@ -103,7 +103,11 @@ struct DeviceRecord {
   // a volume's snapshots read as a version history.
   std::optional<std::int64_t> parent_id;
   DeviceState state = DeviceState::creating;
-  std::string dm_name;  // active device-mapper name, empty when inactive
+  // The device-mapper name: for a created device the name it is active
+  // under (empty when inactive); for a creating one the name it is being
+  // activated under, written with the intent so that recovery can find (and
+  // remove) a device a crash left active before the create was committed.
+  std::string dm_name;
   std::uint64_t size_bytes = 0;
   std::uint64_t mapped_bytes = 0;
   std::int64_t created_ns = 0;
@@ -132,6 +136,14 @@ struct CreateSpec {
   std::uint32_t owner_uid = 0;
   // Set by run.clone only; a second device with the same key is EEXIST.
   std::optional<RunCloneKey> run_clone;
+  // The dm name the device will be activated under (volumes and clones;
+  // empty for snapshots, which stay inactive). Recorded before the kernel
+  // call: see DeviceRecord::dm_name.
+  std::string dm_name;
+  // The origin may still be `creating`: it is made by the same operation
+  // (run.create clones the run's initial snapshots before committing
+  // either), which finishes or rolls back both together.
+  bool origin_in_same_operation = false;
 };
 
 // Returned by begin_*; handed back to finish_*/abort_*.
@@ -226,6 +238,10 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // Whether anything in the pool belongs to the run: a run clone, a step
+  // snapshot or a registered step naming (pipeline, run).
+  Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,
+                          const std::string& run);
   // The run's clone of a volume, by the run_clone column alone.
   Result<std::optional<DeviceRecord>> find_run_clone(std::int64_t pool_id, const RunCloneKey& key);
 

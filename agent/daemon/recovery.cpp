@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <map>
+#include <optional>
 #include <set>
 
 #include "agent/catalog/reconcile.h"
@@ -29,7 +31,9 @@ bool thin_exists(dm::ThinPool& pool, dm::ThinId id, const std::set<dm::ThinId>& 
 }
 
 Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
-                              std::set<dm::ThinId>* active_ids) {
+                              std::set<dm::ThinId>* active_ids,
+                              std::multimap<dm::ThinId, std::string>* active_names,
+                              std::optional<Result<bool>>* released_snap) {
   ReconcileInput in;
   in.pool_dm_name = pool.name();
   in.next_thin_id = record.next_thin_id;
@@ -40,12 +44,18 @@ Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRe
   if (!pending) return tl::unexpected(pending.error());
   in.pending = *pending;
 
+  // The id probe's device (below) left by a crash mid-probe would keep an
+  // id active that recovery may have to delete.
+  if (auto r = pool.deactivate(pool.name() + "-probe", {.attempts = 1}); !r) {
+    log::warn("recovery: " + r.error().message());
+  }
   std::set<std::string> names{pool.name()};
   auto active = pool.active_volumes();
   if (!active) return tl::unexpected(active.error());
   for (const auto& v : *active) {
     names.insert(v.name);
     active_ids->insert(v.id);
+    active_names->emplace(v.id, v.name);
   }
   for (const auto& d : in.devices) {
     if (!d.dm_name.empty()) names.insert(d.dm_name);
@@ -60,6 +70,11 @@ Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRe
       if (auto r = dm::resume(n); !r) return tl::unexpected(r.error().context("recovery"));
     }
   }
+
+  // A metadata snapshot left held (a previous daemon killed inside
+  // list_thin_ids, or thin_ls -m) is released: stepsnapd owns the pool, the
+  // pool has only one, and the list below needs it.
+  *released_snap = pool.release_held_metadata_snap();
 
   // The whole list when the pool can give it.
   if (auto listed = pool.list_thin_ids()) {
@@ -98,8 +113,26 @@ json action_json(const RepairAction& a) {
   return j;
 }
 
+// Removes the device named `dm_name` (a creating row's intended name, or a
+// deleting row's last name) if it is what a crash left of this id: a thin
+// device of this pool mapping `id`, or a device with no live table (made,
+// its table never loaded). A device of that name mapping anything else is
+// not ours to remove: an error, and the thin id is not deleted.
+Status remove_recorded_device(dm::ThinPool& pool, const std::string& dm_name, dm::ThinId id,
+                              const std::multimap<dm::ThinId, std::string>& active) {
+  for (auto [it, end] = active.equal_range(id); it != end; ++it) {
+    if (it->second == dm_name) return pool.deactivate(dm_name);
+  }
+  auto info = dm::info(dm_name);
+  if (!info) return {};  // never made, or already gone
+  if (!info->live_table) return pool.deactivate(dm_name);
+  return fail("roll back thin id " + std::to_string(id), dm_name, EEXIST,
+              "a device of that name maps something other than thin id " + std::to_string(id) +
+                  " of pool " + pool.name() + "; left alone: remove it by hand");
+}
+
 Status execute(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
-               const RepairAction& a) {
+               const RepairAction& a, const std::multimap<dm::ThinId, std::string>& active) {
   using K = RepairAction::Kind;
   switch (a.kind) {
     case K::resume_device: {
@@ -107,11 +140,18 @@ Status execute(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
       if (info && !info->suspended) return {};  // the pool, resumed while gathering
       return dm::resume(a.dm_name);
     }
-    case K::delete_thin:
+    case K::delete_thin: {
+      // The kernel refuses to delete an id that is active (EBUSY), so every
+      // device mapping it goes first: the recorded name, and any other
+      // device of this pool mapping the id (a leaked id has no record).
       if (!a.dm_name.empty()) {
-        if (auto r = pool.deactivate(a.dm_name); !r) return r;
+        if (auto r = remove_recorded_device(pool, a.dm_name, a.thin_id, active); !r) return r;
+      }
+      for (auto [it, end] = active.equal_range(a.thin_id); it != end; ++it) {
+        if (auto r = pool.deactivate(it->second); !r) return r;
       }
       return pool.delete_thin(a.thin_id);
+    }
     case K::drop_record:
       return catalog.drop_device(a.device_id);
     case K::mark_faulty:
@@ -131,15 +171,52 @@ Status execute(Catalog& catalog, dm::ThinPool& pool, const PoolRecord& record,
 Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool& pool,
                                const PoolRecord& record) {
   std::set<dm::ThinId> active_ids;
-  auto input = gather(catalog, pool, record, &active_ids);
+  std::multimap<dm::ThinId, std::string> active_names;
+  std::optional<Result<bool>> released_snap;
+  auto input = gather(catalog, pool, record, &active_ids, &active_names, &released_snap);
   if (!input) return tl::unexpected(input.error());
   auto plan = plan_reconcile(*input);
   RecoveryResult result;
+  if (released_snap && (!*released_snap || **released_snap)) {
+    json data = {{"action", "release_metadata_snap"},
+                 {"pool", pool.name()},
+                 {"reason", "the pool's metadata snapshot was left held"},
+                 {"ok", static_cast<bool>(*released_snap)}};
+    if (*released_snap) {
+      ++result.repairs;
+      log::warn("recovery: released the metadata snapshot left held on " + pool.name());
+    } else {
+      data["error"] = released_snap->error().message();
+      ++result.failures;
+      log::error("recovery: " + released_snap->error().message());
+    }
+    if (auto e = events.append(EventType::agent_recovered, data); !e) {
+      return tl::unexpected(e.error());
+    }
+  }
+  // Devices whose kernel delete failed keep their record and their pending
+  // operation, untouched, so the catalog still names the thin device and the
+  // next start tries again: a record is dropped only once the kernel no
+  // longer has the device.
+  std::set<std::int64_t> kept;
   for (const auto& a : plan) {
     json data = action_json(a);
+    using K = RepairAction::Kind;
+    if (a.device_id && kept.count(a.device_id) &&
+        (a.kind == K::drop_record || a.kind == K::close_operation)) {
+      data["ok"] = false;
+      data["skipped"] = true;
+      data["error"] = "kept: the kernel delete of its thin device failed; retried at next start";
+      ++result.failures;
+      if (auto e = events.append(EventType::agent_recovered, data); !e) {
+        return tl::unexpected(e.error());
+      }
+      continue;
+    }
     auto sp = Savepoint::begin(catalog.db());
     if (!sp) return tl::unexpected(sp.error());
-    auto r = execute(catalog, pool, record, a);
+    auto r = execute(catalog, pool, record, a, active_names);
+    if (!r && a.kind == K::delete_thin && a.device_id) kept.insert(a.device_id);
     if (!r) {
       data["ok"] = false;
       data["error"] = r.error().message();
@@ -162,7 +239,12 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
   for (const auto& d : *devices) {
     if (d.state != DeviceState::created || d.kind == DeviceKind::snapshot) continue;
     std::string name = d.dm_name.empty() ? volume_dm_name(record.name, d.name) : d.dm_name;
-    if (dm::exists(name)) continue;
+    // A device made but never given its table (a crash inside an earlier
+    // reactivation) is removed and made again.
+    if (auto info = dm::info(name)) {
+      if (info->live_table) continue;
+      if (auto r = pool.deactivate(name); !r) log::warn("recovery: " + r.error().message());
+    }
     json data = {{"action", "reactivate"},
                  {"dm_name", name},
                  {"thin_id", d.thin_id},

@@ -38,6 +38,7 @@
 #include "agent/catalog/catalog.h"
 #include "agent/events/event_log.h"
 #include "agent/policy/step_cgroup.h"
+#include "agent/policy/step_records.h"
 #include "agent/policy/step_state.h"
 #include "agent/volumes/volumes.h"
 #include "bpf/tracer.h"
@@ -214,11 +215,10 @@ class StepPolicy {
   void persist(const std::string& key, const Step& step);
   StepRecord record_of(const Step& step) const;
   nlohmann::json step_json(const Step& step) const;
-  Result<nlohmann::json> snapshots_json(const std::string& pipeline, const std::string& run,
-                                        const std::string& step);
 
   Volumes& volumes_;
   Catalog& catalog_;
+  StepRecords records_{volumes_, catalog_};
   EventLog& events_;
   StepPolicyOptions options_;
   std::optional<bpf::StepTracer> tracer_;  // the tracer thread's only

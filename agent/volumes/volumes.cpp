@@ -148,7 +148,20 @@ void Volumes::check_space() {
 }
 
 void Volumes::report_failure(const std::string& op, const Error& error) {
-  if (!is_space_kind(error)) return;
+  if (!is_space_kind(error)) {
+    // A pool that went read-only or failed (a metadata write error sets
+    // needs_check) refuses every create from now on: say so once per
+    // refusal, with the kind a monitor can switch on.
+    auto k = dm::kind_of(error);
+    if (k != dm::ErrorKind::needs_check && k != dm::ErrorKind::read_only &&
+        k != dm::ErrorKind::pool_failed)
+      return;
+    auto r = events_.append(
+        EventType::error,
+        {{"op", op}, {"pool", record_.name}, {"kind", error.kind}, {"message", error.message()}});
+    if (!r) log::error("event error: " + r.error().message());
+    return;
+  }
   auto r = events_.append(
       EventType::pool_out_of_space,
       {{"pool", record_.name}, {"kind", error.kind}, {"op", op}, {"message", error.message()}});
@@ -238,7 +251,8 @@ Result<DeviceRecord> Volumes::create_volume(const std::string& name, std::uint64
                           .size_bytes = size_bytes,
                           .labels = labels,
                           .thin_id = id,
-                          .owner_uid = who.uid};
+                          .owner_uid = who.uid,
+                          .dm_name = volume_dm_name(record_.name, name)};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.create_volume(volume_dm_name(record_.name, name), size_bytes, before);
@@ -376,7 +390,8 @@ Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::stri
                           .labels = labels,
                           .thin_id = id,
                           .owner_uid = who.uid,
-                          .run_clone = who.run_clone};
+                          .run_clone = who.run_clone,
+                          .dm_name = volume_dm_name(record_.name, name)};
       },
       [&](const dm::BeforeCreate& before) -> Result<std::vector<Made>> {
         auto vol = pool_.clone(source->thin_id, volume_dm_name(record_.name, name),

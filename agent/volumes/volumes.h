@@ -46,6 +46,18 @@ struct GroupSnapshot {
   std::chrono::nanoseconds flush{0};
 };
 
+// What run.create made (Volumes::create_run).
+struct RunCreated {
+  std::string pipeline;
+  std::string run;
+  // The run's initial snapshots, in the order of the volumes; empty when the
+  // clones were made from given snapshots.
+  std::vector<DeviceRecord> initial_snapshots;
+  std::vector<DeviceRecord> clones;   // the run's clone of each volume
+  std::chrono::nanoseconds pause{0};  // the group snapshot's pause, as GroupSnapshot
+};
+nlohmann::json run_created_json(const RunCreated& made);
+
 // Who a create is for: the peer's uid (recorded as the device's owner, see
 // docs/security.md) and, for run.clone only, the run the clone belongs to.
 struct Ownership {
@@ -64,6 +76,7 @@ class Volumes {
         low_space_percent_(low_space_percent) {}
 
   const PoolRecord& pool_record() const { return record_; }
+  Catalog& catalog() { return catalog_; }
   // Runs fn with the pool locked (recovery, status).
   template <typename Fn>
   auto with_pool(Fn&& fn) {
@@ -89,6 +102,19 @@ class Volumes {
   // from a snapshot.
   Result<DeviceRecord> clone(const std::string& snapshot, const std::string& name,
                              const Labels& labels, DeviceKind kind, const Ownership& who = {});
+  // run.create, one operation (run_creation.cpp): the run's initial
+  // snapshots of every volume at one instant (one group snapshot) unless
+  // `sources` names one snapshot per volume, then the run's clone of each;
+  // the intents of all of them committed before the first kernel call, the
+  // results in one transaction after the last. When any part fails every
+  // device made so far is removed and every intent rolled back; a kill -9
+  // in between leaves only `creating` rows, which recovery rolls back
+  // together. Without `run` an id no run of the pipeline has is picked
+  // ("run-YYYYMMDD-HHMMSS", then "-2", "-3", ...); a given run that exists
+  // (any clone, snapshot or step of it) is EEXIST.
+  Result<RunCreated> create_run(const std::string& pipeline, const std::optional<std::string>& run,
+                                const std::vector<std::string>& volumes,
+                                const std::vector<std::string>& sources, const Ownership& who);
   // volume.delete (volumes and clones) or snapshot.delete (snapshots).
   Status remove(const std::string& name, bool snapshot);
   // snapshot.label: merges `labels` into the snapshot's (new values win),

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <chrono>
 #include <condition_variable>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -40,15 +39,6 @@ constexpr int kBadNotebook = 2;
 int say(const std::string& message) {
   std::cerr << "runner: " << message << "\n";
   return kRunnerFailed;
-}
-
-std::string generated_run_id() {
-  std::time_t now = std::time(nullptr);
-  std::tm utc{};
-  ::gmtime_r(&now, &utc);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "run-%Y%m%d-%H%M%S", &utc);
-  return buf;
 }
 
 // --parallel's default: the number of CPUs, at most 4 (more steps at once
@@ -150,39 +140,39 @@ Result<RunPlan> restore_plan(protocol::ApiClient& api, const PipelineSpec& spec,
   return plan;
 }
 
-// Fails when the run already has a clone: a run id names one run.
-Status check_run_is_new(protocol::ApiClient& api, const PipelineSpec& spec,
-                        const std::string& run) {
-  auto volumes = api.request("volume.list", json::object());
-  if (!volumes) return tl::unexpected(volumes.error());
-  for (const auto& v : (*volumes)["volumes"]) {
-    std::string name = v.value("name", "");
-    if (name.rfind(spec.pipeline + "." + run + ".", 0) == 0)
-      return fail("start run", spec.pipeline + "/" + run, EEXIST,
-                  "it exists (clone " + name + "); pick another --run");
-  }
-  return {};
-}
-
-// The run's initial snapshots and clones (Kale's "create-volume-N" steps).
-Status make_run_volumes(protocol::ApiClient& api, const PipelineSpec& spec, RunPlan& plan) {
+// The run's initial snapshots and clones (Kale's "create-volume-N" steps),
+// one run.create: every volume snapshotted at one instant (or cloned from
+// the restore's snapshots), all of it made or none. Without --run the agent
+// picks the run id, one no run of the pipeline has. Sets plan.run.
+Status make_run_volumes(protocol::ApiClient& api, const PipelineSpec& spec,
+                        const std::optional<std::string>& run, RunPlan& plan) {
+  json volumes = json::array(), sources = json::array();
   for (const auto& v : spec.volumes) {
-    std::string& source = plan.clone_sources[v.name];
-    if (source.empty()) {
-      // Recorded as the run's initial snapshot (phase initial).
-      json args = {{"volume", v.name}, {"pipeline", spec.pipeline}, {"run", plan.run}};
-      std::string name = plan.run + "." + v.name + ".initial";
-      if (is_valid_name(name)) args["name"] = name;
-      auto snap = api.request("snapshot.create", args);
-      if (!snap) return tl::unexpected(snap.error().context("initial snapshot of " + v.name));
-      source = snap->value("name", "");
-      std::cout << "volume " << v.name << ": initial snapshot " << source << "\n";
+    volumes.push_back(v.name);
+    if (auto it = plan.clone_sources.find(v.name); it != plan.clone_sources.end())
+      sources.push_back(it->second);
+  }
+  json args = {{"pipeline", spec.pipeline}, {"volumes", volumes}};
+  if (run) args["run"] = *run;
+  if (!sources.empty()) args["sources"] = sources;
+  auto made = api.request("run.create", args);
+  if (!made) {
+    if (made.error().kind == "exists" && run)
+      return fail("start run", spec.pipeline + "/" + *run, EEXIST,
+                  "it exists (it has clones, snapshots or steps); pick another --run");
+    return tl::unexpected(made.error().context("make the run's volumes"));
+  }
+  plan.run = made->value("run", "");
+  const json& snaps = (*made)["initial_snapshots"];
+  const json& clones = (*made)["clones"];
+  for (std::size_t i = 0; i < spec.volumes.size() && i < clones.size(); ++i) {
+    const std::string& v = spec.volumes[i].name;
+    std::string source = plan.clone_sources.count(v) ? plan.clone_sources[v] : "";
+    if (i < snaps.size()) {
+      source = snaps[i].value("name", "");
+      std::cout << "volume " << v << ": initial snapshot " << source << "\n";
     }
-    auto clone = api.request(
-        "run.clone",
-        {{"pipeline", spec.pipeline}, {"run", plan.run}, {"volume", v.name}, {"snapshot", source}});
-    if (!clone) return tl::unexpected(clone.error().context("clone " + v.name + " for the run"));
-    std::cout << "volume " << v.name << ": run clone " << clone->value("name", "") << " from "
+    std::cout << "volume " << v << ": run clone " << clones[i].value("name", "") << " from "
               << source << "\n";
   }
   return {};
@@ -300,13 +290,11 @@ int run_pipeline(const PipelineRunOptions& o) {
     if (!restored) return say(restored.error().message());
     plan = std::move(*restored);
   }
-  plan.run = o.run.value_or(generated_run_id());
-  if (auto s = check_run_is_new(api, *spec, plan.run); !s) return say(s.error().message());
+  if (auto s = make_run_volumes(api, *spec, o.run, plan); !s) return say(s.error().message());
   std::cout << "pipeline " << spec->pipeline << ", run " << plan.run;
   if (o.restore_run)
     std::cout << " (restored from run " << *o.restore_run << " at step " << *o.from_step << ")";
   std::cout << ": " << order->size() << " steps, " << spec->volumes.size() << " volumes\n";
-  if (auto s = make_run_volumes(api, *spec, plan); !s) return say(s.error().message());
 
   const std::size_t total = order->size();
   const std::size_t slots = o.parallel ? o.parallel : default_parallel_steps();

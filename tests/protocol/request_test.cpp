@@ -79,6 +79,25 @@ TEST(Request, SnapshotLabelNeedsAtLeastOneValidLabel) {
             "invalid_value");
 }
 
+TEST(Request, RunCreate) {
+  auto r = accepted(req("run.create", {{"pipeline", "p"}, {"volumes", {"ws", "data"}}}));
+  EXPECT_EQ(r.op, Op::run_create);
+  const auto& a = std::get<RunCreateArgs>(r.args);
+  EXPECT_FALSE(a.run);
+  EXPECT_EQ(a.volumes, (std::vector<std::string>{"ws", "data"}));
+  EXPECT_TRUE(a.sources.empty());
+  auto restored = accepted(req("run.create", {{"pipeline", "p"},
+                                              {"run", "r2"},
+                                              {"volumes", {"ws", "data"}},
+                                              {"sources", {"r1.s.ws.pre", "r1.s.data.pre"}}}));
+  EXPECT_EQ(std::get<RunCreateArgs>(restored.args).sources.size(), 2u);
+  EXPECT_EQ(rejected(req("run.create", {{"pipeline", "p"}})).code, "missing_field");
+  EXPECT_EQ(rejected(req("run.create",
+                         {{"pipeline", "p"}, {"volumes", {"ws", "data"}}, {"sources", {"s"}}}))
+                .code,
+            "invalid_value");
+}
+
 TEST(Request, EveryOpParsesWithMinimalArgs) {
   std::vector<std::pair<std::string, json>> cases = {
       {"volume.create", {{"name", "v"}, {"size_bytes", 4096}}},

@@ -90,25 +90,16 @@ pid_t StepsnapdFixture::launch(const std::string& notify) {
   // ctest wait for it until the test's timeout whenever a test died early.
   if (!std::freopen(log_path().c_str(), "a", stderr)) ::_exit(126);
   if (!std::freopen(log_path().c_str(), "a", stdout)) ::_exit(126);
-  std::vector<std::string> args = {"stepsnapd",
-                                   "--state-dir",
-                                   dir_ + "/state",
-                                   "--socket",
-                                   socket_,
-                                   "--socket-group",
-                                   socket_group_,
-                                   "--pool-name",
-                                   pool_,
-                                   "--pool-loop-dir",
-                                   dir_ + "/loop",
-                                   "--pool-loop-data-size",
-                                   data_size_,
-                                   "--pool-loop-metadata-size",
-                                   "16M",
-                                   "--log-level",
-                                   "debug",
-                                   "--bpf-pin-dir",
-                                   pin_bpf_ ? bpf_pins_ : ""};
+  std::vector<std::string> args = {"stepsnapd", "--state-dir",    dir_ + "/state", "--socket",
+                                   socket_,     "--socket-group", socket_group_,   "--pool-name",
+                                   pool_,       "--log-level",    "debug"};
+  if (pool_args_.empty()) {
+    args.insert(args.end(), {"--pool-loop-dir", dir_ + "/loop", "--pool-loop-data-size", data_size_,
+                             "--pool-loop-metadata-size", "16M"});
+  } else {
+    args.insert(args.end(), pool_args_.begin(), pool_args_.end());
+  }
+  args.insert(args.end(), {"--bpf-pin-dir", pin_bpf_ ? bpf_pins_ : ""});
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());

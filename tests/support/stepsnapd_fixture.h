@@ -39,6 +39,9 @@ class StepsnapdFixture : public ::testing::Test {
   // Pin the step tracer (--bpf-pin-dir) in a directory of this test's own,
   // removed in TearDown; false: --bpf-pin-dir "" (nothing survives a stop).
   bool pin_bpf_ = true;
+  // Replaces the loop-file pool flags (--pool-loop-dir and sizes), e.g. with
+  // --pool-data-device and --pool-metadata-device.
+  std::vector<std::string> pool_args_;
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.

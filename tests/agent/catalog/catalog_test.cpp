@@ -77,6 +77,62 @@ TEST_F(CatalogTest, RefusesASchemaNewerThanTheAgent) {
   EXPECT_NE(again.error().message().find("newer than this agent"), std::string::npos);
 }
 
+// What recovery needs to roll back a create a crash cut short: the dm name
+// the device is being activated under is in the creating row.
+TEST_F(CatalogTest, ACreatingRowRecordsTheDmNameItIsBeingActivatedUnder) {
+  auto intent = catalog_->begin_create({.pool_id = pool_.id,
+                                        .name = "v",
+                                        .kind = DeviceKind::volume,
+                                        .size_bytes = 1 << 20,
+                                        .dm_name = "pool0-vol-v"});
+  ASSERT_TRUE(intent) << intent.error().message();
+  auto d = catalog_->get_device(intent->device_id);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->state, DeviceState::creating);
+  EXPECT_EQ(d->dm_name, "pool0-vol-v");
+}
+
+// run.create clones snapshots its own transaction has not finished yet;
+// nothing else may use a creating origin.
+TEST_F(CatalogTest, OnlyTheSameOperationMayCloneACreatingOrigin) {
+  DeviceRecord vol = make("ws", DeviceKind::volume);
+  auto snap = catalog_->begin_create({.pool_id = pool_.id,
+                                      .name = "ws.initial",
+                                      .kind = DeviceKind::snapshot,
+                                      .origin_id = vol.id});
+  ASSERT_TRUE(snap) << snap.error().message();
+  auto other = catalog_->begin_create({.pool_id = pool_.id,
+                                       .name = "other",
+                                       .kind = DeviceKind::clone,
+                                       .origin_id = snap->device_id});
+  ASSERT_FALSE(other);
+  EXPECT_EQ(other.error().err, EBUSY);
+  auto same = catalog_->begin_create({.pool_id = pool_.id,
+                                      .name = "p.r.ws",
+                                      .kind = DeviceKind::clone,
+                                      .origin_id = snap->device_id,
+                                      .origin_in_same_operation = true});
+  EXPECT_TRUE(same) << same.error().message();
+}
+
+TEST_F(CatalogTest, ARunExistsOnceItHasAClone) {
+  EXPECT_FALSE(*catalog_->run_exists(pool_.id, "p", "rx1"));
+  DeviceRecord vol = make("ws", DeviceKind::volume);
+  DeviceRecord snap = make("ws.s", DeviceKind::snapshot, vol.id);
+  auto clone = catalog_->begin_create({.pool_id = pool_.id,
+                                       .name = "p.rx1.ws",
+                                       .kind = DeviceKind::clone,
+                                       .origin_id = snap.id,
+                                       .run_clone = RunCloneKey{"p", "rx1", "ws"}});
+  ASSERT_TRUE(clone) << clone.error().message();
+  EXPECT_TRUE(*catalog_->run_exists(pool_.id, "p", "rx1"));
+  // A match on the whole "<pipeline>/<run>/": no shorter run, and '_' is no
+  // wildcard (LIKE 'p/r_1/%' would match this clone).
+  EXPECT_FALSE(*catalog_->run_exists(pool_.id, "p", "r_1"));
+  EXPECT_FALSE(*catalog_->run_exists(pool_.id, "p", "rx"));
+  EXPECT_FALSE(*catalog_->run_exists(pool_.id, "q", "rx1"));
+}
+
 TEST_F(CatalogTest, DuplicatePoolIsEexist) {
   auto again = catalog_->add_pool({"pool0", "/dev/a", "/dev/b", 65536});
   ASSERT_FALSE(again);

@@ -1,0 +1,48 @@
+// step.status and run.show as the catalog records them: a step's row (or
+// the live step's view, which wins over it), its snapshots and whether its
+// post-snapshots are exact. Needs no tracer, so the agent answers these
+// reads even when the step tracer did not start.
+#pragma once
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+
+#include "agent/catalog/catalog.h"
+#include "agent/volumes/volumes.h"
+#include "common/error.h"
+
+namespace stepsnap::agent {
+
+// Labels on a post-snapshot that is not exact, and why (the step policy
+// writes them). Labels are what a snapshot keeps in the catalog, so the
+// verdict survives a restart.
+inline constexpr const char* kExactLabel = "stepsnap.exact";
+inline constexpr const char* kNotExactLabel = "stepsnap.not_exact";
+
+// The API's view of a step, from its record: the same shape whether the
+// step is live in memory or was read back from the catalog.
+nlohmann::json record_json(const StepRecord& r);
+
+class StepRecords {
+ public:
+  StepRecords(Volumes& volumes, Catalog& catalog) : volumes_(volumes), catalog_(catalog) {}
+
+  // `live`: the step's view from memory when it is live.
+  Result<nlohmann::json> status(const std::string& pipeline, const std::string& run,
+                                const std::string& step,
+                                const std::optional<nlohmann::json>& live = std::nullopt);
+  // `live`: the views of the run's live steps, by step name.
+  Result<nlohmann::json> run(const std::string& pipeline, const std::string& run,
+                             const std::map<std::string, nlohmann::json>& live = {});
+
+ private:
+  Result<nlohmann::json> snapshots_json(const std::string& pipeline, const std::string& run,
+                                        const std::string& step);
+
+  Volumes& volumes_;
+  Catalog& catalog_;
+};
+
+}  // namespace stepsnap::agent
