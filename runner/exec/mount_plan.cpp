@@ -74,6 +74,10 @@ Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options) {
     if (v.read_only) volumes.push_back({K::remount_ro, "", target.string()});
     targets.push_back(target);
   }
+  for (const auto& dir : options.host_dirs) {
+    volumes.push_back({K::bind, dir, dir});
+    targets.push_back(fs::path(dir));
+  }
 
   std::vector<MountOp> plan{{K::make_private, "", "/"},
                             {K::new_root, options.sandbox.rootfs.value_or("/"), "/"}};

@@ -46,7 +46,8 @@ struct MountOp {
 // The ordered operations for the step's root (the host's / or --rootfs,
 // read-only), its /proc, /dev, /tmp, /run and read-only /sys/fs/cgroup, the
 // agent's hidden directories, options' volumes (host directories, as with
-// --no-agent, or the device paths of mounted clones), pivot_root, and the
+// --no-agent, or the device paths of mounted clones) and host_dirs,
+// pivot_root, and the
 // marshal folder. Fails on a relative target, one over /, /proc or the
 // cgroup tree, or a marshal folder that escapes the workspace.
 Result<std::vector<MountOp>> build_mount_plan(const ExecOptions& options);

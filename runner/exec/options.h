@@ -61,6 +61,10 @@ struct ExecOptions {
   // --env-file's lines, then --env's, in order (a later one wins).
   std::vector<std::pair<std::string, std::string>> env;
   SandboxOptions sandbox;
+  // Not a command-line option: host directories bound read-write at their
+  // own path in the step (runner pipeline's metrics folder, which the step
+  // writes and runner reads).
+  std::vector<std::string> host_dirs;
   std::string hostname;  // defaults to the step name
   NetMode net = NetMode::none;
   std::optional<std::uint64_t> memory_bytes;

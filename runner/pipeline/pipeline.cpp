@@ -203,6 +203,7 @@ class MetricsFolder {
   }
   MetricsFolder(const MetricsFolder&) = delete;
   MetricsFolder& operator=(const MetricsFolder&) = delete;
+  const std::string& dir() const { return dir_; }
   std::string file_for(const std::string& step) const {
     return dir_.empty() ? "" : dir_ + "/" + step + ".json";
   }
@@ -290,7 +291,12 @@ int run_pipeline(const PipelineRunOptions& o) {
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
       const bool records_metrics = metric_steps.count(r.name) > 0;
-      if (records_metrics) exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(r.name));
+      if (records_metrics) {
+        exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(r.name));
+        // The step's root is read-only and its /tmp its own: the folder is
+        // bound into the step at its path.
+        exec.host_dirs.push_back(metrics.dir());
+      }
       auto t0 = std::chrono::steady_clock::now();
       int code;
       {

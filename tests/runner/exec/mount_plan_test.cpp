@@ -63,6 +63,20 @@ TEST(MountPlan, StagedRootThenReadOnlyThenFreshMountsThenVolumesThenPivotThenMar
   EXPECT_EQ(*plan, want);
 }
 
+TEST(MountPlan, HostDirsAreBoundAtTheirOwnPathAfterTheVolumes) {
+  auto o = with_volumes({{"/srv/ws", "/ws", false}});
+  o.host_dirs = {"/tmp/stepsnap-metrics-x", "/srv/out"};
+  auto plan = build_mount_plan(o);
+  ASSERT_TRUE(plan) << plan.error().message();
+  auto at = [&](const MountOp& op) { return std::find(plan->begin(), plan->end(), op); };
+  ASSERT_NE(at({K::bind, "/srv/ws", "/ws"}), plan->end());
+  EXPECT_EQ(at({K::bind, "/srv/ws", "/ws"}) + 1,
+            at({K::bind, "/tmp/stepsnap-metrics-x", "/tmp/stepsnap-metrics-x"}));
+  EXPECT_NE(at({K::mount_point, "", "/srv/out"}), plan->end());  // not under /tmp
+  EXPECT_EQ(at({K::mount_point, "", "/tmp/stepsnap-metrics-x"}), plan->end());
+  EXPECT_EQ(plan->back(), (MountOp{K::mkdir, "", "/ws/.marshal"}));
+}
+
 TEST(MountPlan, RootfsHostDevAndTheAgentsSocketDirectory) {
   auto o = with_volumes({});
   o.sandbox.rootfs = "/srv/image";

@@ -175,6 +175,17 @@ TEST_F(Sandbox, HostFilesystemIsReadOnlyAndProcSysTooButTmpIsWritable) {
   EXPECT_FALSE(fs::exists("/usr/stepsnap-x"));
 }
 
+TEST_F(Sandbox, RootStepCannotLeaveOrChangeItsCgroup) {
+  // runner_exec_test tries harder (with CAP_SYS_ADMIN); this is the default.
+  auto o =
+      run("-- sh -c 'echo $$ > /sys/fs/cgroup/cgroup.procs 2>/dev/null || echo move-refused; "
+          "mkdir /sys/fs/cgroup/x 2>/dev/null || echo no-child; "
+          "echo 1 > /sys/fs/cgroup/cgroup.max.descendants 2>/dev/null || echo limits-ro; "
+          "grep ^0:: /proc/self/cgroup'");
+  ASSERT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "move-refused\nno-child\nlimits-ro\n0::/\n");
+}
+
 TEST_F(Sandbox, DevIsMinimalAndDeviceNodesTheStepMakesOpenNothing) {
   // The host's root device: a block device a root step must not read.
   struct stat root {};
