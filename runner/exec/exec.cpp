@@ -1,5 +1,6 @@
 #include "runner/exec/exec.h"
 
+#include <linux/capability.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/signalfd.h>
@@ -22,6 +23,8 @@
 #include "runner/exec/cgroup.h"
 #include "runner/exec/fs_probe.h"
 #include "runner/exec/mount_plan.h"
+#include "runner/exec/sandbox_process.h"
+#include "runner/exec/step_env.h"
 #include "runner/exec/step_process.h"
 #include "runner/exec/stepsnapd_client.h"
 
@@ -88,16 +91,27 @@ Status apply_limits(const Cgroup& cg, const ExecOptions& o) {
   return {};
 }
 
-std::vector<std::string> step_environment(const ExecOptions& o) {
+// CMD's credentials, capabilities and seccomp filter from the options
+// (checked when they were parsed).
+ProcessSandbox process_sandbox(const ExecOptions& o) {
+  ProcessSandbox sb;
+  sb.uid = o.sandbox.uid;
+  sb.gid = o.sandbox.gid;
+  sb.capabilities = step_capabilities(o.sandbox.cap_add, o.sandbox.cap_drop).value_or(0);
+  sb.seccomp.allow_mounts = sb.uid == 0 && (sb.capabilities & (CapMask{1} << CAP_SYS_ADMIN));
+  return sb;
+}
+
+std::vector<std::string> runner_environment() {
   std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    std::string kv(*e);
-    bool overridden = false;
-    for (const auto& [k, v] : o.env) overridden |= kv.rfind(k + "=", 0) == 0;
-    if (!overridden) env.push_back(std::move(kv));
-  }
-  for (const auto& [k, v] : o.env) env.push_back(k + "=" + v);
+  for (char** e = environ; *e; ++e) env.emplace_back(*e);
   return env;
+}
+
+std::string current_directory() {
+  std::error_code ec;
+  auto cwd = std::filesystem::current_path(ec);
+  return ec ? "/" : cwd.string();
 }
 
 UniqueFd timer_after(double seconds) {
@@ -140,9 +154,14 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   ::sigprocmask(SIG_BLOCK, &forwarded, &old_mask);
   UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
 
-  StepSpec spec{
-      plan,     o.hostname, o.net == NetMode::none, o.workdir.value_or(""), step_environment(o),
-      o.command};
+  StepSpec spec{plan,
+                o.hostname,
+                o.net == NetMode::none,
+                o.workdir.value_or(""),
+                step_environment(runner_environment(), o.env, o.sandbox.uid),
+                o.command,
+                process_sandbox(o),
+                current_directory()};
   // No gate before CMD's exec: the agent's BPF tracer holds the step at
   // that exec and releases it only after the pre-snapshot.
   auto step = StepProcess::start(spec, step_cgroup.dir_fd());

@@ -8,6 +8,8 @@
 
 #include "common/names.h"
 #include "common/size.h"
+#include "runner/exec/capabilities.h"
+#include "runner/exec/step_env.h"
 
 namespace stepsnap::runner {
 namespace po = boost::program_options;
@@ -35,7 +37,23 @@ po::options_description exec_description() {
     ("workdir", po::value<std::string>()->value_name("DIR"),
      "absolute working directory of the step (default: runner's own)")
     ("env", po::value<std::vector<std::string>>()->value_name("K=V")->composing(),
-     "set an environment variable for the step (added to runner's environment); repeatable")
+     "set an environment variable for the step; repeatable; wins over --env-file")
+    ("env-file", po::value<std::vector<std::string>>()->value_name("FILE")->composing(),
+     "NAME=VALUE lines (# comments, blank lines) for the step's environment; repeatable")
+    ("user", po::value<std::string>()->value_name("UID[:GID]"),
+     "run CMD as this numeric uid and gid (GID defaults to UID), with no capability; "
+     "default: root, with containerd's default capabilities")
+    ("cap-add", po::value<std::vector<std::string>>()->value_name("CAP")->composing(),
+     "give a root step this capability too (e.g. NET_ADMIN, or ALL); SYS_ADMIN also lets it "
+     "mount and make namespaces; repeatable")
+    ("cap-drop", po::value<std::vector<std::string>>()->value_name("CAP")->composing(),
+     "take this capability from a root step's default set (or ALL); repeatable")
+    ("rootfs", po::value<std::string>()->value_name("DIR"),
+     "the step's root, read-only (default: the host's /, read-only)")
+    ("dev", po::value<std::string>()->value_name("minimal|host"),
+     "minimal: a /dev of null, zero, full, random, urandom, tty, pts, shm (default); "
+     "host: the host's /dev, every device of the node included (for steps that attach loop "
+     "devices; use with --cap-add SYS_ADMIN)")
     ("hostname", po::value<std::string>()->value_name("H"), "hostname of the step (default: S)")
     ("net", po::value<std::string>()->value_name("none|host"),
      "none: own network namespace with only loopback (default); host: the host's network")
@@ -83,7 +101,48 @@ Result<double> parse_positive(const std::string& option, const std::string& text
   return value;
 }
 
+Result<unsigned> parse_id(const std::string& text, const std::string& all) {
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size())
+    return fail("bad --user", all, 0, "expected numeric UID or UID:GID, e.g. 1000:1000");
+  return value;
+}
+
+Status parse_sandbox_options(const po::variables_map& vm, SandboxOptions* sb) {
+  if (vm.count("user")) {
+    if (auto s = parse_user(vm["user"].as<std::string>(), sb); !s) return s;
+  }
+  if (vm.count("cap-add")) sb->cap_add = vm["cap-add"].as<std::vector<std::string>>();
+  if (vm.count("cap-drop")) sb->cap_drop = vm["cap-drop"].as<std::vector<std::string>>();
+  if (auto caps = step_capabilities(sb->cap_add, sb->cap_drop); !caps)
+    return tl::unexpected(caps.error());
+  if (vm.count("rootfs")) {
+    sb->rootfs = vm["rootfs"].as<std::string>();
+    if (sb->rootfs->empty() || sb->rootfs->front() != '/')
+      return fail("bad --rootfs", *sb->rootfs, 0, "give an absolute directory");
+  }
+  if (vm.count("dev")) {
+    auto dev = vm["dev"].as<std::string>();
+    if (dev != "minimal" && dev != "host")
+      return fail("bad --dev", dev, 0, "expected minimal or host");
+    sb->host_dev = dev == "host";
+  }
+  return {};
+}
+
 }  // namespace
+
+Status parse_user(const std::string& text, SandboxOptions* sb) {
+  auto colon = text.find(':');
+  auto uid = parse_id(text.substr(0, colon), text);
+  if (!uid) return tl::unexpected(uid.error());
+  auto gid = colon == std::string::npos ? uid : parse_id(text.substr(colon + 1), text);
+  if (!gid) return tl::unexpected(gid.error());
+  sb->uid = *uid;
+  sb->gid = *gid;
+  return {};
+}
 
 Result<std::uint64_t> parse_bytes(const std::string& text) {
   auto bytes = parse_size(text);
@@ -178,6 +237,13 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
   }
 
   if (vm.count("workdir")) o.workdir = vm["workdir"].as<std::string>();
+  if (vm.count("env-file")) {
+    for (const auto& file : vm["env-file"].as<std::vector<std::string>>()) {
+      auto lines = read_env_file(file);
+      if (!lines) return tl::unexpected(lines.error());
+      o.env.insert(o.env.end(), lines->begin(), lines->end());
+    }
+  }
   if (vm.count("env")) {
     for (const auto& text : vm["env"].as<std::vector<std::string>>()) {
       auto eq = text.find('=');
@@ -185,6 +251,7 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
       o.env.emplace_back(text.substr(0, eq), text.substr(eq + 1));
     }
   }
+  if (auto s = parse_sandbox_options(vm, &o.sandbox); !s) return tl::unexpected(s.error());
   o.hostname = vm.count("hostname") ? vm["hostname"].as<std::string>() : o.step;
   if (o.hostname.empty() || o.hostname.size() > 64)
     return fail("bad --hostname", o.hostname, 0, "1 to 64 characters");
@@ -238,11 +305,13 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
 std::string exec_help() {
   std::ostringstream out;
   out << "usage: runner exec [--agent SOCKET] --pipeline P --run R --step S\n"
-         "                   [--volume NAME:/path[:ro]]... [--workdir DIR] [--env K=V]...\n"
-         "                   [--hostname H] [--net none|host] [--memory BYTES] [--cpus N]\n"
-         "                   [--timeout SECONDS] [--snapshots pre,post|pre|post|none]\n"
-         "                   [--marshal DIR] [--clone-from VOLUME=SNAPSHOT]...\n"
-         "                   [--no-agent] -- CMD [ARGS...]\n"
+         "                   [--volume NAME:/path[:ro]]... [--workdir DIR]\n"
+         "                   [--env K=V]... [--env-file FILE]... [--user UID[:GID]]\n"
+         "                   [--cap-add CAP]... [--cap-drop CAP]... [--rootfs DIR]\n"
+         "                   [--dev minimal|host] [--hostname H] [--net none|host]\n"
+         "                   [--memory BYTES] [--cpus N] [--timeout SECONDS]\n"
+         "                   [--snapshots pre,post|pre|post|none] [--marshal DIR]\n"
+         "                   [--clone-from VOLUME=SNAPSHOT]... [--no-agent] -- CMD [ARGS...]\n"
          "\n"
          "Runs CMD as one pipeline step: in new mount, pid, uts and ipc namespaces (and a\n"
          "new network namespace unless --net host), inside the cgroup\n"
@@ -251,6 +320,20 @@ std::string exec_help() {
          "of its namespace under a minimal init (pid 1) that reaps orphans, in a session\n"
          "and cgroup namespace of its own. stdin, stdout and stderr are passed through;\n"
          "SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2 and SIGWINCH go to CMD.\n"
+         "\n"
+         "The sandbox (docs/security.md): the step's root is the host's / (or --rootfs)\n"
+         "read-only, with its clones mounted read-write at their paths, its own /tmp and\n"
+         "/run, a minimal /dev, read-only /sys and /proc/sys; stepsnapd's socket and the\n"
+         "pool's devices are not there. CMD runs as root by default, because clones and\n"
+         "notebook folders hold root's files and images expect root, but with only\n"
+         "containerd's default capabilities (CHOWN, DAC_OVERRIDE, FOWNER, FSETID, KILL,\n"
+         "SETGID, SETUID, SETPCAP, NET_BIND_SERVICE, NET_RAW, SYS_CHROOT, MKNOD,\n"
+         "AUDIT_WRITE, SETFCAP); --user runs it as another uid with none. Always:\n"
+         "no_new_privs, a seccomp filter that fails mount, namespaces, bpf, perf, module\n"
+         "loading, keyrings and the rest of Docker's deny list with EPERM (--cap-add\n"
+         "SYS_ADMIN allows mounts and namespaces again), no descriptor but 0, 1 and 2, and\n"
+         "an environment of PATH, TERM, LANG, LANGUAGE, LC_*, TZ from runner's, HOME, and\n"
+         "--env-file and --env (a later one wins).\n"
          "\n"
          "With the agent (stepsnapd), each volume is this run's clone of it, made on the\n"
          "run's first use from the volume's newest snapshot (or --clone-from) and reused\n"

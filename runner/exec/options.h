@@ -31,6 +31,16 @@ struct VolumeOption {
 
 enum class NetMode { none, host };
 
+// What the step's sandbox lets it do beyond the defaults (docs/security.md).
+struct SandboxOptions {
+  std::optional<std::string> rootfs;  // --rootfs DIR; default: the host's / read-only
+  unsigned uid = 0;                   // --user UID[:GID]; default root (see exec_help)
+  unsigned gid = 0;
+  std::vector<std::string> cap_add;  // capability names, "ALL" allowed
+  std::vector<std::string> cap_drop;
+  bool host_dev = false;  // --dev host: the host's /dev, pool devices included
+};
+
 struct SnapshotPhases {
   bool pre = true;
   bool post = true;
@@ -48,7 +58,13 @@ struct ExecOptions {
   // made from SNAPSHOT instead of the volume's newest snapshot.
   std::map<std::string, std::string> clone_from;
   std::optional<std::string> workdir;
+  // --env-file's lines, then --env's, in order (a later one wins).
   std::vector<std::pair<std::string, std::string>> env;
+  SandboxOptions sandbox;
+  // Not a command-line option: host directories bound read-write at their
+  // own path in the step (runner pipeline's metrics folder, which the step
+  // writes and runner reads).
+  std::vector<std::string> host_dirs;
   std::string hostname;  // defaults to the step name
   NetMode net = NetMode::none;
   std::optional<std::uint64_t> memory_bytes;
@@ -61,6 +77,9 @@ struct ExecOptions {
 
 // Parses the words after "exec". Every error is one line, ready to print.
 Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args);
+
+// --user's text, "UID" or "UID:GID" (numeric), into sb's uid and gid.
+Status parse_user(const std::string& text, SandboxOptions* sb);
 
 // "512M", "2G", "1048576" -> bytes.
 Result<std::uint64_t> parse_bytes(const std::string& text);

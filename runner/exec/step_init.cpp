@@ -27,12 +27,21 @@ void tell_runner(int report_fd, const std::string& text) {
   ::_exit(125);
 }
 
-[[noreturn]] void exec_cmd(char* const argv[], char* const envp[], int exec_report_fd) {
+[[noreturn]] void exec_cmd(char* const argv[], char* const envp[], int exec_report_fd,
+                           const ProcessSandbox& sandbox) {
   // CMD starts with no signal blocked, as after a fork by a shell; init
   // keeps its own mask.
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
+  // Last before the exec: from here on CMD is who --user says, with its
+  // capabilities and the seccomp filter; the exec is the filter's first
+  // allowed call.
+  if (auto s = enter_process_sandbox(sandbox); !s) {
+    std::string line = std::to_string(s.error().err) + " " + s.error().message();
+    (void)!::write(exec_report_fd, line.data(), line.size());
+    ::_exit(125);
+  }
   ::execvpe(argv[0], argv, envp);
   int err = errno;
   std::string line =
@@ -49,7 +58,8 @@ int init_exit_status(int wait_status) {
   return 125;  // not reached: init waits without WUNTRACED/WCONTINUED
 }
 
-void run_step_init(char* const argv[], char* const envp[], int report_fd) {
+void run_step_init(char* const argv[], char* const envp[], int report_fd,
+                   const ProcessSandbox& sandbox) {
   // `ps` in the step shows what pid 1 is, rather than a second "runner".
   ::prctl(PR_SET_NAME, "stepsnap-init", 0, 0, 0);
 
@@ -66,7 +76,7 @@ void run_step_init(char* const argv[], char* const envp[], int report_fd) {
   if (cmd < 0) init_fail(report_fd, "fork CMD in the step's init");
   if (cmd == 0) {
     ::close(exec_pipe[0]);
-    exec_cmd(argv, envp, exec_pipe[1]);
+    exec_cmd(argv, envp, exec_pipe[1], sandbox);
   }
   ::close(exec_pipe[1]);
 

@@ -24,6 +24,8 @@
 
 #include <sys/types.h>
 
+#include "runner/exec/sandbox_process.h"
+
 namespace stepsnap::runner {
 
 // init's exit status for CMD's wait status: CMD's exit code, or 128+N when
@@ -39,6 +41,9 @@ int init_exit_status(int wait_status);
 // and is sent on to CMD once it exists). argv[0] is looked up in PATH with
 // envp's PATH. report_fd is runner's channel: an exec failure is written to
 // it as "<errno> execute CMD: <text>", and it is closed once CMD runs.
-[[noreturn]] void run_step_init(char* const argv[], char* const envp[], int report_fd);
+// CMD's child enters `sandbox` just before its exec (its failure is
+// reported the same way, as "enter the sandbox ...").
+[[noreturn]] void run_step_init(char* const argv[], char* const envp[], int report_fd,
+                                const ProcessSandbox& sandbox);
 
 }  // namespace stepsnap::runner

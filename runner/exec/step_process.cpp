@@ -97,6 +97,11 @@ constexpr char kGo = 'G';
   }
   if (!spec.workdir.empty() && ::chdir(spec.workdir.c_str()) != 0)
     child_fail(channel, fail_errno("change to working directory", spec.workdir).value());
+  // pivot_root left the step at its new /: back to runner's directory when
+  // the step's root shows it (it may be under the step's private /tmp, or
+  // absent from a --rootfs).
+  if (spec.workdir.empty() && !spec.fallback_workdir.empty())
+    (void)::chdir(spec.fallback_workdir.c_str());
 
   if (gated) {
     // Wait for runner's go; EOF (runner refused or died) ends the child
@@ -114,7 +119,7 @@ constexpr char kGo = 'G';
   argv.push_back(nullptr);
   for (const auto& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  run_step_init(argv.data(), envp.data(), channel);
+  run_step_init(argv.data(), envp.data(), channel, spec.sandbox);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "common/unique_fd.h"
 #include "runner/exec/mount_plan.h"
 #include "runner/exec/options.h"
+#include "runner/exec/sandbox_process.h"
 
 namespace stepsnap::runner {
 
@@ -26,6 +27,10 @@ struct StepSpec {
   std::string workdir;               // empty: stay where runner was
   std::vector<std::string> env;      // "K=V", the whole environment
   std::vector<std::string> command;  // argv; argv[0] is looked up in PATH
+  ProcessSandbox sandbox = {};       // what CMD's process becomes before its exec
+  // runner's working directory, the step's when workdir is empty and the
+  // step's root has it; "/" otherwise.
+  std::string fallback_workdir = {};
 };
 
 class StepProcess {

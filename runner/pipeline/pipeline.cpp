@@ -205,6 +205,7 @@ class MetricsFolder {
   }
   MetricsFolder(const MetricsFolder&) = delete;
   MetricsFolder& operator=(const MetricsFolder&) = delete;
+  const std::string& dir() const { return dir_; }
   std::string file_for(const std::string& step) const {
     return dir_.empty() ? "" : dir_ + "/" + step + ".json";
   }
@@ -354,8 +355,12 @@ int run_pipeline(const PipelineRunOptions& o) {
       std::cout << start_line(position[i], total, name) << std::endl;
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
-      if (metric_steps.count(name))
+      if (metric_steps.count(name)) {
         exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(name));
+        // The step's root is read-only and its /tmp its own: the folder is
+        // bound into the step at its path.
+        exec.host_dirs.push_back(metrics.dir());
+      }
       if (!children) {
         auto t0 = std::chrono::steady_clock::now();
         int code;

@@ -13,6 +13,7 @@
 
 #include "common/names.h"
 #include "common/text.h"
+#include "runner/exec/capabilities.h"
 
 namespace stepsnap::runner {
 
@@ -202,9 +203,9 @@ Checked<std::uint64_t> memory_at(const json& j, const std::string& path) {
 Checked<PipelineStep> step_at(const json& j, const std::string& path) {
   if (!j.is_object())
     return bad(path, "expected an object {\"name\": ..., \"command\": [...]}, " + got(j));
-  if (auto ok = only_keys(
-          j, path,
-          {"name", "command", "after", "env", "workdir", "timeout_seconds", "memory", "snapshots"});
+  if (auto ok = only_keys(j, path,
+                          {"name", "command", "after", "env", "workdir", "timeout_seconds",
+                           "memory", "snapshots", "user", "cap_add", "cap_drop", "dev"});
       !ok)
     return tl::unexpected(ok.error());
   PipelineStep s;
@@ -255,6 +256,27 @@ Checked<PipelineStep> step_at(const json& j, const std::string& path) {
     auto p = snapshots_at(*snapshots, path + ".snapshots");
     if (!p) return tl::unexpected(p.error());
     s.snapshots = *p;
+  }
+  if (auto user = j.find("user"); user != j.end()) {
+    if (!user->is_string())
+      return bad(path + ".user", "expected \"UID\" or \"UID:GID\", " + got(*user));
+    if (auto ok = parse_user(user->get<std::string>(), &s.sandbox); !ok)
+      return bad(path + ".user", "expected numeric \"UID\" or \"UID:GID\", e.g. \"1000:1000\"");
+  }
+  for (auto [key, out] :
+       {std::pair{"cap_add", &s.sandbox.cap_add}, std::pair{"cap_drop", &s.sandbox.cap_drop}}) {
+    auto caps = j.find(key);
+    if (caps == j.end()) continue;
+    auto c = strings_at(*caps, path + "." + key);
+    if (!c) return tl::unexpected(c.error());
+    *out = std::move(*c);
+  }
+  if (auto caps = step_capabilities(s.sandbox.cap_add, s.sandbox.cap_drop); !caps)
+    return bad(path + ".cap_add", caps.error().message());
+  if (auto dev = j.find("dev"); dev != j.end()) {
+    if (!dev->is_string() || (*dev != "minimal" && *dev != "host"))
+      return bad(path + ".dev", "expected \"minimal\" or \"host\", " + got(*dev));
+    s.sandbox.host_dev = *dev == "host";
   }
   return s;
 }
@@ -616,6 +638,7 @@ ExecOptions step_exec_options(const PipelineSpec& spec, std::size_t i, const std
   o.timeout_seconds = step.timeout_seconds;
   o.memory_bytes = step.memory_bytes;
   o.snapshots = step.snapshots;
+  o.sandbox = step.sandbox;
   o.marshal = spec.marshal;
   o.command = step.command;
   return o;
@@ -647,6 +670,11 @@ std::string pipeline_to_json(const PipelineSpec& spec) {
     if (s.memory_bytes) j["memory"] = *s.memory_bytes;
     if (!s.snapshots.pre || !s.snapshots.post)
       j["snapshots"] = s.snapshots.pre ? "pre" : s.snapshots.post ? "post" : "none";
+    if (s.sandbox.uid != 0 || s.sandbox.gid != 0)
+      j["user"] = std::to_string(s.sandbox.uid) + ":" + std::to_string(s.sandbox.gid);
+    if (!s.sandbox.cap_add.empty()) j["cap_add"] = s.sandbox.cap_add;
+    if (!s.sandbox.cap_drop.empty()) j["cap_drop"] = s.sandbox.cap_drop;
+    if (s.sandbox.host_dev) j["dev"] = "host";
     doc["steps"].push_back(j);
   }
   return doc.dump(2);

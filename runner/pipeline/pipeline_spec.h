@@ -33,6 +33,9 @@ struct PipelineStep {
   std::optional<double> timeout_seconds;
   std::optional<std::uint64_t> memory_bytes;  // the step cgroup's memory.max
   SnapshotPhases snapshots;
+  // "user", "cap_add", "cap_drop", "dev": runner exec's --user, --cap-add,
+  // --cap-drop and --dev for this step.
+  SandboxOptions sandbox;
 };
 
 struct PipelineSpec {

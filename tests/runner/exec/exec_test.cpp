@@ -67,9 +67,10 @@ std::vector<pid_t> cgroup_pids(const std::string& cgroup) {
 class RunnerExec : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("runner-test-" + std::to_string(::getpid()) + "-" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    // Not under /tmp: the step has a /tmp of its own. It sees this folder
+    // read-only through its view of the host, writable with shared().
+    dir_ = fs::path("/var/tmp") / ("runner-test-" + std::to_string(::getpid()) + "-" +
+                                   ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
   }
   void TearDown() override { fs::remove_all(dir_); }
@@ -121,6 +122,8 @@ class RunnerExec : public ::testing::Test {
     return o;
   }
   fs::path ready_file() const { return dir_ / "ready"; }
+  // The test's folder as a volume at its own path: the step may write there.
+  std::string shared() const { return "--volume " + dir_.string() + ":" + dir_.string() + " "; }
 
   fs::path dir_;
 };
@@ -237,8 +240,9 @@ TEST_F(RunnerExec, ContinuingRunnersProcessGroupLeavesAStoppedStepStopped) {
 TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
   // The step runs in a cgroup namespace rooted at its cgroup, with a
   // read-only /sys/fs/cgroup that shows only that cgroup. Each way out is
-  // tried, then through a cgroup2 the step mounts writable itself, then
-  // through the host's /proc below the step's (it is not there).
+  // tried, then through a cgroup2 the step mounts writable itself (it gets
+  // CAP_SYS_ADMIN for that, and so may mount), then through the host's /proc
+  // below the step's (it is not there).
   auto root = stepsnap::runner::cgroup2_mount_point();
   ASSERT_TRUE(root);
   std::string run_id = "escape" + std::to_string(::getpid());
@@ -259,10 +263,10 @@ TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
       "touch " +
       ready_file().string() + "; while [ ! -e " + go.string() +
       " ]; do sleep 0.05; done; "
-      "umount /proc || echo umount-failed; test -e /proc/1/ns/cgroup && echo host-proc-below; "
+      "umount -l /proc || echo umount-failed; test -e /proc/1/ns/cgroup && echo host-proc-below; "
       "exit 0";
-  pid_t runner =
-      start("--no-agent --pipeline p --run " + run_id + " --step s -- sh -c '" + script + "'");
+  pid_t runner = start("--no-agent --cap-add SYS_ADMIN " + shared() + "--pipeline p --run " +
+                       run_id + " --step s -- sh -c '" + script + "'");
   bool ready = eventually([&] { return fs::exists(ready_file()); });
   // Seen from the host: CMD (sh) is still in the step's cgroup.
   std::vector<std::string> in_cgroup;
@@ -300,7 +304,7 @@ TEST_F(RunnerExec, OnlyRequestedVolumesAreMountedAndNothingLeaks) {
 
 TEST_F(RunnerExec, SigtermReachesTheStep) {
   // The step handles SIGTERM and exits 7: runner passes that on.
-  auto o = signal_when_ready("--no-agent -- sh -c 'trap \"exit 7\" TERM; touch " +
+  auto o = signal_when_ready("--no-agent " + shared() + "-- sh -c 'trap \"exit 7\" TERM; touch " +
                                  ready_file().string() + "; while :; do sleep 0.1; done'",
                              SIGTERM);
   EXPECT_EQ(o.code, 7) << o.err;
@@ -310,7 +314,8 @@ TEST_F(RunnerExec, StepWithoutASigtermHandlerDiesOfIt) {
   // sleep has no SIGTERM handler: it dies of the signal, as run directly
   // (a grace kill after 10 s would be 137).
   auto o = signal_when_ready(
-      "--no-agent -- sh -c 'touch " + ready_file().string() + "; exec sleep 100'", SIGTERM);
+      "--no-agent " + shared() + "-- sh -c 'touch " + ready_file().string() + "; exec sleep 100'",
+      SIGTERM);
   EXPECT_EQ(o.code, 128 + SIGTERM) << o.err;
 }
 
@@ -324,7 +329,7 @@ TEST_F(RunnerExec, SigintReachesAPythonStepAsKeyboardInterrupt) {
       "    print('KeyboardInterrupt')\n"
       "    sys.exit(3)\n";
   std::ofstream(dir_ / "interrupt.py") << script;
-  auto o = signal_when_ready("--no-agent -- " + std::string(kPython) + " " +
+  auto o = signal_when_ready("--no-agent " + shared() + "-- " + std::string(kPython) + " " +
                                  (dir_ / "interrupt.py").string() + " " + ready_file().string(),
                              SIGINT);
   EXPECT_EQ(o.code, 3) << o.err;
@@ -332,7 +337,7 @@ TEST_F(RunnerExec, SigintReachesAPythonStepAsKeyboardInterrupt) {
 
   // Uncaught, Python ends by dying of SIGINT itself: 130, as in a shell.
   fs::remove(ready_file());
-  o = signal_when_ready("--no-agent -- " + std::string(kPython) +
+  o = signal_when_ready("--no-agent " + shared() + "-- " + std::string(kPython) +
                             " -c 'import sys, time; open(sys.argv[1], \"w\").close(); "
                             "time.sleep(100)' " +
                             ready_file().string(),
@@ -342,9 +347,10 @@ TEST_F(RunnerExec, SigintReachesAPythonStepAsKeyboardInterrupt) {
 }
 
 TEST_F(RunnerExec, StepHandlingSigtermButRunningOnIsKilledAfterTheGracePeriod) {
-  auto o = signal_when_ready("--no-agent -- sh -c 'trap \"echo ignored\" TERM; touch " +
-                                 ready_file().string() + "; while :; do sleep 0.1; done'",
-                             SIGTERM);
+  auto o =
+      signal_when_ready("--no-agent " + shared() + "-- sh -c 'trap \"echo ignored\" TERM; touch " +
+                            ready_file().string() + "; while :; do sleep 0.1; done'",
+                        SIGTERM);
   EXPECT_EQ(o.code, 137) << o.err;
   EXPECT_EQ(o.out, "ignored\n");
   EXPECT_NE(o.err.find("ignored signal 15 for 10 s"), std::string::npos) << o.err;

@@ -70,6 +70,30 @@ TEST(ExecOptions, DefaultsAreTheDocumentedOnes) {
   EXPECT_EQ(o->marshal, ".marshal");
   EXPECT_FALSE(o->timeout_seconds);
   EXPECT_FALSE(o->memory_bytes);
+  // root with containerd's default capabilities, the host's / read-only,
+  // a minimal /dev
+  EXPECT_EQ(o->sandbox.uid, 0u);
+  EXPECT_EQ(o->sandbox.gid, 0u);
+  EXPECT_TRUE(o->sandbox.cap_add.empty());
+  EXPECT_TRUE(o->sandbox.cap_drop.empty());
+  EXPECT_FALSE(o->sandbox.rootfs);
+  EXPECT_FALSE(o->sandbox.host_dev);
+}
+
+TEST(ExecOptions, SandboxOptionsLandInTheirFields) {
+  auto o = parse_exec_options(
+      named({"--user", "1000", "--cap-add", "NET_ADMIN", "--cap-add", "cap_sys_ptrace",
+             "--cap-drop", "ALL", "--rootfs", "/srv/image", "--dev", "host", "--", "true"}));
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_EQ(o->sandbox.uid, 1000u);
+  EXPECT_EQ(o->sandbox.gid, 1000u);  // GID defaults to UID
+  EXPECT_EQ(o->sandbox.cap_add, (Args{"NET_ADMIN", "cap_sys_ptrace"}));
+  EXPECT_EQ(o->sandbox.cap_drop, (Args{"ALL"}));
+  EXPECT_EQ(o->sandbox.rootfs, "/srv/image");
+  EXPECT_TRUE(o->sandbox.host_dev);
+  o = parse_exec_options(named({"--user", "1000:100", "--", "true"}));
+  ASSERT_TRUE(o) << o.error().message();
+  EXPECT_EQ(o->sandbox.gid, 100u);
 }
 
 TEST(ExecOptions, WordsAfterDoubleDashBelongToTheCommand) {
@@ -126,6 +150,14 @@ TEST(ExecOptions, EachBadInputIsOneLineWithoutANewline) {
       named({"--bogus", "--", "true"}),
       {"--run", "r", "--step", "s", "--", "true"},  // no --pipeline without --no-agent
       {"--no-agent", "--agent", "/x.sock", "--", "true"},
+      named({"--user", "root", "--", "true"}),
+      named({"--user", "1000:", "--", "true"}),
+      named({"--user", "-1", "--", "true"}),
+      named({"--cap-add", "SUPERPOWER", "--", "true"}),
+      named({"--cap-drop", "", "--", "true"}),
+      named({"--rootfs", "relative/dir", "--", "true"}),
+      named({"--dev", "all", "--", "true"}),
+      named({"--env-file", "/nonexistent/env", "--", "true"}),
   };
   for (const auto& args : bad) {
     auto o = parse_exec_options(args);

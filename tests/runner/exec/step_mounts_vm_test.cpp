@@ -7,6 +7,11 @@
 // was mounted in it (bpf/tracer.cpp). Loop devices a step leaves behind are
 // detached first, or the step is reported as not exactly snapshotted.
 //
+// Mounting and attaching loop devices is beyond the default sandbox: these
+// steps run with --cap-add SYS_ADMIN and --dev host (pipeline steps with
+// "cap_add" and "dev"), and mount under their own /tmp, since the rest of
+// the step's root is the host's, read-only.
+//
 // Each TEST repeats its step many times against one daemon (the fixture
 // starts one per TEST): STEPSNAP_REPEAT overrides the count (default 20).
 #include <fcntl.h>
@@ -58,7 +63,8 @@ class StepMountsVm : public StepsnapdFixture {
   Output exec(const std::string& run, const std::string& step, const std::string& script,
               const std::string& extra = "") {
     return sh(std::string(RUNNER_PATH) + " exec --agent " + socket_ + " --pipeline p --run " + run +
-              " --step " + step + " --volume ws:/data " + extra + " -- sh -c '" + script + "'");
+              " --step " + step + " --volume ws:/data --cap-add SYS_ADMIN --dev host " + extra +
+              " -- sh -c '" + script + "'");
   }
 
   json status(const std::string& run, const std::string& step) {
@@ -135,7 +141,7 @@ TEST_F(StepMountsVm, ALoopMountedImageIsCompleteInThePostSnapshot) {
   make_volume("ws", {});
   int n = repeat();
   auto script = [](const Payload& p) {
-    return loop_mount("/data/img", "/mnt/inner", "24M") + " && " + p.write_to("/mnt/inner/f");
+    return loop_mount("/data/img", "/tmp/inner", "24M") + " && " + p.write_to("/tmp/inner/f");
   };
   EXPECT_EQ(run_and_check("one", n, script, {"img"}, "f", {1u << 20}), 0) << "1 MiB, of " << n;
   EXPECT_EQ(run_and_check("eight", n, script, {"img"}, "f", {8u << 20}), 0) << "8 MiB, of " << n;
@@ -150,8 +156,8 @@ TEST_F(StepMountsVm, AnImageInAnOverlayOverACloneFolderIsCompleteInThePostSnapsh
     return "mkdir -p /data/lower /data/upper /data/work /data/merged && "
            "mount -t overlay overlay -o lowerdir=/data/lower,upperdir=/data/upper,"
            "workdir=/data/work /data/merged && " +
-           loop_mount("/data/merged/img", "/mnt/inner", "24M") + " && " +
-           p.write_to("/mnt/inner/f");
+           loop_mount("/data/merged/img", "/tmp/inner", "24M") + " && " +
+           p.write_to("/tmp/inner/f");
   };
   EXPECT_EQ(run_and_check("ovl", n, script, {"upper/img"}, "f", {1u << 20, 8u << 20}), 0)
       << "of " << n;
@@ -163,13 +169,27 @@ TEST_F(StepMountsVm, ALoopInsideALoopIsCompleteInThePostSnapshot) {
   make_volume("ws", {});
   int n = repeat();
   auto script = [](const Payload& p) {
-    return loop_mount("/data/outer.img", "/mnt/outer", "40M") + " && " +
-           loop_mount("/mnt/outer/inner.img", "/mnt/inner", "24M") + " && " +
-           p.write_to("/mnt/inner/f");
+    return loop_mount("/data/outer.img", "/tmp/outer", "40M") + " && " +
+           loop_mount("/tmp/outer/inner.img", "/tmp/inner", "24M") + " && " +
+           p.write_to("/tmp/inner/f");
   };
   EXPECT_EQ(run_and_check("nest", n, script, {"outer.img", "inner.img"}, "f", {1u << 20, 8u << 20}),
             0)
       << "of " << n;
+}
+
+// The loop device whose backing file is named `name`, or "". (Read from
+// here, outside the step's mount namespace, the kernel shows the file's
+// path from its mount's root: only the name is sure.)
+std::string loop_backed_by(const std::string& name) {
+  for (const auto& e : std::filesystem::directory_iterator("/sys/block")) {
+    std::ifstream in(e.path() / "loop/backing_file");
+    std::string backing;
+    if (std::getline(in, backing) && backing.size() > name.size() &&
+        backing.compare(backing.size() - name.size() - 1, std::string::npos, "/" + name) == 0)
+      return "/dev/" + e.path().filename().string();
+  }
+  return "";
 }
 
 bool loop_bound(const std::string& dev) {
@@ -181,13 +201,14 @@ bool loop_bound(const std::string& dev) {
 TEST_F(StepMountsVm, ALoopDeviceLeftAttachedIsDetachedBeforeThePostSnapshot) {
   make_volume("ws", {});
   Payload p{1u << 20, 'L'};
-  std::string devfile = dir_ + "/loopdev";
+  // The device's name comes back on stdout: the step cannot write the
+  // test's folder under the host's /tmp.
   auto out = exec("r1", "s1",
-                  "truncate -s 24M /data/img && d=$(losetup -f --show /data/img) && echo $d > " +
-                      devfile + " && mkfs.ext4 -q -F $d && mkdir -p /mnt/inner && mount $d " +
-                      "/mnt/inner && " + p.write_to("/mnt/inner/f"));
+                  "truncate -s 24M /data/img && d=$(losetup -f --show /data/img) && echo $d && "
+                  "mkfs.ext4 -q -F $d && mkdir -p /tmp/inner && mount $d /tmp/inner && " +
+                      p.write_to("/tmp/inner/f"));
   ASSERT_EQ(out.rc, 0) << out.err;
-  std::string dev = read_file(devfile);
+  std::string dev = out.out;
   ASSERT_FALSE(dev.empty());
   dev.pop_back();
   EXPECT_FALSE(loop_bound(dev)) << dev << " is still attached after the step";
@@ -215,25 +236,26 @@ TEST_F(StepMountsVm, ALoopDeviceLeftAttachedIsDetachedBeforeThePostSnapshot) {
 // what its file system has not written back, and says so everywhere.
 TEST_F(StepMountsVm, ALoopDeviceStillOpenMarksThePostSnapshotNotExact) {
   make_volume("ws", {});
-  std::string devfile = dir_ + "/loopdev", go = dir_ + "/go";
+  // The step waits for `go`, which it sees through its read-only view of
+  // the host (not under /tmp, which is the step's own); its loop device is
+  // found from the host by its backing file.
+  std::string go = "/var/tmp/stepsnap-go-" + std::to_string(::getpid());
+  std::string image = "held-" + std::to_string(::getpid()) + ".img";
   Output out;
   std::thread step([&] {
     out = exec("r1", "s1",
-               "truncate -s 8M /data/img && d=$(losetup -f --show /data/img) && echo $d > " +
-                   devfile + ".tmp && mv " + devfile + ".tmp " + devfile + " && while [ ! -e " +
-                   go + " ]; do sleep 0.1; done");
+               "truncate -s 8M /data/" + image + " && losetup -f /data/" + image +
+                   " && while [ ! -e " + go + " ]; do sleep 0.1; done");
   });
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
-  while (!exists(devfile) && std::chrono::steady_clock::now() < deadline)
+  std::string dev;
+  while ((dev = loop_backed_by(image)).empty() && std::chrono::steady_clock::now() < deadline)
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  std::string dev = read_file(devfile);
   UniqueFd holder;
-  if (!dev.empty()) {
-    dev.pop_back();
-    holder.reset(::open(dev.c_str(), O_RDONLY | O_CLOEXEC));
-  }
+  if (!dev.empty()) holder.reset(::open(dev.c_str(), O_RDONLY | O_CLOEXEC));
   std::ofstream(go) << "go\n";
   step.join();
+  std::filesystem::remove(go);
   ASSERT_FALSE(dev.empty()) << "the step never attached its loop device: " << out.err;
   ASSERT_TRUE(holder) << dev;
 
@@ -263,16 +285,24 @@ TEST_F(StepMountsVm, APipelineStepsLoopMountedImageIsCompleteInItsPostSnapshot) 
   Payload p{8u << 20, 'P'};
   std::string file = dir_ + "/pipeline.json";
   std::string write =
-      loop_mount("/data/img", "/mnt/inner", "24M") + " && " + p.write_to("/mnt/inner/f");
+      loop_mount("/data/img", "/tmp/inner", "24M") + " && " + p.write_to("/tmp/inner/f");
+  // Mounting needs CAP_SYS_ADMIN and the loop devices the host's /dev.
+  json cap_add = json::array({"SYS_ADMIN"});
   json spec = {{"pipeline", "mounts"},
                {"volumes", {{{"name", "ws"}, {"mount", "/data"}}}},
                {"steps",
-                {{{"name", "write"}, {"command", {"sh", "-c", write}}, {"after", json::array()}},
+                {{{"name", "write"},
+                  {"command", {"sh", "-c", write}},
+                  {"after", json::array()},
+                  {"cap_add", cap_add},
+                  {"dev", "host"}},
                  {{"name", "read"},
+                  {"cap_add", cap_add},
+                  {"dev", "host"},
                   {"command",
                    {"sh", "-c",
-                    "mkdir -p /mnt/again && mount -o loop,ro /data/img /mnt/again && "
-                    "test $(wc -c < /mnt/again/f) = " +
+                    "mkdir -p /tmp/again && mount -o loop,ro /data/img /tmp/again && "
+                    "test $(wc -c < /tmp/again/f) = " +
                         std::to_string(p.bytes)}},
                   {"after", {"write"}}}}}};
   std::ofstream(file) << spec.dump();

@@ -516,17 +516,55 @@ TEST(PipelineSpec, MemoryIsBytesOrASizeAndReachesExec) {
   }
 }
 
+TEST(PipelineSpec, SandboxKeysReachExec) {
+  auto j = minimal();
+  j["steps"][0]["user"] = "1000:100";
+  j["steps"][0]["cap_add"] = {"SYS_ADMIN"};
+  j["steps"][0]["cap_drop"] = {"NET_RAW"};
+  j["steps"][0]["dev"] = "host";
+  auto spec = parse(j);
+  ASSERT_TRUE(spec) << spec.error().message();
+  auto o = step_exec_options(*spec, 0, "r");
+  EXPECT_EQ(o.sandbox.uid, 1000u);
+  EXPECT_EQ(o.sandbox.gid, 100u);
+  EXPECT_EQ(o.sandbox.cap_add, std::vector<std::string>{"SYS_ADMIN"});
+  EXPECT_EQ(o.sandbox.cap_drop, std::vector<std::string>{"NET_RAW"});
+  EXPECT_TRUE(o.sandbox.host_dev);
+  // The defaults: root, containerd's capabilities, a minimal /dev.
+  auto d = step_exec_options(*parse(minimal()), 0, "r");
+  EXPECT_EQ(d.sandbox.uid, 0u);
+  EXPECT_TRUE(d.sandbox.cap_add.empty());
+  EXPECT_FALSE(d.sandbox.host_dev);
+
+  j = minimal();
+  j["steps"][0]["user"] = "nobody";
+  EXPECT_ERROR(j, "steps[0].user: expected numeric");
+  j = minimal();
+  j["steps"][0]["cap_add"] = {"SUPERPOWER"};
+  EXPECT_ERROR(j, "SUPERPOWER");
+  j = minimal();
+  j["steps"][0]["dev"] = "all";
+  EXPECT_ERROR(j, "steps[0].dev: expected");
+}
+
 TEST(PipelineSpec, ToJsonReadsBackAsTheSameSpec) {
   auto original = load_pipeline(std::string(STEPSNAP_EXAMPLES_DIR) + "/house-prices/pipeline.json");
   ASSERT_TRUE(original) << original.error().message();
   original->steps[1].memory_bytes = 1u << 30;
   original->steps[2].snapshots = {.pre = false, .post = true};
+  original->steps[2].sandbox.uid = 1000;
+  original->steps[2].sandbox.gid = 1000;
+  original->steps[2].sandbox.cap_add = {"NET_ADMIN"};
+  original->steps[2].sandbox.host_dev = true;
   std::string text = pipeline_to_json(*original);
   auto again = parse_pipeline(text, "again.json");
   ASSERT_TRUE(again) << again.error().message() << "\n" << text;
   EXPECT_EQ(pipeline_to_json(*again), text);
   EXPECT_EQ(again->steps[1].memory_bytes, 1u << 30);
   EXPECT_FALSE(again->steps[2].snapshots.pre);
+  EXPECT_EQ(again->steps[2].sandbox.uid, 1000u);
+  EXPECT_EQ(again->steps[2].sandbox.cap_add, std::vector<std::string>{"NET_ADMIN"});
+  EXPECT_TRUE(again->steps[2].sandbox.host_dev);
   EXPECT_EQ(again->marshal, original->marshal);
   EXPECT_EQ(again->env, original->env);
 }
