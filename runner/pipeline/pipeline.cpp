@@ -1,10 +1,13 @@
 #include "runner/pipeline/pipeline.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -16,6 +19,7 @@
 #include <variant>
 
 #include "common/names.h"
+#include "common/text.h"
 #include "runner/exec/exec.h"
 #include "runner/exec/stepsnapd_client.h"
 #include "runner/pipeline/notebook_compile.h"
@@ -289,6 +293,19 @@ int run_pipeline(const PipelineRunOptions& o) {
       std::cout << start_line(pos + 1, total, r.name) << std::endl;
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
+      // What the view needs to draw the graph and quote the restore command.
+      if (!spec->steps[i].after.empty())
+        exec.labels["stepsnap.after"] = join(spec->steps[i].after, ",");
+      if (auto file = std::filesystem::absolute(o.file).string(); file.size() <= 1024)
+        exec.labels["stepsnap.pipeline_file"] = file;
+      if (!o.kfp_ui_metadata_dir.empty()) {
+        std::string dir = o.kfp_ui_metadata_dir + "/" + r.name;
+        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+          std::cerr << "runner: --kfp-ui-metadata: mkdir " << dir << ": " << std::strerror(errno)
+                    << "\n";
+        exec.kfp_ui_metadata = dir + "/mlpipeline-ui-metadata.json";
+        exec.view_url = o.view_url;
+      }
       const bool records_metrics = metric_steps.count(r.name) > 0;
       if (records_metrics) exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(r.name));
       auto t0 = std::chrono::steady_clock::now();

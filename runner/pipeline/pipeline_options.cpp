@@ -1,5 +1,7 @@
 #include "runner/pipeline/pipeline_options.h"
 
+#include <sys/stat.h>
+
 #include <boost/program_options.hpp>
 #include <sstream>
 
@@ -92,7 +94,12 @@ po::options_description pipeline_description() {
      "start from an earlier run's state: with --from-step S, the new run's volumes are "
      "clones of RUN's pre-snapshots of S")
     ("from-step", po::value<std::string>()->value_name("S"),
-     "with --restore: re-run S and every step after it; the steps before it are not re-run");
+     "with --restore: re-run S and every step after it; the steps before it are not re-run")
+    ("kfp-ui-metadata", po::value<std::string>()->value_name("DIR"),
+     "write each step's KFP mlpipeline-ui-metadata JSON (its snapshots, linked to stepsnapd's "
+     "view) to DIR/STEP/mlpipeline-ui-metadata.json; DIR must exist")
+    ("view-url", po::value<std::string>()->value_name("URL"),
+     "where those links point (default http://127.0.0.1:9477)");
   // clang-format on
   d.add(notebook_description());
   return d;
@@ -123,6 +130,19 @@ Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::str
   if (vm->count("from-step")) {
     o.from_step = (*vm)["from-step"].as<std::string>();
     if (auto s = check_name("from-step", *o.from_step); !s) return tl::unexpected(s.error());
+  }
+  if (vm->count("kfp-ui-metadata")) {
+    o.kfp_ui_metadata_dir = (*vm)["kfp-ui-metadata"].as<std::string>();
+    struct stat st {};
+    if (o.kfp_ui_metadata_dir.empty() || ::stat(o.kfp_ui_metadata_dir.c_str(), &st) != 0 ||
+        !S_ISDIR(st.st_mode))
+      return fail("bad --kfp-ui-metadata", "'" + o.kfp_ui_metadata_dir + "'", 0,
+                  "give an existing directory");
+  }
+  if (vm->count("view-url")) {
+    o.view_url = (*vm)["view-url"].as<std::string>();
+    if (o.view_url.rfind("http://", 0) != 0 && o.view_url.rfind("https://", 0) != 0)
+      return fail("bad --view-url", o.view_url, 0, "expected http://HOST:PORT or https://...");
   }
   if (o.restore_run.has_value() != o.from_step.has_value())
     return fail("--restore RUN and --from-step S go together", "", 0,

@@ -20,6 +20,10 @@ struct PipelineRunOptions {
   // pre-snapshots of S.
   std::optional<std::string> restore_run;
   std::optional<std::string> from_step;
+  // --kfp-ui-metadata DIR: each step's mlpipeline-ui-metadata JSON goes to
+  // DIR/STEP/mlpipeline-ui-metadata.json; links point at view_url.
+  std::string kfp_ui_metadata_dir;
+  std::string view_url = "http://127.0.0.1:9477";
   // Notebooks only (FILE ending in .ipynb): --volume NAME:MOUNT and
   // --param NAME=VALUE, in command-line order.
   std::vector<std::pair<std::string, std::string>> volumes;
