@@ -42,6 +42,10 @@ class StepsnapdFixture : public ::testing::Test {
   // Sends sig and reaps the daemon; returns its wait status.
   int stop_daemon(int sig);
 
+  // The port the daemon's HTTP view listens on, from its log line
+  // "HTTP view on http://ADDR:PORT/"; -1 when the view is off.
+  int http_port() const;
+
   Output ctl(const std::string& args);
   nlohmann::json call(const std::string& op, const nlohmann::json& args);
   // call, expecting ok; returns the result.

@@ -8,6 +8,9 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "tests/agent/test_db.h"
@@ -323,6 +326,16 @@ TEST_F(ViewServerTest, MetricsCountSnapshotsStepsAndHolds) {
   EXPECT_NE(body.find("stepsnap_step_hold_seconds_count 2"), std::string::npos);
   EXPECT_NE(body.find("stepsnap_steps{state=\"failed\"} 1"), std::string::npos);
   EXPECT_NE(body.find("stepsnap_steps_finished_total{state=\"failed\"} 1"), std::string::npos);
+  // The exposition format as Prometheus' own linter reads it (Debian's
+  // prometheus package, installed by scripts/setup).
+  const std::string file = dir_.file("metrics.txt");
+  std::ofstream(file) << body;
+  const std::string cmd = "promtool check metrics < " + file + " > " + file + ".out 2>&1";
+  int rc = std::system(cmd.c_str());
+  std::ifstream out(file + ".out");
+  std::stringstream said;
+  said << out.rdbuf();
+  EXPECT_EQ(rc, 0) << said.str();
 }
 
 }  // namespace
