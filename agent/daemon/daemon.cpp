@@ -288,10 +288,11 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
         {.listen = *o.http,
          .catalog_path = o.catalog_path(),
          .low_space_percent = o.pool.low_space_percent,
-         .wait_for_event = [events = d->events_.get()](std::uint64_t since,
-                                                       std::chrono::milliseconds timeout) {
-           events->wait_for(since, timeout);
-         }});
+         .wait_for_event =
+             [events = d->events_.get()](std::uint64_t since, std::chrono::milliseconds timeout) {
+               events->wait_for(since, timeout);
+             },
+         .socket_requests = [server = d->server_.get()] { return server->request_counts(); }});
     if (!view) return tl::unexpected(view.error());
     d->view_ = std::move(*view);
     ListenAddress bound = *o.http;

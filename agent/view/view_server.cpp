@@ -273,6 +273,14 @@ std::string ViewServer::metrics_text() {
   }
   for (const auto& [s, n] : by_state)
     out += "stepsnap_steps{state=\"" + s + "\"} " + std::to_string(n) + "\n";
+  if (options_.socket_requests) {
+    out +=
+        "# HELP stepsnap_api_requests_total Requests to the socket API, by op and result (ok or "
+        "the error code).\n# TYPE stepsnap_api_requests_total counter\n";
+    for (const auto& [key, n] : options_.socket_requests())
+      out += "stepsnap_api_requests_total{op=\"" + key.first + "\",result=\"" + key.second +
+             "\"} " + std::to_string(n) + "\n";
+  }
   out +=
       "# HELP stepsnap_http_requests_total Requests to the HTTP view, by op and result.\n"
       "# TYPE stepsnap_http_requests_total counter\n";

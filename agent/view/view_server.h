@@ -42,6 +42,9 @@ struct ViewOptions {
   // The daemon passes its EventLog::wait_for; without one the view polls.
   std::function<void(std::uint64_t since, std::chrono::milliseconds timeout)> wait_for_event;
   std::chrono::milliseconds pool_sample_interval{std::chrono::seconds(10)};
+  // Requests to the socket API by (op, result), for /metrics; the daemon
+  // passes ApiServer::request_counts. Absent: not reported.
+  std::function<std::map<std::pair<std::string, std::string>, std::uint64_t>()> socket_requests;
   // Threads serving requests; each open /events stream holds one.
   std::size_t threads = 16;
 };
