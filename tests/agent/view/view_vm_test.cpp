@@ -8,6 +8,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -128,6 +129,8 @@ TEST_F(ViewVm, MetricsPassPromtoolAndARealPrometheusScrapesThePoolsUse) {
       << metrics;
   EXPECT_NE(metrics.find("stepsnap_snapshots_created_total{phase=\"post\"} 8"), std::string::npos);
   EXPECT_NE(metrics.find("stepsnap_step_hold_seconds_count 4"), std::string::npos);
+  EXPECT_NE(metrics.find("stepsnap_api_requests_total{op=\"step.register\",result=\"ok\"} 4"),
+            std::string::npos);
   std::ofstream(dir_ + "/metrics.txt") << metrics;
   auto check = sh("promtool check metrics < " + dir_ + "/metrics.txt");
   EXPECT_EQ(check.rc, 0) << check.out << check.err;
@@ -190,6 +193,25 @@ TEST_F(ViewVm, EventsResumeFromLastEventIdWithoutAGap) {
         });
   ASSERT_FALSE(ids.empty());
   for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], before + 1 + i);
+}
+
+// Headless Chromium clicks through the view of a real run (tests/ui/
+// view_test.mjs). Its screenshots land in the build tree (the guest sees the
+// source read-only); docs/ui/ holds a copy.
+TEST_F(ViewVm, ABrowserClicksThroughARealRun) {
+  ASSERT_TRUE(exists(std::string(STEPSNAP_SOURCE_DIR) + "/tests/ui/node_modules/playwright-core"))
+      << "run scripts/setup: it installs playwright-core into tests/ui";
+  ASSERT_NO_FATAL_FAILURE(run_example("r1"));
+  ok("snapshot.create", {{"volume", "ws"},
+                         {"name", "labelled"},
+                         {"labels", {{"note", "<script>window.pwned=1</script>"}}}});
+  const std::string shots = std::string(STEPSNAP_BINARY_DIR) + "/ui-screenshots";
+  fs::create_directories(shots);
+  auto out = sh("cd " + std::string(STEPSNAP_SOURCE_DIR) + "/tests/ui && HOME=" + dir_ +
+                " node view_test.mjs http://127.0.0.1:" + std::to_string(http_port()) + " " +
+                shots + " house-prices r1 train labelled");
+  EXPECT_EQ(out.rc, 0) << out.out << out.err;
+  std::cout << out.out;
 }
 
 class ViewOffVm : public ViewVm {
