@@ -1,6 +1,8 @@
 #include "agent/view/view_store.h"
 
+#include <algorithm>
 #include <cerrno>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -202,7 +204,17 @@ Result<json> ViewStore::run(const std::string& pipeline, const std::string& run)
   }
   json out = {{"pipeline", pipeline},         {"run", run},           {"steps", json::array()},
               {"initial_snapshots", initial}, {"run_clones", clones}, {"metrics", metrics}};
-  for (auto& [name, s] : steps) out["steps"].push_back(std::move(s));
+  // Execution order: by start, steps that never started last, then by name.
+  std::vector<json> ordered;
+  for (auto& [name, s] : steps) ordered.push_back(std::move(s));
+  std::stable_sort(ordered.begin(), ordered.end(), [](const json& a, const json& b) {
+    auto key = [](const json& j) {
+      std::int64_t t = j.value("started_ns", std::int64_t{0});
+      return t ? t : std::numeric_limits<std::int64_t>::max();
+    };
+    return key(a) < key(b);
+  });
+  for (auto& s : ordered) out["steps"].push_back(std::move(s));
   out["summary"] = run_summary(out);
   return out;
 }
@@ -307,9 +319,13 @@ Result<json> ViewStore::snapshots(const DeviceFilter& filter, const std::string&
 Result<json> ViewStore::volumes() {
   auto all = devices({});
   if (!all) return tl::unexpected(all.error());
+  std::map<std::int64_t, std::string> names;
+  for (const auto& d : *all) names[d.id] = d.name;
   json out = json::array();
   for (const auto& d : *all) {
-    if (d.kind != DeviceKind::snapshot) out.push_back(device_json(d));
+    if (d.kind == DeviceKind::snapshot) continue;
+    out.push_back(device_json(
+        d, d.origin_id && names.count(*d.origin_id) ? names[*d.origin_id] : std::string()));
   }
   return json{{"volumes", out}};
 }

@@ -230,6 +230,7 @@ TEST_F(ViewServerTest, JsonApiMirrorsTheReadOps) {
   EXPECT_EQ(list["snapshots"].size(), 2u);
   auto vols = json::parse(get("/api/v1/volumes")->body);
   EXPECT_EQ(vols["volumes"].size(), 2u);  // workspace and its run clone
+  EXPECT_EQ(vols["volumes"][1]["origin"], "train.r1.workspace.initial");
   auto pipelines = json::parse(get("/api/v1/pipelines")->body);
   EXPECT_EQ(pipelines["pipelines"][0]["name"], "train");
   auto ev = json::parse(get("/api/v1/events?since=2&max=3")->body);
