@@ -335,6 +335,7 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
 
     auto request = parse_request(line);
     if (!request) {
+      count("unknown", "invalid_request");
       open = send_line(fd, error_response(request.error()));
       continue;
     }
@@ -343,6 +344,7 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
     // knows the objects.
     if (auto refused = check_op(request->op, peer, self_)) {
       log::warn("api: uid " + std::to_string(peer.uid) + ": " + refused->message);
+      count(to_string(request->op), refused->code);
       open = send_line(fd, error_response(request->id, refused->code, refused->message));
       continue;
     }
@@ -355,6 +357,7 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
       } catch (const std::exception& e) {
         r = tl::unexpected(ApiError{"internal", std::string("subscribe failed: ") + e.what()});
       }
+      count(to_string(request->op), r ? "ok" : r.error().code);
       if (!r) {
         open = send_line(
             fd, error_response(request->id, r.error().code, r.error().message, r.error().details));
@@ -374,6 +377,7 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
       result = tl::unexpected(
           ApiError{"internal", std::string(to_string(request->op)) + " failed: " + e.what()});
     }
+    count(to_string(request->op), result ? "ok" : result.error().code);
     open = send_line(fd, result ? ok_response(request->id, *result)
                                 : error_response(request->id, result.error().code,
                                                  result.error().message, result.error().details));
@@ -383,6 +387,16 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
   // (the next one adopts it), not end with it.
   if (!stopping_) handler_.connection_closed(peer);
   c.done = true;
+}
+
+void ApiServer::count(std::string_view op, std::string_view result) {
+  std::lock_guard lock(counts_mutex_);
+  ++counts_[{std::string(op), std::string(result)}];
+}
+
+std::map<std::pair<std::string, std::string>, std::uint64_t> ApiServer::request_counts() const {
+  std::lock_guard lock(counts_mutex_);
+  return counts_;
 }
 
 }  // namespace stepsnap::agent

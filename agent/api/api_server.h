@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -114,6 +115,10 @@ class ApiServer {
   // threads, removes the socket file. Idempotent.
   void stop();
   std::size_t connections() const;
+  // Requests answered so far, by (op, result): "ok" or the error code
+  // ("not_found", "forbidden", ...; "invalid_request" when the line did not
+  // parse, op "unknown"). For /metrics.
+  std::map<std::pair<std::string, std::string>, std::uint64_t> request_counts() const;
 
  private:
   struct Connection {
@@ -136,6 +141,10 @@ class ApiServer {
   // to close (EOF, too long, timed out: the error line is already sent).
   bool read_line(int fd, bool admin, std::string& buffer, std::string& line);
   void reap(bool all);
+  void count(std::string_view op, std::string_view result);
+  // Its own mutex, held for one map increment: never one snapshot work holds.
+  mutable std::mutex counts_mutex_;
+  std::map<std::pair<std::string, std::string>, std::uint64_t> counts_;
 
   ApiServerOptions options_;
   Handler& handler_;

@@ -154,6 +154,18 @@ Result<Catalog> Catalog::open(std::shared_ptr<Database> db) {
   return catalog;
 }
 
+Result<Catalog> Catalog::open_read_only(std::shared_ptr<Database> db) {
+  Catalog catalog(std::move(db));
+  auto v = catalog.schema_version();
+  if (!v) return tl::unexpected(v.error().context("open catalog read-only"));
+  if (*v != latest_schema_version()) {
+    return fail("open catalog read-only", catalog.db_->path(), 0,
+                "schema version " + std::to_string(*v) + ", this build reads version " +
+                    std::to_string(latest_schema_version()));
+  }
+  return catalog;
+}
+
 Result<int> Catalog::schema_version() {
   std::lock_guard lock(db_->mutex());
   auto st = db_->prepare("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
@@ -819,6 +831,25 @@ Result<std::optional<StepRecord>> Catalog::find_step(const std::string& pipeline
 Result<std::vector<StepRecord>> Catalog::list_steps(const std::string& pipeline,
                                                     const std::string& run) {
   return query_steps("pipeline = ? AND run = ?", {pipeline, run});
+}
+
+Result<std::vector<RunKey>> Catalog::list_runs() {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(
+      "SELECT pipeline, run, MIN(t) FROM ("
+      " SELECT pipeline, run, registered_ns AS t FROM steps"
+      " UNION ALL SELECT s.pipeline, s.run, d.created_ns FROM step_snapshots s"
+      " JOIN devices d ON d.id = s.device_id)"
+      " GROUP BY pipeline, run ORDER BY MIN(t) DESC, pipeline, run");
+  if (!st) return tl::unexpected(st.error());
+  std::vector<RunKey> out;
+  for (;;) {
+    auto r = st->step();
+    if (!r) return tl::unexpected(r.error());
+    if (!*r) break;
+    out.push_back({st->text(0), st->text(1), st->int64(2)});
+  }
+  return out;
 }
 
 Result<std::vector<StepRecord>> Catalog::unfinished_steps() {

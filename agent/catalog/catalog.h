@@ -193,6 +193,13 @@ struct StepRecord {
   bool terminal() const { return state == "finished" || state == "failed"; }
 };
 
+// A pipeline run as list_runs() names it.
+struct RunKey {
+  std::string pipeline;
+  std::string run;
+  std::int64_t first_ns = 0;  // earliest registration or snapshot
+};
+
 struct DeviceFilter {
   std::optional<std::int64_t> pool_id;
   std::optional<DeviceKind> kind;
@@ -206,6 +213,9 @@ class Catalog {
  public:
   // Creates the schema or migrates an older one, in one transaction.
   static Result<Catalog> open(std::shared_ptr<Database> db);
+  // Over a read-only connection (Database::open_read_only): no migration;
+  // refuses a schema other than the latest, which the writer made.
+  static Result<Catalog> open_read_only(std::shared_ptr<Database> db);
   static int latest_schema_version();
   Result<int> schema_version();
 
@@ -268,6 +278,9 @@ class Catalog {
                                               const std::string& step);
   // Every step of a run, by step name.
   Result<std::vector<StepRecord>> list_steps(const std::string& pipeline, const std::string& run);
+  // Every (pipeline, run) the catalog knows from a step or a step snapshot,
+  // newest first by the earliest time recorded for it.
+  Result<std::vector<RunKey>> list_runs();
   // Steps not finished or failed (after a restart: the ones whose watch died).
   Result<std::vector<StepRecord>> unfinished_steps();
 

@@ -160,6 +160,28 @@ Result<std::shared_ptr<Database>> Database::open(const std::string& path) {
   return db;
 }
 
+Result<std::shared_ptr<Database>> Database::open_read_only(const std::string& path) {
+  sqlite3* raw = nullptr;
+  int rc =
+      sqlite3_open_v2(path.c_str(), &raw,
+                      SQLITE_OPEN_READONLY | SQLITE_OPEN_FULLMUTEX | SQLITE_OPEN_NOFOLLOW, nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = raw ? sqlite3_errmsg(raw) : sqlite3_errstr(rc);
+    sqlite3_close(raw);
+    return fail("open catalog read-only", path, errno_for(rc), msg);
+  }
+  std::shared_ptr<Database> db(new Database(raw, path));
+  sqlite3_extended_result_codes(raw, 1);
+  // query_only: a belt to SQLITE_OPEN_READONLY's braces. busy_timeout: a
+  // WAL reader only waits while the writer checkpoints or recovers.
+  for (const char* pragma : {"PRAGMA query_only=ON", "PRAGMA busy_timeout=5000"}) {
+    auto st = db->prepare(pragma);
+    if (!st) return tl::unexpected(st.error().context("open catalog " + path));
+    if (auto r = st->run(); !r) return tl::unexpected(r.error().context("open catalog " + path));
+  }
+  return db;
+}
+
 Database::~Database() {
   if (db_) sqlite3_close_v2(db_);
 }

@@ -65,6 +65,11 @@ class Database {
   // Opens (creating if needed) the file at path, with WAL, synchronous=FULL,
   // foreign keys on. ":memory:" works for tests.
   static Result<std::shared_ptr<Database>> open(const std::string& path);
+  // A second connection to a catalog another connection writes: read-only
+  // (SQLite refuses every write on it) and, thanks to WAL, never blocked by
+  // nor blocking that writer. The view (agent/view) reads through one so that
+  // no page request waits on the mutex snapshot work holds.
+  static Result<std::shared_ptr<Database>> open_read_only(const std::string& path);
   ~Database();
   Database(const Database&) = delete;
   Database& operator=(const Database&) = delete;

@@ -288,12 +288,37 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   if (!server) return tl::unexpected(server.error().context("serve API"));
   d->server_ = std::move(*server);
   log::info("serving on " + o.socket_path);
+  if (o.http) {
+    auto view = ViewServer::start(
+        {.listen = *o.http,
+         .catalog_path = o.catalog_path(),
+         .low_space_percent = o.pool.low_space_percent,
+         .wait_for_event =
+             [events = d->events_.get()](std::uint64_t since, std::chrono::milliseconds timeout) {
+               events->wait_for(since, timeout);
+             },
+         .socket_requests = [server = d->server_.get()] { return server->request_counts(); }});
+    if (!view) return tl::unexpected(view.error());
+    d->view_ = std::move(*view);
+    ListenAddress bound = *o.http;
+    bound.port = d->view_->port();
+    log::info("HTTP view on http://" + bound.text() + "/");
+    if (!o.http->loopback) {
+      log::warn("--http-listen " + o.http->text() +
+                " is not a loopback address: anyone who can reach it reads every pipeline, run, "
+                "snapshot and label; the view has no authentication (put it behind an "
+                "authenticating proxy, or use 127.0.0.1)");
+    }
+  } else {
+    log::info("HTTP view off (--http-listen \"\")");
+  }
   return d;
 }
 
 void Daemon::stop() {
   if (stopped_) return;
   stopped_ = true;
+  if (view_) view_->stop();       // before the event log it waits on goes
   if (events_) events_->close();  // wakes followers so the server can end them
   if (server_) server_->stop();
   if (policy_) policy_->stop();

@@ -14,11 +14,12 @@
 #include <vector>
 
 #include "agent/api/api_server.h"
-#include "agent/catalog/catalog.h"
-#include "agent/events/event_log.h"
 #include "agent/api/handler.h"
+#include "agent/catalog/catalog.h"
 #include "agent/daemon/options.h"
+#include "agent/events/event_log.h"
 #include "agent/policy/step_policy.h"
+#include "agent/view/view_server.h"
 #include "agent/volumes/volumes.h"
 #include "common/error.h"
 #include "dm/loop_device.h"
@@ -51,6 +52,7 @@ class Daemon {
   std::unique_ptr<StepPolicy> policy_;
   std::unique_ptr<DaemonHandler> handler_;
   std::unique_ptr<ApiServer> server_;
+  std::unique_ptr<ViewServer> view_;
   bool stopped_ = false;
 };
 

@@ -65,7 +65,12 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       po::value(&o.max_connections_per_uid)->default_value(o.max_connections_per_uid),
       "connections one non-root uid may hold open (of 64; 8 more are kept for root)")(
       "max-steps-per-peer", po::value(&o.max_steps_per_peer)->default_value(o.max_steps_per_peer),
-      "steps one uid may have registered and not yet over");
+      "steps one uid may have registered and not yet over")(
+      "http-listen",
+      po::value(&o.http_listen)->value_name("ADDR:PORT")->default_value(o.http_listen),
+      "serve the read-only web view, JSON API, /events and /metrics there (docs/ui.md); \"\" "
+      "turns it off. It has no authentication: an address other than loopback is served only "
+      "when spelled out, with a warning");
   po::options_description pool("Thin pool (give devices, or loop files for development)");
   pool.add_options()("pool-name", po::value(&o.pool.name)->default_value(o.pool.name),
                      "device-mapper name of the pool; also prefixes its thin devices")(
@@ -119,6 +124,11 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
   }
   if (!o.event_log_file.empty() && o.event_log_file[0] != '/') {
     return flag_error("event-log", "\"" + o.event_log_file + "\" is not an absolute path");
+  }
+  {
+    auto http = parse_listen_address(o.http_listen);
+    if (!http) return tl::unexpected(http.error());
+    o.http = *http;
   }
   if (o.event_retention == 0) {
     return flag_error("event-retention",

@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "agent/view/listen_address.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/size.h"
@@ -65,6 +66,10 @@ struct DaemonOptions {
   std::uint64_t request_timeout_seconds = 60;
   std::uint64_t max_connections_per_uid = 16;
   std::uint64_t max_steps_per_peer = 256;
+  // The HTTP view (agent/view): --http-listen as given, and parsed; none
+  // when it is "" (off).
+  std::string http_listen = std::string(kDefaultHttpListen);
+  std::optional<ListenAddress> http;
 
   std::string catalog_path() const { return state_dir + "/catalog.db"; }
 };

@@ -84,6 +84,12 @@ struct EventBatch {
   std::uint64_t last_seq = 0;  // newest committed seq
 };
 
+// The same read as EventLog::read_since, through any connection to the
+// catalog: the view (agent/view) reads through its own read-only one. The
+// newest committed seq is the event_seq row as that connection sees it, so
+// a reader never waits on the writer's mutex. since ahead of the log: EINVAL.
+Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std::size_t max = 1000);
+
 class EventLog {
  public:
   static Result<std::unique_ptr<EventLog>> open(std::shared_ptr<Database> db,

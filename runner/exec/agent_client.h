@@ -35,6 +35,13 @@ struct StepRegistration {
   SnapshotPhases snapshots;
   std::vector<std::string> volumes;  // volume names, in --volume order
   std::vector<std::string> command;
+  Labels labels;
+};
+
+// The names of a step's snapshots, as the agent recorded them.
+struct StepSnapshots {
+  std::vector<std::string> pre;
+  std::vector<std::string> post;
 };
 
 // Where a volume's data is: a host directory (bind-mounted) or a block device
@@ -59,6 +66,8 @@ class AgentClient {
   // exit_status: runner's own exit status for the step (CMD's, 128+N, 124).
   virtual Status step_finished(const StepRef& ref, int exit_status) = 0;
   virtual Status unregister_step(const StepRef& ref) = 0;
+  // After step_finished: the step's snapshots (none without an agent).
+  virtual Result<StepSnapshots> step_snapshots(const StepRef&) { return StepSnapshots{}; }
 };
 
 // --no-agent: a volume "name" is a host directory, used as it is; no clones,

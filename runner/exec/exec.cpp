@@ -22,6 +22,7 @@
 #include "runner/exec/agent_client.h"
 #include "runner/exec/cgroup.h"
 #include "runner/exec/fs_probe.h"
+#include "runner/exec/kfp_metadata.h"
 #include "runner/exec/mount_plan.h"
 #include "runner/exec/sandbox_process.h"
 #include "runner/exec/step_env.h"
@@ -265,7 +266,8 @@ int run_exec_with(const ExecOptions& o, AgentClient& agent) {
   StepOutcome outcome;
   if (auto s = apply_limits(*cg, o); !s) {
     say(kRunnerFailed, s.error().message());
-  } else if (auto r = agent.register_step({ref, cg->path(), o.snapshots, volume_names, o.command});
+  } else if (auto r = agent.register_step(
+                 {ref, cg->path(), o.snapshots, volume_names, o.command, o.labels});
              !r) {
     say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
   } else {
@@ -288,6 +290,16 @@ int run_exec_with(const ExecOptions& o, AgentClient& agent) {
     } else if (!done) {
       say(0, "stepsnapd after step " + ref.text() + ": " + done.error().message());
       if (outcome.ran && outcome.code == 0) outcome.code = kRunnerFailed;
+    } else if (!o.kfp_ui_metadata.empty()) {
+      auto snaps = agent.step_snapshots(ref);
+      Status written =
+          snaps ? write_file_atomically(o.kfp_ui_metadata,
+                                        kfp_ui_metadata(ref, snaps->pre, snaps->post, o.view_url))
+                : Status(tl::unexpected(snaps.error()));
+      if (!written) {
+        say(0, "--kfp-ui-metadata " + o.kfp_ui_metadata + ": " + written.error().message());
+        if (outcome.code == 0) outcome.code = kRunnerFailed;
+      }
     }
   }
   std::string cg_path = cg->path();

@@ -9,6 +9,7 @@
 #include "common/names.h"
 #include "common/size.h"
 #include "runner/exec/capabilities.h"
+#include "runner/exec/kfp_metadata.h"
 #include "runner/exec/step_env.h"
 
 namespace stepsnap::runner {
@@ -66,7 +67,13 @@ po::options_description exec_description() {
      "which snapshots the agent takes around the step (default pre,post)")
     ("marshal", po::value<std::string>()->value_name("DIR"),
      "marshal folder, created before the step starts: relative to the workspace volume's "
-     "mount point, or absolute (default .marshal)");
+     "mount point, or absolute (default .marshal)")
+    ("kfp-ui-metadata", po::value<std::string>()->value_name("PATH"),
+     "after the step, write KFP's mlpipeline-ui-metadata JSON to PATH: a markdown output "
+     "naming the step's pre- and post-snapshots, linked to their pages in stepsnapd's view")
+    ("view-url", po::value<std::string>()->value_name("URL"),
+     "where those links point: stepsnapd's HTTP view as a browser reaches it "
+     "(default http://127.0.0.1:9477)");
   // clang-format on
   return d;
 }
@@ -292,6 +299,20 @@ Result<ExecOptions> parse_exec_options(const std::vector<std::string>& args) {
       o.snapshots = {false, false};
     else
       return fail("bad --snapshots", s, 0, "expected pre,post, pre, post or none");
+  }
+  if (vm.count("kfp-ui-metadata")) {
+    if (o.no_agent)
+      return usage(
+          "--kfp-ui-metadata needs the agent (it names the step's snapshots); drop it "
+          "with --no-agent");
+    o.kfp_ui_metadata = vm["kfp-ui-metadata"].as<std::string>();
+    if (auto s = check_output_path("kfp-ui-metadata", o.kfp_ui_metadata); !s)
+      return tl::unexpected(s.error());
+  }
+  if (vm.count("view-url")) {
+    o.view_url = vm["view-url"].as<std::string>();
+    if (o.view_url.rfind("http://", 0) != 0 && o.view_url.rfind("https://", 0) != 0)
+      return fail("bad --view-url", o.view_url, 0, "expected http://HOST:PORT or https://...");
   }
   if (vm.count("marshal")) {
     o.marshal = vm["marshal"].as<std::string>();

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/names.h"
 
 namespace stepsnap::runner {
 
@@ -72,6 +73,13 @@ struct ExecOptions {
   std::optional<double> timeout_seconds;
   SnapshotPhases snapshots;
   std::string marshal = kDefaultMarshalDir;
+  // --kfp-ui-metadata PATH: KFP's mlpipeline-ui-metadata for the step
+  // (kfp_metadata.h), its links into the view at view_url.
+  std::string kfp_ui_metadata;
+  std::string view_url = "http://127.0.0.1:9477";
+  // Labels on the step's registration; set by runner pipeline (the step's
+  // dependencies and the pipeline file, which the view draws and quotes).
+  Labels labels;
   std::vector<std::string> command;
 };
 

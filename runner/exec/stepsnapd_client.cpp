@@ -72,6 +72,11 @@ Status StepsnapdClient::register_step(const StepRegistration& r) {
   args["volumes"] = volumes;
   args["policy"] = policy_of(r.snapshots);
   args["command"] = command_line(r.command);
+  if (!r.labels.empty()) {
+    json labels = json::object();
+    for (const auto& [k, v] : r.labels) labels[k] = v;
+    args["labels"] = labels;
+  }
   auto step = api_.request("step.register", args);
   if (!step) return tl::unexpected(step.error());
   return {};
@@ -126,6 +131,17 @@ Status StepsnapdClient::unregister_step(const StepRef& ref) {
   auto status = wait_until_done(ref, kUnregisterLimit);
   if (!status) return tl::unexpected(status.error());
   return {};
+}
+
+Result<StepSnapshots> StepsnapdClient::step_snapshots(const StepRef& ref) {
+  auto status = api_.request("step.status", ref_json(ref));
+  if (!status) return tl::unexpected(status.error());
+  StepSnapshots out;
+  for (const auto& n : status->value("pre_snapshots", json::array()))
+    if (n.is_string()) out.pre.push_back(n.get<std::string>());
+  for (const auto& n : status->value("post_snapshots", json::array()))
+    if (n.is_string()) out.post.push_back(n.get<std::string>());
+  return out;
 }
 
 }  // namespace stepsnap::runner

@@ -32,6 +32,7 @@ class StepsnapdClient final : public AgentClient {
   Status register_step(const StepRegistration& registration) override;
   Status step_finished(const StepRef& ref, int exit_status) override;
   Status unregister_step(const StepRef& ref) override;
+  Result<StepSnapshots> step_snapshots(const StepRef& ref) override;
 
   // The raw API, for `runner pipeline` (initial snapshots, run summaries).
   protocol::ApiClient& api() { return api_; }

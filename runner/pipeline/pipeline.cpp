@@ -1,11 +1,15 @@
 #include "runner/pipeline/pipeline.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -17,6 +21,7 @@
 #include <variant>
 
 #include "common/names.h"
+#include "common/text.h"
 #include "protocol/request.h"
 #include "runner/exec/exec.h"
 #include "runner/exec/stepsnapd_client.h"
@@ -355,6 +360,19 @@ int run_pipeline(const PipelineRunOptions& o) {
       std::cout << start_line(position[i], total, name) << std::endl;
       ExecOptions exec = step_exec_options(*spec, i, plan.run);
       exec.agent_socket = o.agent_socket;
+      // What the view needs to draw the graph and quote the restore command.
+      if (!spec->steps[i].after.empty())
+        exec.labels["stepsnap.after"] = join(spec->steps[i].after, ",");
+      if (auto file = std::filesystem::absolute(o.file).string(); file.size() <= 1024)
+        exec.labels["stepsnap.pipeline_file"] = file;
+      if (!o.kfp_ui_metadata_dir.empty()) {
+        std::string dir = o.kfp_ui_metadata_dir + "/" + name;
+        if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST)
+          std::cerr << "runner: --kfp-ui-metadata: mkdir " << dir << ": " << std::strerror(errno)
+                    << "\n";
+        exec.kfp_ui_metadata = dir + "/mlpipeline-ui-metadata.json";
+        exec.view_url = o.view_url;
+      }
       if (metric_steps.count(name)) {
         exec.env.emplace_back("STEPSNAP_METRICS_FILE", metrics.file_for(name));
         // The step's root is read-only and its /tmp its own: the folder is

@@ -1,5 +1,7 @@
 #include "runner/pipeline/pipeline_options.h"
 
+#include <sys/stat.h>
+
 #include <boost/program_options.hpp>
 #include <sstream>
 
@@ -95,7 +97,12 @@ po::options_description pipeline_description() {
      "with --restore: re-run S and every step after it; the steps before it are not re-run")
     ("parallel", po::value<std::string>()->value_name("N"),
      "run up to N steps at once, each as soon as every step it comes after is done "
-     "(default: the number of CPUs, at most 4; 1: one at a time, in file order)");
+     "(default: the number of CPUs, at most 4; 1: one at a time, in file order)")
+    ("kfp-ui-metadata", po::value<std::string>()->value_name("DIR"),
+     "write each step's KFP mlpipeline-ui-metadata JSON (its snapshots, linked to stepsnapd's "
+     "view) to DIR/STEP/mlpipeline-ui-metadata.json; DIR must exist")
+    ("view-url", po::value<std::string>()->value_name("URL"),
+     "where those links point (default http://127.0.0.1:9477)");
   // clang-format on
   d.add(notebook_description());
   return d;
@@ -133,6 +140,19 @@ Result<PipelineRunOptions> parse_pipeline_run_options(const std::vector<std::str
         std::stoul(n) < 1 || std::stoul(n) > 64)
       return fail("bad --parallel", n, 0, "give a whole number of steps from 1 to 64");
     o.parallel = std::stoul(n);
+  }
+  if (vm->count("kfp-ui-metadata")) {
+    o.kfp_ui_metadata_dir = (*vm)["kfp-ui-metadata"].as<std::string>();
+    struct stat st {};
+    if (o.kfp_ui_metadata_dir.empty() || ::stat(o.kfp_ui_metadata_dir.c_str(), &st) != 0 ||
+        !S_ISDIR(st.st_mode))
+      return fail("bad --kfp-ui-metadata", "'" + o.kfp_ui_metadata_dir + "'", 0,
+                  "give an existing directory");
+  }
+  if (vm->count("view-url")) {
+    o.view_url = (*vm)["view-url"].as<std::string>();
+    if (o.view_url.rfind("http://", 0) != 0 && o.view_url.rfind("https://", 0) != 0)
+      return fail("bad --view-url", o.view_url, 0, "expected http://HOST:PORT or https://...");
   }
   if (o.restore_run.has_value() != o.from_step.has_value())
     return fail("--restore RUN and --from-step S go together", "", 0,

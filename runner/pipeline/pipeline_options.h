@@ -23,6 +23,10 @@ struct PipelineRunOptions {
   // --parallel N: at most N steps at once; 0: the default (the number of
   // CPUs, at most 4).
   std::size_t parallel = 0;
+  // --kfp-ui-metadata DIR: each step's mlpipeline-ui-metadata JSON goes to
+  // DIR/STEP/mlpipeline-ui-metadata.json; links point at view_url.
+  std::string kfp_ui_metadata_dir;
+  std::string view_url = "http://127.0.0.1:9477";
   // Notebooks only (FILE ending in .ipynb): --volume NAME:MOUNT and
   // --param NAME=VALUE, in command-line order.
   std::vector<std::pair<std::string, std::string>> volumes;

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -100,6 +101,10 @@ pid_t StepsnapdFixture::launch(const std::string& notify) {
     args.insert(args.end(), pool_args_.begin(), pool_args_.end());
   }
   args.insert(args.end(), {"--bpf-pin-dir", pin_bpf_ ? bpf_pins_ : ""});
+  // The HTTP view on any free loopback port, unless the test chooses: the
+  // default port would collide between daemons of tests run in parallel.
+  if (std::find(extra_args_.begin(), extra_args_.end(), "--http-listen") == extra_args_.end())
+    args.insert(args.end(), {"--http-listen", "127.0.0.1:0"});
   args.insert(args.end(), extra_args_.begin(), extra_args_.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -255,6 +260,17 @@ std::string StepsnapdFixture::make_volume(
   }
   EXPECT_EQ(sh("umount " + where).rc, 0);
   return dev;
+}
+
+int StepsnapdFixture::http_port() const {
+  const std::string log = read_file(log_path());
+  const std::string marker = "HTTP view on http://";
+  auto at = log.rfind(marker);
+  if (at == std::string::npos) return -1;
+  auto slash = log.find('/', at + marker.size());
+  auto colon = log.rfind(':', slash);
+  if (slash == std::string::npos || colon == std::string::npos || colon < at) return -1;
+  return std::stoi(log.substr(colon + 1, slash - colon - 1));
 }
 
 }  // namespace stepsnap::testing

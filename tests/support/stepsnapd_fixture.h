@@ -51,6 +51,10 @@ class StepsnapdFixture : public ::testing::Test {
   // Sends sig and reaps the daemon; returns its wait status.
   int stop_daemon(int sig);
 
+  // The port the daemon's HTTP view listens on, from its log line
+  // "HTTP view on http://ADDR:PORT/"; -1 when the view is off.
+  int http_port() const;
+
   Output ctl(const std::string& args);
   // One connection per call, except step.register: registrations go over
   // one connection kept open until the daemon stops, as runner keeps its

@@ -46,6 +46,23 @@ TEST(Options, DefaultsWithDevices) {
   EXPECT_EQ(o.step_lease_seconds, 60u);
 }
 
+TEST(Options, HttpViewOnAtLoopbackByDefaultOffWhenEmpty) {
+  auto o = ok(kDevices);
+  ASSERT_TRUE(o.http);
+  EXPECT_EQ(o.http->text(), "127.0.0.1:9477");
+  EXPECT_TRUE(o.http->loopback);
+  auto args = kDevices;
+  args.insert(args.end(), {"--http-listen", ""});
+  EXPECT_FALSE(ok(args).http);
+  args.back() = "0.0.0.0:8080";
+  auto exposed = ok(args);
+  ASSERT_TRUE(exposed.http);
+  EXPECT_FALSE(exposed.http->loopback);
+  args.back() = "8080";
+  EXPECT_NE(error_of(args).find("--http-listen 8080: expected HOST:PORT"), std::string::npos)
+      << error_of(args);
+}
+
 TEST(Options, StepLeaseIsWholeSecondsWithinBounds) {
   auto args = kDevices;
   args.insert(args.end(), {"--step-lease", "5"});

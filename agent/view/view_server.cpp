@@ -1,0 +1,531 @@
+#include "agent/view/view_server.h"
+
+#include <httplib.h>
+
+#include <cerrno>
+#include <charconv>
+
+#include "agent/view/html.h"
+#include "agent/view/pages.h"
+#include "agent/volumes/volumes.h"
+#include "common/log.h"
+#include "common/time.h"
+#include "dm/dm_task.h"
+#include "dm/pool_status.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Pages run no script but the compiled-in /static/live.js: an escaping
+// mistake can then still not run a user's script.
+constexpr const char* kPolicy =
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; frame-ancestors 'none'";
+
+constexpr std::size_t kMaxSamples = 720;
+
+std::optional<std::uint64_t> parse_u64(const std::string& text) {
+  std::uint64_t v = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return v;
+}
+
+std::string api_code(const Error& e) {
+  switch (e.err) {
+    case ENOENT:
+      return "not_found";
+    case EINVAL:
+      return "invalid_value";
+    default:
+      return "internal";
+  }
+}
+
+int http_status(const std::string& code) {
+  if (code == "not_found") return 404;
+  if (code == "invalid_value") return 400;
+  return 500;
+}
+
+void send_json(httplib::Response& res, const json& body, int status = 200) {
+  res.status = status;
+  res.set_content(body.dump(), "application/json");
+}
+
+void send_error(httplib::Response& res, const Error& e) {
+  std::string code = api_code(e);
+  send_json(res, {{"error", {{"code", code}, {"message", e.message()}}}}, http_status(code));
+}
+
+void send_html(httplib::Response& res, const std::string& body, int status = 200) {
+  res.status = status;
+  res.set_header("Content-Security-Policy", kPolicy);
+  res.set_content(body, "text/html; charset=utf-8");
+}
+
+std::string sse_message(const Event& e) {
+  return "id: " + std::to_string(e.seq) + "\nevent: " + std::string(to_string(e.type)) +
+         "\ndata: " + e.line() + "\n\n";
+}
+
+}  // namespace
+
+ViewServer::ViewServer(ViewOptions options) : options_(std::move(options)) {}
+
+Result<std::unique_ptr<ViewServer>> ViewServer::start(ViewOptions options) {
+  std::unique_ptr<ViewServer> v(new ViewServer(std::move(options)));
+  auto store = ViewStore::open(v->options_.catalog_path);
+  if (!store) return tl::unexpected(store.error().context("HTTP view"));
+  v->store_ = std::move(*store);
+  v->http_ = std::make_unique<httplib::Server>();
+  const std::size_t threads = v->options_.threads;
+  v->http_->new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  v->http_->set_read_timeout(std::chrono::seconds(10));
+  v->http_->set_write_timeout(std::chrono::seconds(10));
+  v->routes();
+  const ListenAddress& a = v->options_.listen;
+  if (a.port == 0) {
+    v->port_ = v->http_->bind_to_any_port(a.host);
+  } else if (v->http_->bind_to_port(a.host, a.port)) {
+    v->port_ = a.port;
+  } else {
+    v->port_ = -1;
+  }
+  if (v->port_ < 0) {
+    return fail("--http-listen", a.text(), EADDRINUSE,
+                "can not listen there (in use, or not an address of this machine); pick another "
+                "ADDR:PORT or turn the view off with --http-listen ''");
+  }
+  v->tail_thread_ = std::thread([s = v.get()] { s->tail_loop(); });
+  v->sample_thread_ = std::thread([s = v.get()] { s->sample_loop(); });
+  v->serve_thread_ = std::thread([s = v.get()] {
+    if (!s->http_->listen_after_bind() && !s->stopping_) log::error("HTTP view stopped serving");
+  });
+  return v;
+}
+
+ViewServer::~ViewServer() { stop(); }
+
+void ViewServer::stop() {
+  if (stopping_.exchange(true)) return;
+  seen_changed_.notify_all();
+  sample_wake_.notify_all();
+  if (http_) http_->stop();
+  if (serve_thread_.joinable()) serve_thread_.join();
+  if (tail_thread_.joinable()) tail_thread_.join();
+  if (sample_thread_.joinable()) sample_thread_.join();
+}
+
+// ---- the event tail: metrics, and the wake-up of /events streams ----------
+
+void ViewServer::tail_loop() {
+  std::uint64_t pos = 0;
+  while (!stopping_) {
+    auto batch = store_->events(pos, 1000);
+    if (!batch) {
+      log::warn("HTTP view: read events: " + batch.error().message());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (batch->truncated) {
+      pos = batch->oldest_available - 1;  // metrics count what the log still holds
+      continue;
+    }
+    for (const auto& e : batch->events) {
+      metrics_.feed(e);
+      pos = e.seq;
+    }
+    {
+      std::lock_guard lock(seen_mutex_);
+      seen_seq_ = pos;
+    }
+    seen_changed_.notify_all();
+    if (batch->events.size() == 1000) continue;
+    if (options_.wait_for_event) {
+      options_.wait_for_event(pos, std::chrono::milliseconds(200));
+    } else {
+      std::unique_lock lock(seen_mutex_);
+      seen_changed_.wait_for(lock, std::chrono::milliseconds(200),
+                             [&] { return stopping_.load(); });
+    }
+  }
+}
+
+std::uint64_t ViewServer::wait_newer(std::uint64_t since, std::chrono::milliseconds timeout) {
+  std::unique_lock lock(seen_mutex_);
+  seen_changed_.wait_for(lock, timeout, [&] { return seen_seq_ > since || stopping_; });
+  return seen_seq_;
+}
+
+// ---- the pool -------------------------------------------------------------
+
+json ViewServer::pool_json() {
+  auto rec = store_->pool();
+  if (!rec) return {{"status_error", rec.error().message()}};
+  if (!*rec) return nullptr;
+  json j = {{"name", (*rec)->name},
+            {"dm_name", pool_dm_name((*rec)->name)},
+            {"block_bytes", (*rec)->block_bytes},
+            {"low_space_percent", options_.low_space_percent}};
+  // One status ioctl on the pool device: the kernel's answer, without the
+  // daemon's kernel mutex.
+  auto targets = dm::status(pool_dm_name((*rec)->name));
+  if (!targets || targets->empty()) {
+    j["status_error"] = targets ? "the pool device has no table" : targets.error().message();
+    return j;
+  }
+  auto st = dm::parse_pool_status(targets->front().params);
+  if (!st) {
+    j["status_error"] = st.error().message();
+    return j;
+  }
+  j["status"] = {{"mode", dm::to_string(st->mode)},
+                 {"used_data_blocks", st->used_data_blocks},
+                 {"total_data_blocks", st->total_data_blocks},
+                 {"used_metadata_blocks", st->used_metadata_blocks},
+                 {"total_metadata_blocks", st->total_metadata_blocks},
+                 {"needs_check", st->needs_check}};
+  return j;
+}
+
+void ViewServer::sample_loop() {
+  while (!stopping_) {
+    json p = pool_json();
+    json sample;
+    if (p.is_object() && p.contains("status")) {
+      const json& st = p["status"];
+      auto pct = [](const json& s, const char* used, const char* total) {
+        double t = s[total].get<double>();
+        return t > 0 ? s[used].get<double>() * 100.0 / t : 0.0;
+      };
+      sample = {{"time_ns", now_ns()},
+                {"data_percent", pct(st, "used_data_blocks", "total_data_blocks")},
+                {"metadata_percent", pct(st, "used_metadata_blocks", "total_metadata_blocks")}};
+    }
+    std::unique_lock lock(samples_mutex_);
+    last_status_ = p;
+    if (!sample.is_null()) {
+      samples_.push_back(sample);
+      if (samples_.size() > kMaxSamples) samples_.pop_front();
+    }
+    sample_wake_.wait_for(lock, options_.pool_sample_interval, [&] { return stopping_.load(); });
+  }
+}
+
+// ---- metrics ---------------------------------------------------------------
+
+void ViewServer::count(const std::string& op, int status) {
+  std::string result = status < 400    ? "ok"
+                       : status == 404 ? "not_found"
+                       : status < 500  ? "invalid"
+                                       : "error";
+  std::lock_guard lock(requests_mutex_);
+  ++requests_[{op, result}];
+}
+
+std::string ViewServer::metrics_text() {
+  std::string out = metrics_.text();
+  json pool;
+  {
+    std::lock_guard lock(samples_mutex_);
+    pool = last_status_;
+  }
+  if (pool.is_object() && pool.contains("status")) {
+    const json& st = pool["status"];
+    const std::string name = pool.value("name", "");
+    const std::uint64_t block = pool.value("block_bytes", std::uint64_t{0});
+    auto gauge = [&](const char* metric, const char* help, std::uint64_t v) {
+      out += std::string("# HELP ") + metric + " " + help + "\n# TYPE " + metric + " gauge\n" +
+             metric + "{pool=\"" + name + "\"} " + std::to_string(v) + "\n";
+    };
+    gauge("stepsnap_pool_data_used_bytes", "Data space of the thin pool in use.",
+          st["used_data_blocks"].get<std::uint64_t>() * block);
+    gauge("stepsnap_pool_data_size_bytes", "Data space of the thin pool.",
+          st["total_data_blocks"].get<std::uint64_t>() * block);
+    // Thin-pool metadata blocks are 4 KiB (kernel thin-provisioning.rst).
+    gauge("stepsnap_pool_metadata_used_bytes", "Metadata space of the thin pool in use.",
+          st["used_metadata_blocks"].get<std::uint64_t>() * 4096);
+    gauge("stepsnap_pool_metadata_size_bytes", "Metadata space of the thin pool.",
+          st["total_metadata_blocks"].get<std::uint64_t>() * 4096);
+    gauge("stepsnap_pool_needs_check", "1 when the pool needs thin_check.",
+          st.value("needs_check", false) ? 1 : 0);
+  }
+  // Steps by state, from the catalog as it is now.
+  out +=
+      "# HELP stepsnap_steps Steps the catalog records, by state.\n# TYPE stepsnap_steps gauge\n";
+  std::map<std::string, std::uint64_t> by_state;
+  for (const char* s : {"registered", "holding", "running", "finishing", "finished", "failed"})
+    by_state[s] = 0;
+  {
+    std::lock_guard lock(store_->db().mutex());
+    auto st = store_->db().prepare("SELECT state, COUNT(*) FROM steps GROUP BY state");
+    if (st) {
+      while (true) {
+        auto row = st->step();
+        if (!row || !*row) break;
+        by_state[st->text(0)] = static_cast<std::uint64_t>(st->int64(1));
+      }
+    }
+  }
+  for (const auto& [s, n] : by_state)
+    out += "stepsnap_steps{state=\"" + s + "\"} " + std::to_string(n) + "\n";
+  if (options_.socket_requests) {
+    out +=
+        "# HELP stepsnap_api_requests_total Requests to the socket API, by op and result (ok or "
+        "the error code).\n# TYPE stepsnap_api_requests_total counter\n";
+    for (const auto& [key, n] : options_.socket_requests())
+      out += "stepsnap_api_requests_total{op=\"" + key.first + "\",result=\"" + key.second +
+             "\"} " + std::to_string(n) + "\n";
+  }
+  out +=
+      "# HELP stepsnap_http_requests_total Requests to the HTTP view, by op and result.\n"
+      "# TYPE stepsnap_http_requests_total counter\n";
+  std::lock_guard lock(requests_mutex_);
+  for (const auto& [key, n] : requests_)
+    out += "stepsnap_http_requests_total{op=\"" + key.first + "\",result=\"" + key.second + "\"} " +
+           std::to_string(n) + "\n";
+  return out;
+}
+
+// ---- routes ----------------------------------------------------------------
+
+void ViewServer::routes() {
+  auto& s = *http_;
+  using Req = httplib::Request;
+  using Res = httplib::Response;
+
+  // Pages.
+  s.Get("/", [this](const Req&, Res& res) {
+    auto runs = store_->runs();
+    if (!runs)
+      return send_html(
+          res, html::page("Error", "<p>" + html::escape(runs.error().message()) + "</p>"), 500);
+    send_html(res, runs_page(*runs));
+    count("page.runs", res.status);
+  });
+  s.Get(R"(/runs/([^/]+)/([^/]+))", [this](const Req& req, Res& res) {
+    auto run = store_->run(req.matches[1], req.matches[2]);
+    if (!run && run.error().err == ENOENT) {
+      send_html(
+          res,
+          not_found_page("run", std::string(req.matches[1]) + "/" + std::string(req.matches[2]),
+                         "no steps or snapshots of that pipeline and run in the catalog"),
+          404);
+    } else if (!run) {
+      send_html(res, html::page("Error", "<p>" + html::escape(run.error().message()) + "</p>"),
+                500);
+    } else {
+      send_html(res, run_page(*run));
+    }
+    count("page.run", res.status);
+  });
+  s.Get(R"(/snapshots/([^/]+))", [this](const Req& req, Res& res) {
+    auto snap = store_->snapshot(req.matches[1]);
+    if (!snap && (snap.error().err == ENOENT || snap.error().err == EINVAL)) {
+      send_html(res, not_found_page("snapshot", req.matches[1], snap.error().detail), 404);
+    } else if (!snap) {
+      send_html(res, html::page("Error", "<p>" + html::escape(snap.error().message()) + "</p>"),
+                500);
+    } else {
+      send_html(res, snapshot_page(*snap));
+    }
+    count("page.snapshot", res.status);
+  });
+  s.Get("/pool", [this](const Req&, Res& res) {
+    PoolView v;
+    auto vols = store_->volumes();
+    v.volumes = vols ? (*vols)["volumes"] : json::array();
+    v.pool = pool_json();
+    v.low_space_percent = options_.low_space_percent;
+    v.space_events = json::array();
+    std::uint64_t pos = 0;
+    for (;;) {
+      auto batch = store_->events(pos, 5000);
+      if (!batch) break;
+      if (batch->truncated) {
+        pos = batch->oldest_available - 1;
+        continue;
+      }
+      for (const auto& e : batch->events) {
+        if (e.type == EventType::pool_low_space || e.type == EventType::pool_out_of_space)
+          v.space_events.push_back(e.to_json());
+        pos = e.seq;
+      }
+      if (batch->events.size() < 5000) break;
+    }
+    {
+      std::lock_guard lock(samples_mutex_);
+      v.samples = json(samples_);
+    }
+    send_html(res, pool_page(v));
+    count("page.pool", res.status);
+  });
+  s.Get("/live", [this](const Req&, Res& res) {
+    send_html(res, live_page());
+    count("page.live", res.status);
+  });
+  s.Get("/static/live.js", [](const Req&, Res& res) {
+    res.set_content(std::string(html::kLiveScript), "text/javascript");
+  });
+
+  // Server-Sent Events: the id of each is its seq, so EventSource's
+  // reconnect (Last-Event-ID) resumes after the last one the client saw.
+  s.Get("/events", [this](const Req& req, Res& res) {
+    std::string from = req.get_header_value("Last-Event-ID");
+    if (from.empty() && req.has_param("since")) from = req.get_param_value("since");
+    std::uint64_t since = 0;
+    if (!from.empty()) {
+      auto v = parse_u64(from);
+      if (!v) {
+        res.status = 400;
+        res.set_content(
+            "Last-Event-ID or since must be an event sequence number, got " + from + "\n",
+            "text/plain");
+        count("events", res.status);
+        return;
+      }
+      since = *v;
+    }
+    auto check = store_->events(since, 1);
+    if (!check) {
+      res.status = 400;
+      res.set_content(check.error().message() + "\n", "text/plain");
+      count("events", res.status);
+      return;
+    }
+    count("events", 200);
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, pos = since, first = true](std::size_t, httplib::DataSink& sink) mutable -> bool {
+          if (stopping_) {
+            sink.done();
+            return true;
+          }
+          std::string out;
+          if (first) {
+            out = "retry: 1000\n\n";
+            first = false;
+          }
+          auto batch = store_->events(pos, 500);
+          if (!batch) {
+            out +=
+                "event: error\ndata: " + json{{"message", batch.error().message()}}.dump() + "\n\n";
+            sink.write(out.data(), out.size());
+            sink.done();
+            return true;
+          }
+          if (batch->truncated) {
+            // Never a silent gap: say which events are gone, then go on
+            // from the oldest the log still holds.
+            out += "event: events.truncated\ndata: " +
+                   json{{"after", pos}, {"oldest_available", batch->oldest_available}}.dump() +
+                   "\n\n";
+            pos = batch->oldest_available - 1;
+          }
+          for (const auto& e : batch->events) {
+            out += sse_message(e);
+            pos = e.seq;
+          }
+          if (out.empty()) {
+            if (wait_newer(pos, std::chrono::seconds(15)) <= pos && !stopping_)
+              out = ": keepalive\n\n";  // lets a dead client be noticed
+          }
+          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+          return true;
+        });
+  });
+
+  s.Get("/metrics", [this](const Req&, Res& res) {
+    count("metrics", 200);
+    res.set_content(metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
+  });
+
+  // The JSON API: the socket API's read ops, plus pipelines and runs.
+  auto api = [this, &s](const std::string& pattern, const std::string& op,
+                        std::function<Result<json>(const Req&)> fn) {
+    s.Get(pattern, [this, op, fn](const Req& req, Res& res) {
+      auto r = fn(req);
+      if (r) {
+        send_json(res, *r);
+      } else {
+        send_error(res, r.error());
+      }
+      count(op, res.status);
+    });
+  };
+  api("/api/v1/volumes", "volume.list", [this](const Req&) -> Result<json> {
+    auto v = store_->volumes();
+    if (v) (*v)["pool"] = pool_json();
+    return v;
+  });
+  api("/api/v1/pool", "pool.show", [this](const Req&) -> Result<json> { return pool_json(); });
+  api("/api/v1/snapshots", "snapshot.list", [this](const Req& req) -> Result<json> {
+    DeviceFilter f;
+    if (req.has_param("pipeline")) f.pipeline = req.get_param_value("pipeline");
+    if (req.has_param("run")) f.run = req.get_param_value("run");
+    if (req.has_param("step")) f.step = req.get_param_value("step");
+    return store_->snapshots(f, req.get_param_value("volume"));
+  });
+  api(R"(/api/v1/snapshots/([^/]+))", "snapshot.show",
+      [this](const Req& req) { return store_->snapshot(req.matches[1]); });
+  api("/api/v1/pipelines", "pipeline.list", [this](const Req&) { return store_->pipelines(); });
+  api("/api/v1/runs", "run.list", [this](const Req&) -> Result<json> {
+    auto r = store_->runs();
+    if (!r) return r;
+    return json{{"runs", *r}};
+  });
+  api(R"(/api/v1/runs/([^/]+)/([^/]+))", "run.show",
+      [this](const Req& req) { return store_->run(req.matches[1], req.matches[2]); });
+  api(R"(/api/v1/runs/([^/]+)/([^/]+)/steps)", "step.list", [this](const Req& req) -> Result<json> {
+    auto r = store_->run(req.matches[1], req.matches[2]);
+    if (!r) return r;
+    return json{{"steps", (*r)["steps"]}};
+  });
+  api(R"(/api/v1/runs/([^/]+)/([^/]+)/steps/([^/]+))", "step.status", [this](const Req& req) {
+    return store_->step(req.matches[1], req.matches[2], req.matches[3]);
+  });
+  api("/api/v1/events", "events.list", [this](const Req& req) -> Result<json> {
+    std::uint64_t since = 0, max = 1000;
+    if (req.has_param("since")) {
+      auto v = parse_u64(req.get_param_value("since"));
+      if (!v)
+        return fail("events", req.get_param_value("since"), EINVAL, "since is a sequence number");
+      since = *v;
+    }
+    if (req.has_param("max")) {
+      auto v = parse_u64(req.get_param_value("max"));
+      if (!v || *v == 0 || *v > 10000)
+        return fail("events", req.get_param_value("max"), EINVAL, "max is 1 to 10000");
+      max = *v;
+    }
+    auto batch = store_->events(since, max);
+    if (!batch) return tl::unexpected(batch.error());
+    json events = json::array();
+    for (const auto& e : batch->events) events.push_back(e.to_json());
+    json out = {{"events", events}, {"last_seq", batch->last_seq}};
+    if (batch->truncated) {
+      out["truncated"] = true;
+      out["oldest_available"] = batch->oldest_available;
+    }
+    return out;
+  });
+
+  // Anything else: a page (or, under /api/, JSON) naming what was asked.
+  s.set_error_handler([](const Req& req, Res& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 404 && req.path.rfind("/api/", 0) == 0) {
+      send_json(res, {{"error", {{"code", "not_found"}, {"message", "no API route " + req.path}}}},
+                404);
+    } else if (res.status == 404) {
+      send_html(res, not_found_page("page", req.path, "the view has no such page"), 404);
+    }
+  });
+}
+
+}  // namespace stepsnap::agent

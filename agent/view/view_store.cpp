@@ -1,0 +1,337 @@
+#include "agent/view/view_store.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <limits>
+#include <map>
+#include <set>
+
+#include "agent/volumes/volumes.h"
+#include "common/time.h"
+
+namespace stepsnap::agent {
+
+using json = nlohmann::json;
+
+namespace {
+
+// The same shape as step.status (agent/policy record_json), plus labels.
+json step_json(const StepRecord& r) {
+  json j = {{"pipeline", r.pipeline}, {"run", r.run}, {"step", r.step}};
+  j["state"] = r.state;
+  j["policy"] = r.policy;
+  j["cgroup"] = r.cgroup;
+  j["volumes"] = r.volumes;
+  j["command"] = r.command;
+  j["registered"] = format_rfc3339_ns(r.registered_ns);
+  j["registered_ns"] = r.registered_ns;
+  j["started_ns"] = r.started_ns;    // 0: not started
+  j["finished_ns"] = r.finished_ns;  // 0: not finished
+  if (r.started_ns) j["started"] = format_rfc3339_ns(r.started_ns);
+  if (r.finished_ns) j["finished"] = format_rfc3339_ns(r.finished_ns);
+  if (r.started_ns && r.finished_ns) j["duration_ns"] = r.finished_ns - r.started_ns;
+  j["held_ns"] = r.held_ns;
+  if (r.exit_status) j["exit_status"] = *r.exit_status;
+  if (!r.error.empty()) j["error"] = r.error;
+  j["pre_snapshots"] = r.pre_snapshots;
+  j["post_snapshots"] = r.post_snapshots;
+  json labels = json::object();
+  for (const auto& [k, v] : r.labels) labels[k] = v;
+  j["labels"] = labels;
+  // runner pipeline records a step's dependencies as stepsnap.after=a,b.
+  json after = json::array();
+  if (auto it = r.labels.find("stepsnap.after"); it != r.labels.end()) {
+    std::size_t start = 0;
+    const std::string& v = it->second;
+    while (start < v.size()) {
+      auto comma = v.find(',', start);
+      if (comma == std::string::npos) comma = v.size();
+      if (comma > start) after.push_back(v.substr(start, comma - start));
+      start = comma + 1;
+    }
+  }
+  j["after"] = after;
+  return j;
+}
+
+// ok: finished with status 0; failed: failed, or finished non-zero;
+// running: anything not over.
+std::string outcome(const json& step) {
+  std::string state = step.value("state", "");
+  if (state == "failed") return "failed";
+  if (state == "finished") {
+    auto s = step.find("exit_status");
+    return s != step.end() && s->is_number() && s->get<int>() != 0 ? "failed" : "ok";
+  }
+  if (state == "unknown") return "unknown";
+  return "running";
+}
+
+std::int64_t ns_or_zero(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
+}  // namespace
+
+json run_summary(const json& run) {
+  json s = {{"pipeline", run["pipeline"]}, {"run", run["run"]}};
+  int ok = 0, failed = 0, running = 0, unknown = 0;
+  std::int64_t first = 0, last = 0;
+  for (const auto& step : run["steps"]) {
+    auto o = outcome(step);
+    (o == "ok" ? ok : o == "failed" ? failed : o == "running" ? running : unknown)++;
+    std::int64_t started = ns_or_zero(step, "started_ns");
+    if (!started) started = ns_or_zero(step, "registered_ns");
+    std::int64_t finished = ns_or_zero(step, "finished_ns");
+    if (started && (!first || started < first)) first = started;
+    if (finished > last) last = finished;
+  }
+  s["steps_total"] = run["steps"].size();
+  s["steps_ok"] = ok;
+  s["steps_failed"] = failed;
+  s["steps_running"] = running;
+  if (unknown) s["steps_unknown"] = unknown;
+  s["state"] = running ? "running" : failed ? "failed" : "succeeded";
+  s["started_ns"] = first;
+  if (first) s["started"] = format_rfc3339_ns(first);
+  if (first && last && !running) {
+    s["finished"] = format_rfc3339_ns(last);
+    s["duration_ns"] = last - first;
+  }
+  return s;
+}
+
+Result<std::unique_ptr<ViewStore>> ViewStore::open(const std::string& catalog_path) {
+  auto db = Database::open_read_only(catalog_path);
+  if (!db) return tl::unexpected(db.error());
+  auto catalog = Catalog::open_read_only(*db);
+  if (!catalog) return tl::unexpected(catalog.error());
+  return std::unique_ptr<ViewStore>(new ViewStore(*db, std::move(*catalog)));
+}
+
+Result<std::optional<PoolRecord>> ViewStore::pool() {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare("SELECT name FROM pools ORDER BY id LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<PoolRecord>{};
+  std::string name = st->text(0);
+  return catalog_.find_pool(name);
+}
+
+Result<std::vector<DeviceRecord>> ViewStore::devices(const DeviceFilter& filter) {
+  return catalog_.list_devices(filter);
+}
+
+Result<json> ViewStore::runs() {
+  auto keys = catalog_.list_runs();
+  if (!keys) return tl::unexpected(keys.error());
+  json out = json::array();
+  for (const auto& k : *keys) {
+    auto steps = catalog_.list_steps(k.pipeline, k.run);
+    if (!steps) return tl::unexpected(steps.error());
+    json run = {{"pipeline", k.pipeline}, {"run", k.run}, {"steps", json::array()}};
+    for (const auto& s : *steps) run["steps"].push_back(step_json(s));
+    json summary = run_summary(run);
+    if (!summary.contains("started")) {
+      summary["started"] = format_rfc3339_ns(k.first_ns);
+      summary["started_ns"] = k.first_ns;
+    }
+    out.push_back(summary);
+  }
+  return out;
+}
+
+Result<json> ViewStore::pipelines() {
+  auto all = runs();
+  if (!all) return all;
+  std::map<std::string, json> by_name;
+  for (auto& r : *all) {
+    auto& p = by_name[r["pipeline"].get<std::string>()];
+    if (p.is_null()) p = {{"name", r["pipeline"]}, {"runs", json::array()}};
+    p["runs"].push_back(r);
+  }
+  json out = json::array();
+  for (auto& [name, p] : by_name) out.push_back(std::move(p));
+  return json{{"pipelines", out}};
+}
+
+Result<json> ViewStore::run(const std::string& pipeline, const std::string& run) {
+  auto recorded = catalog_.list_steps(pipeline, run);
+  if (!recorded) return tl::unexpected(recorded.error());
+  DeviceFilter f;
+  f.kind = DeviceKind::snapshot;
+  f.pipeline = pipeline;
+  f.run = run;
+  auto snaps = devices(f);
+  if (!snaps) return tl::unexpected(snaps.error());
+  std::map<std::string, json> steps;
+  for (const auto& r : *recorded) {
+    steps[r.step] = step_json(r);
+    steps[r.step]["snapshots"] = json::array();
+  }
+  json initial = json::array();
+  json metrics = json::object();
+  for (const auto& d : *snaps) {
+    json snap = device_json(d);
+    // Notebook metrics: labels metric.NAME on the run's snapshots.
+    for (const auto& [k, v] : d.labels) {
+      if (k.rfind("metric.", 0) == 0 && k.size() > 7) metrics[k.substr(7)] = v;
+    }
+    if (d.step->phase == Phase::initial) {
+      initial.push_back(std::move(snap));
+      continue;
+    }
+    auto& s = steps[d.step->step];
+    if (s.is_null()) {
+      s = {{"pipeline", pipeline},   {"run", run},
+           {"step", d.step->step},   {"state", "unknown"},
+           {"after", json::array()}, {"snapshots", json::array()}};
+    }
+    s["snapshots"].push_back(std::move(snap));
+  }
+  if (steps.empty() && initial.empty()) {
+    return fail("show run", pipeline + "/" + run, ENOENT, "no steps or snapshots for that run");
+  }
+  json clones = json::array();
+  auto all_clones = devices({.kind = DeviceKind::clone});
+  if (!all_clones) return tl::unexpected(all_clones.error());
+  for (const auto& d : *all_clones) {
+    if (d.run_clone && d.run_clone->pipeline == pipeline && d.run_clone->run == run)
+      clones.push_back(device_json(d));
+  }
+  json out = {{"pipeline", pipeline},         {"run", run},           {"steps", json::array()},
+              {"initial_snapshots", initial}, {"run_clones", clones}, {"metrics", metrics}};
+  // Execution order: by start, steps that never started last, then by name.
+  std::vector<json> ordered;
+  for (auto& [name, s] : steps) ordered.push_back(std::move(s));
+  std::stable_sort(ordered.begin(), ordered.end(), [](const json& a, const json& b) {
+    auto key = [](const json& j) {
+      std::int64_t t = j.value("started_ns", std::int64_t{0});
+      return t ? t : std::numeric_limits<std::int64_t>::max();
+    };
+    return key(a) < key(b);
+  });
+  for (auto& s : ordered) out["steps"].push_back(std::move(s));
+  out["summary"] = run_summary(out);
+  return out;
+}
+
+Result<json> ViewStore::step(const std::string& pipeline, const std::string& run,
+                             const std::string& step) {
+  auto rec = catalog_.find_step(pipeline, run, step);
+  if (!rec) return tl::unexpected(rec.error());
+  DeviceFilter f;
+  f.kind = DeviceKind::snapshot;
+  f.pipeline = pipeline;
+  f.run = run;
+  f.step = step;
+  auto snaps = devices(f);
+  if (!snaps) return tl::unexpected(snaps.error());
+  if (!*rec && snaps->empty()) {
+    return fail("show step", pipeline + "/" + run + "/" + step, ENOENT,
+                "no such step registered and no snapshots of it");
+  }
+  json j = *rec ? step_json(**rec)
+                : json{{"pipeline", pipeline}, {"run", run}, {"step", step}, {"state", "unknown"}};
+  j["snapshots"] = json::array();
+  for (const auto& d : *snaps) j["snapshots"].push_back(device_json(d));
+  return j;
+}
+
+Result<json> ViewStore::snapshot(const std::string& name) {
+  auto p = pool();
+  if (!p) return tl::unexpected(p.error());
+  if (!*p) return fail("show snapshot", name, ENOENT, "the catalog has no pool yet");
+  auto d = catalog_.find_device((*p)->id, name);
+  if (!d) return tl::unexpected(d.error());
+  if (!*d) return fail("show snapshot", name, ENOENT, "no snapshot of that name");
+  if ((*d)->kind != DeviceKind::snapshot)
+    return fail("show snapshot", name, EINVAL,
+                "it is a " + std::string(to_string((*d)->kind)) + ", not a snapshot");
+  const DeviceRecord& snap = **d;
+  std::string origin;
+  std::optional<std::int64_t> origin_source;
+  if (snap.origin_id) {
+    if (auto o = catalog_.get_device(*snap.origin_id)) {
+      origin = o->name;
+      origin_source = o->origin_id;
+    }
+  }
+  json j = device_json(snap, origin);
+  if (origin_source) {
+    if (auto o = catalog_.get_device(*origin_source)) j["origin_snapshot"] = o->name;
+  }
+  json lineage = json::array();
+  auto parent = snap.parent_id;
+  std::optional<DeviceRecord> parent_record;
+  for (int hops = 0; parent && hops < 1000; ++hops) {
+    auto x = catalog_.get_device(*parent);
+    if (!x) break;
+    if (hops == 0) {
+      j["parent"] = x->name;
+      parent_record = *x;
+    }
+    lineage.push_back(x->name);
+    parent = x->parent_id;
+  }
+  j["lineage"] = lineage;  // nearest first, as snapshot.show
+  // Both snapshots record their origin's mapped bytes when they were taken,
+  // so the difference is what the origin newly mapped in between: a lower
+  // bound on what changed (a rewrite of an already mapped block adds none).
+  if (parent_record && snap.mapped_bytes && parent_record->mapped_bytes) {
+    j["mapped_bytes_added"] = static_cast<std::int64_t>(snap.mapped_bytes) -
+                              static_cast<std::int64_t>(parent_record->mapped_bytes);
+  }
+  json children = json::array();
+  auto made = devices({.origin_id = snap.id});
+  if (made) {
+    for (const auto& c : *made) children.push_back({{"name", c.name}, {"kind", to_string(c.kind)}});
+  }
+  j["children"] = children;
+  return j;
+}
+
+Result<json> ViewStore::snapshots(const DeviceFilter& filter, const std::string& volume) {
+  DeviceFilter f = filter;
+  f.kind = DeviceKind::snapshot;
+  if (!volume.empty()) {
+    auto p = pool();
+    if (!p) return tl::unexpected(p.error());
+    std::optional<DeviceRecord> v;
+    if (*p) {
+      auto found = catalog_.find_device((*p)->id, volume);
+      if (!found) return tl::unexpected(found.error());
+      v = *found;
+    }
+    if (!v) return fail("list snapshots", volume, ENOENT, "no volume of that name");
+    f.origin_id = v->id;
+  }
+  auto list = devices(f);
+  if (!list) return tl::unexpected(list.error());
+  json out = json::array();
+  for (const auto& d : *list) out.push_back(device_json(d));
+  return json{{"snapshots", out}};
+}
+
+Result<json> ViewStore::volumes() {
+  auto all = devices({});
+  if (!all) return tl::unexpected(all.error());
+  std::map<std::int64_t, std::string> names;
+  for (const auto& d : *all) names[d.id] = d.name;
+  json out = json::array();
+  for (const auto& d : *all) {
+    if (d.kind == DeviceKind::snapshot) continue;
+    out.push_back(device_json(
+        d, d.origin_id && names.count(*d.origin_id) ? names[*d.origin_id] : std::string()));
+  }
+  return json{{"volumes", out}};
+}
+
+Result<EventBatch> ViewStore::events(std::uint64_t since, std::size_t max) {
+  return read_committed_events(*db_, since, max);
+}
+
+}  // namespace stepsnap::agent

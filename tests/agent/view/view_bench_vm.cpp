@@ -1,0 +1,211 @@
+// scripts/bench-view, in the scripts/vm guest (label bench, not part of the
+// suite): the HTTP view against the socket API doing the same read, in the
+// same run, on a real stepsnapd.
+//   1. a run of STEPSNAP_BENCH_STEPS steps (default 20) in a catalog of
+//      STEPSNAP_BENCH_SNAPSHOTS snapshots (default 300): the run page
+//      (/runs/P/R), its JSON (/api/v1/runs/P/R) and run.show on the socket;
+//   2. the delay from an event's time stamp (taken inside the committing
+//      transaction) to its arrival at an /events client and at an
+//      events.subscribe follower, both open at once.
+// Medians, and each as a ratio to the socket API's. Nothing is asserted on
+// times: it reports.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "protocol/api_client.h"
+#include "tests/support/stepsnapd_fixture.h"
+
+namespace stepsnap::testing {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+std::size_t env_or(const char* name, std::size_t fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? static_cast<std::size_t>(std::stoul(v)) : fallback;
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+std::int64_t realtime_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// "2026-12-02T04:30:00.123456789Z" -> ns since the epoch.
+std::int64_t parse_time(const std::string& t) {
+  std::tm tm{};
+  if (!strptime(t.c_str(), "%Y-%m-%dT%H:%M:%S", &tm)) return 0;
+  std::int64_t ns = static_cast<std::int64_t>(timegm(&tm)) * 1'000'000'000;
+  auto dot = t.find('.');
+  if (dot != std::string::npos) {
+    std::string frac = t.substr(dot + 1, t.find('Z') - dot - 1);
+    frac.resize(9, '0');
+    ns += std::stoll(frac);
+  }
+  return ns;
+}
+
+class ViewBench : public StepsnapdFixture {
+ protected:
+  void SetUp() override {
+    sh("ip link set lo up");
+    data_size_ = "2G";
+    StepsnapdFixture::SetUp();
+  }
+};
+
+TEST_F(ViewBench, RunPageAndEventDelayAgainstTheSocketApi) {
+  const std::size_t steps = env_or("STEPSNAP_BENCH_STEPS", 20);
+  const std::size_t snapshots = env_or("STEPSNAP_BENCH_SNAPSHOTS", 300);
+  const std::size_t rounds = env_or("STEPSNAP_BENCH_ROUNDS", 15);
+  make_volume("ws", {});
+  json spec = {{"pipeline", "bench"},
+               {"volumes", {{{"name", "ws"}, {"mount", "/w"}}}},
+               {"workdir", "/w"},
+               {"steps", json::array()}};
+  for (std::size_t i = 0; i < steps; ++i) {
+    json s = {{"name", "s" + std::to_string(i)}, {"command", {"true"}}};
+    if (i) s["after"] = {"s" + std::to_string(i - 1)};
+    spec["steps"].push_back(s);
+  }
+  std::ofstream(dir_ + "/bench.json") << spec.dump();
+  auto run = sh(std::string(RUNNER_PATH) + " pipeline run " + dir_ + "/bench.json --agent " +
+                socket_ + " --run r1");
+  ASSERT_EQ(run.rc, 0) << run.out << run.err;
+  auto api = protocol::ApiClient::connect(socket_);
+  ASSERT_TRUE(api);
+  std::size_t have = ok("snapshot.list", json::object())["snapshots"].size();
+  for (std::size_t i = have; i < snapshots; ++i) {
+    auto r = api->request("snapshot.create", {{"volume", "ws"}});
+    ASSERT_TRUE(r) << r.error().message();
+  }
+  have = ok("snapshot.list", json::object())["snapshots"].size();
+
+  // 1. The run: page, JSON, socket.
+  httplib::Client http("127.0.0.1", http_port());
+  http.set_keep_alive(true);
+  std::map<std::string, std::vector<double>> ms;
+  auto timed = [&](const std::string& what, const std::function<bool()>& fn) {
+    auto t0 = Clock::now();
+    bool good = fn();
+    ms[what].push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    EXPECT_TRUE(good) << what;
+  };
+  for (std::size_t i = 0; i < rounds; ++i) {
+    timed("socket run.show", [&] {
+      auto r = api->request("run.show", {{"pipeline", "bench"}, {"run", "r1"}});
+      return r && (*r)["steps"].size() == steps;
+    });
+    timed("http /api/v1/runs/bench/r1", [&] {
+      auto r = http.Get("/api/v1/runs/bench/r1");
+      return r && r->status == 200;
+    });
+    timed("http /runs/bench/r1 (page)", [&] {
+      auto r = http.Get("/runs/bench/r1");
+      return r && r->status == 200;
+    });
+  }
+
+  // 2. Commit -> client, both clients open at once.
+  const std::size_t events_wanted = rounds;
+  const std::uint64_t from = events().back()["seq"];
+  std::mutex m;
+  std::vector<double> sse_delay, sock_delay;
+  std::atomic<int> ready{0};
+  std::thread sse([&] {
+    httplib::Client c("127.0.0.1", http_port());
+    c.set_read_timeout(std::chrono::seconds(120));
+    std::string buffer;
+    bool counted = false;
+    c.Get(
+        "/events", {{"Last-Event-ID", std::to_string(from)}}, [&](const char* data, std::size_t n) {
+          if (!counted) {
+            counted = true;
+            ++ready;
+          }
+          const std::int64_t now = realtime_ns();
+          buffer.append(data, n);
+          std::size_t end;
+          while ((end = buffer.find("\n\n")) != std::string::npos) {
+            std::string msg = buffer.substr(0, end);
+            buffer.erase(0, end + 2);
+            auto d = msg.find("data: ");
+            if (d == std::string::npos || msg.find("event: snapshot.created") == std::string::npos)
+              continue;
+            json e = json::parse(msg.substr(d + 6));
+            std::lock_guard lock(m);
+            sse_delay.push_back((now - parse_time(e["time"])) / 1e6);
+          }
+          std::lock_guard lock(m);
+          return sse_delay.size() < events_wanted;
+        });
+  });
+  std::thread sock([&] {
+    auto c = protocol::ApiClient::connect(socket_);
+    if (!c || !c->send("events.subscribe", {{"since", from}, {"follow", true}})) return;
+    auto first = c->read();
+    ++ready;
+    while (true) {
+      auto line = c->read();
+      const std::int64_t now = realtime_ns();
+      if (!line) return;
+      if (!line->contains("event") || (*line)["event"]["type"] != "snapshot.created") continue;
+      std::lock_guard lock(m);
+      sock_delay.push_back((now - parse_time((*line)["event"]["time"])) / 1e6);
+      if (sock_delay.size() >= events_wanted) return;
+    }
+  });
+  // The SSE client counts as ready once its first bytes (retry:) arrive.
+  for (int i = 0; i < 600 && ready < 2; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  for (std::size_t i = 0; i < events_wanted; ++i) {
+    ASSERT_TRUE(api->request("snapshot.create", {{"volume", "ws"}}));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  sse.join();
+  sock.join();
+
+  char line[200];
+  std::string report = "view benchmark: " + std::to_string(steps) + "-step run, " +
+                       std::to_string(have) + " snapshots in the catalog, " +
+                       std::to_string(rounds) + " rounds (median ms; ratio to the socket API)\n";
+  const double base = median(ms["socket run.show"]);
+  for (const char* what :
+       {"socket run.show", "http /api/v1/runs/bench/r1", "http /runs/bench/r1 (page)"}) {
+    std::snprintf(line, sizeof line, "  %-34s %8.2f  (%.2f)\n", what, median(ms[what]),
+                  base > 0 ? median(ms[what]) / base : 0.0);
+    report += line;
+  }
+  const double sock_med = median(sock_delay);
+  std::snprintf(line, sizeof line, "  %-34s %8.2f  (1.00)\n", "commit -> events.subscribe",
+                sock_med);
+  report += line;
+  std::snprintf(line, sizeof line, "  %-34s %8.2f  (%.2f)\n", "commit -> /events (SSE)",
+                median(sse_delay), sock_med > 0 ? median(sse_delay) / sock_med : 0.0);
+  report += line;
+  std::cout << report;
+  if (const char* out = std::getenv("STEPSNAP_BENCH_OUT")) std::ofstream(out) << report;
+  EXPECT_EQ(sse_delay.size(), events_wanted);
+  EXPECT_EQ(sock_delay.size(), events_wanted);
+}
+
+}  // namespace
+}  // namespace stepsnap::testing

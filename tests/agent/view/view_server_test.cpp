@@ -1,0 +1,343 @@
+// The HTTP view against a real catalog file (SQLite, WAL) that a writer
+// connection fills the way the daemon does, served on a real loopback TCP
+// port and read with an HTTP client. No pool exists on this host: the pool
+// status is reported as unavailable, which the pages must survive.
+#include "agent/view/view_server.h"
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "tests/agent/test_db.h"
+
+namespace stepsnap::agent {
+namespace {
+
+using json = nlohmann::json;
+using testing::open_db;
+using testing::TempDir;
+
+class ViewServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = open_db(dir_.file("catalog.db"));
+    auto c = Catalog::open(db_);
+    ASSERT_TRUE(c) << c.error().message();
+    catalog_.emplace(std::move(*c));
+    auto events = EventLog::open(db_);
+    ASSERT_TRUE(events);
+    events_ = std::move(*events);
+    auto pool = catalog_->add_pool({"pool0", "/dev/loop0", "/dev/loop1", 65536});
+    ASSERT_TRUE(pool);
+    pool_ = *pool;
+
+    // A run of pipeline "train": prepare -> fit, one workspace volume.
+    auto ws = make("workspace", DeviceKind::volume, {}, {}, {}, 1 << 20);
+    initial_ = make("train.r1.workspace.initial", DeviceKind::snapshot, ws.id,
+                    StepInfo{.pipeline = "train", .run = "r1", .phase = Phase::initial});
+    auto clone = make("train.r1.workspace", DeviceKind::clone, initial_.id);
+    (void)clone;
+    pre_ = make("r1.prepare.workspace.pre", DeviceKind::snapshot, clone.id,
+                StepInfo{.pipeline = "train",
+                         .run = "r1",
+                         .step = "prepare",
+                         .phase = Phase::pre,
+                         .command = "python3 prep.py"},
+                {}, 0, 1 << 16);
+    post_ = make("r1.prepare.workspace.post", DeviceKind::snapshot, clone.id,
+                 StepInfo{.pipeline = "train",
+                          .run = "r1",
+                          .step = "prepare",
+                          .phase = Phase::post,
+                          .command = "python3 prep.py",
+                          .exit_status = 0},
+                 {{"note", "<script>alert(1)</script>"}, {"metric.accuracy", "0.93"}}, 0, 3 << 16);
+    step("prepare", "finished", 0, {}, {pre_.name}, {post_.name});
+    step("fit", "failed", 1, "prepare", {}, {});
+  }
+
+  void TearDown() override {
+    if (view_) view_->stop();
+  }
+
+  DeviceRecord make(const std::string& name, DeviceKind kind, std::optional<std::int64_t> origin,
+                    std::optional<StepInfo> info = {}, Labels labels = {}, std::uint64_t size = 0,
+                    std::uint64_t mapped = 0) {
+    CreateSpec spec{.pool_id = pool_.id,
+                    .name = name,
+                    .kind = kind,
+                    .origin_id = origin,
+                    .size_bytes = size,
+                    .labels = std::move(labels),
+                    .step = info};
+    if (kind == DeviceKind::clone && name == "train.r1.workspace")
+      spec.run_clone = RunCloneKey{"train", "r1", "workspace"};
+    auto intent = catalog_->begin_create(spec);
+    EXPECT_TRUE(intent) << intent.error().message();
+    EXPECT_TRUE(catalog_->finish_create(*intent, "pool0-vol-" + name, mapped));
+    auto d = catalog_->get_device(intent->device_id);
+    json data = {{"name", name}, {"kind", std::string(to_string(kind))}};
+    if (info) data["step"] = {{"phase", std::string(to_string(info->phase))}};
+    if (kind == DeviceKind::snapshot) data["pause_ns"] = 2'000'000;
+    EXPECT_TRUE(events_->append(kind == DeviceKind::snapshot ? EventType::snapshot_created
+                                : kind == DeviceKind::clone  ? EventType::clone_created
+                                                             : EventType::volume_created,
+                                data));
+    return *d;
+  }
+
+  void step(const std::string& name, const std::string& state, int exit_status,
+            const std::string& after, std::vector<std::string> pre, std::vector<std::string> post) {
+    StepRecord r;
+    r.pipeline = "train";
+    r.run = "r1";
+    r.step = name;
+    r.cgroup = "/sys/fs/cgroup/stepsnap/train/r1/" + name;
+    r.command = "python3 " + name + ".py";
+    r.state = state;
+    r.exit_status = exit_status;
+    r.registered_ns = 1'000'000'000;
+    r.started_ns = 2'000'000'000;
+    r.finished_ns = 4'500'000'000;
+    r.held_ns = 3'000'000;
+    r.pre_snapshots = std::move(pre);
+    r.post_snapshots = std::move(post);
+    if (!after.empty()) r.labels["stepsnap.after"] = after;
+    r.labels["stepsnap.pipeline_file"] = "/home/ds/train pipeline.json";
+    ASSERT_TRUE(catalog_->save_step(r));
+    ASSERT_TRUE(events_->append(EventType::step_started, {{"step", name}, {"held_ns", 3'000'000}}));
+    ASSERT_TRUE(events_->append(EventType::step_finished,
+                                {{"step", name}, {"state", state}, {"exit_status", exit_status}}));
+  }
+
+  void start_view() {
+    auto v = ViewServer::start(
+        {.listen = {.host = "127.0.0.1", .port = 0, .loopback = true},
+         .catalog_path = dir_.file("catalog.db"),
+         .wait_for_event = [this](std::uint64_t since, std::chrono::milliseconds t) {
+           events_->wait_for(since, t);
+         }});
+    ASSERT_TRUE(v) << v.error().message();
+    view_ = std::move(*v);
+    client_ = std::make_unique<httplib::Client>("127.0.0.1", view_->port());
+  }
+
+  httplib::Result get(const std::string& path) { return client_->Get(path.c_str()); }
+
+  TempDir dir_;
+  std::shared_ptr<Database> db_;
+  std::optional<Catalog> catalog_;
+  std::unique_ptr<EventLog> events_;
+  PoolRecord pool_;
+  DeviceRecord initial_, pre_, post_;
+  std::unique_ptr<ViewServer> view_;
+  std::unique_ptr<httplib::Client> client_;
+};
+
+TEST_F(ViewServerTest, RunsListNamesTheRunWithItsOutcome) {
+  start_view();
+  auto r = get("/");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("href=\"/runs/train/r1\""), std::string::npos);
+  EXPECT_NE(r->body.find("<td class=\"state failed\">failed</td>"), std::string::npos) << r->body;
+  EXPECT_NE(r->get_header_value("Content-Security-Policy").find("script-src 'self';"),
+            std::string::npos);
+}
+
+TEST_F(ViewServerTest, RunPageDrawsTheGraphAndGivesRestoreCommands) {
+  start_view();
+  auto r = get("/runs/train/r1");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const std::string& b = r->body;
+  // One arrow, prepare -> fit; the failed step drawn red, the good one green.
+  EXPECT_NE(b.find("<line class=\"edge\" data-from=\"prepare\" data-to=\"fit\""),
+            std::string::npos);
+  EXPECT_NE(b.find("fill=\"#f4c7c3\""), std::string::npos);
+  EXPECT_NE(b.find("fill=\"#c8e6c9\""), std::string::npos);
+  EXPECT_NE(b.find("href=\"/snapshots/r1.prepare.workspace.post\""), std::string::npos);
+  EXPECT_NE(b.find("2.50 s"), std::string::npos);  // duration
+  EXPECT_NE(b.find("3.0 ms"), std::string::npos);  // hold
+  EXPECT_NE(b.find("runner pipeline run &#39;/home/ds/train pipeline.json&#39; --restore r1 "
+                   "--from-step prepare"),
+            std::string::npos);
+  EXPECT_NE(b.find("<td>accuracy</td><td>0.93</td>"), std::string::npos);
+  EXPECT_NE(b.find("train.r1.workspace.initial"), std::string::npos);
+  EXPECT_NE(b.find("train.r1.workspace"), std::string::npos);
+}
+
+TEST_F(ViewServerTest, SnapshotPageShowsEveryFieldLineageAndEscapesLabels) {
+  start_view();
+  auto r = get("/snapshots/r1.prepare.workspace.post");
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  const std::string& b = r->body;
+  for (const char* field : {"pipeline", "run", "step", "phase", "command", "exit status", "created",
+                            "source volume", "thin id", "size", "mapped", "parent", "lineage"}) {
+    EXPECT_NE(b.find(std::string("<th>") + field + "</th>"), std::string::npos) << field;
+  }
+  EXPECT_NE(b.find("<ol id=\"lineage\"><li><a href=\"/snapshots/r1.prepare.workspace.pre\">"),
+            std::string::npos);
+  // post mapped 192 KiB, its parent 64 KiB.
+  EXPECT_NE(b.find("(131072 bytes;"), std::string::npos);
+  EXPECT_EQ(b.find("<script>alert(1)</script>"), std::string::npos);
+  EXPECT_NE(b.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+}
+
+TEST_F(ViewServerTest, UnknownRunAndSnapshotAre404PagesNamingThem) {
+  start_view();
+  auto run = get("/runs/train/nope");
+  ASSERT_TRUE(run);
+  EXPECT_EQ(run->status, 404);
+  EXPECT_NE(run->body.find("No run <code>train/nope</code>"), std::string::npos) << run->body;
+  auto snap = get("/snapshots/%3Cb%3Ex");
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->status, 404);
+  EXPECT_NE(snap->body.find("No snapshot <code>&lt;b&gt;x</code>"), std::string::npos);
+  auto api = get("/api/v1/snapshots/nope");
+  ASSERT_TRUE(api);
+  EXPECT_EQ(api->status, 404);
+  EXPECT_EQ(json::parse(api->body)["error"]["code"], "not_found");
+}
+
+TEST_F(ViewServerTest, JsonApiMirrorsTheReadOps) {
+  start_view();
+  auto runs = get("/api/v1/runs");
+  ASSERT_TRUE(runs);
+  auto rj = json::parse(runs->body);
+  ASSERT_EQ(rj["runs"].size(), 1u);
+  EXPECT_EQ(rj["runs"][0]["steps_failed"], 1);
+  EXPECT_EQ(rj["runs"][0]["steps_ok"], 1);
+  auto run = json::parse(get("/api/v1/runs/train/r1")->body);
+  EXPECT_EQ(run["steps"].size(), 2u);
+  EXPECT_EQ(run["initial_snapshots"][0]["name"], "train.r1.workspace.initial");
+  EXPECT_EQ(run["run_clones"][0]["name"], "train.r1.workspace");
+  EXPECT_EQ(run["metrics"]["accuracy"], "0.93");
+  auto step = json::parse(get("/api/v1/runs/train/r1/steps/fit")->body);
+  EXPECT_EQ(step["state"], "failed");
+  EXPECT_EQ(step["after"], json::array({"prepare"}));
+  auto snap = json::parse(get("/api/v1/snapshots/r1.prepare.workspace.post")->body);
+  EXPECT_EQ(snap["parent"], "r1.prepare.workspace.pre");
+  EXPECT_EQ(snap["origin"], "train.r1.workspace");
+  EXPECT_EQ(snap["origin_snapshot"], "train.r1.workspace.initial");
+  auto list = json::parse(get("/api/v1/snapshots?step=prepare&pipeline=train&run=r1")->body);
+  EXPECT_EQ(list["snapshots"].size(), 2u);
+  auto vols = json::parse(get("/api/v1/volumes")->body);
+  EXPECT_EQ(vols["volumes"].size(), 2u);  // workspace and its run clone
+  EXPECT_EQ(vols["volumes"][1]["origin"], "train.r1.workspace.initial");
+  auto pipelines = json::parse(get("/api/v1/pipelines")->body);
+  EXPECT_EQ(pipelines["pipelines"][0]["name"], "train");
+  auto ev = json::parse(get("/api/v1/events?since=2&max=3")->body);
+  ASSERT_EQ(ev["events"].size(), 3u);
+  EXPECT_EQ(ev["events"][0]["seq"], 3);
+  EXPECT_EQ(get("/api/v1/events?since=x")->status, 400);
+}
+
+TEST_F(ViewServerTest, NoRequestWrites) {
+  start_view();
+  auto before = catalog_->list_devices();
+  auto post = client_->Post("/api/v1/volumes", "{\"name\":\"x\"}", "application/json");
+  ASSERT_TRUE(post);
+  EXPECT_GE(post->status, 400);
+  auto del = client_->Delete("/api/v1/snapshots/r1.prepare.workspace.post");
+  ASSERT_TRUE(del);
+  EXPECT_GE(del->status, 400);
+  EXPECT_EQ(catalog_->list_devices()->size(), before->size());
+}
+
+TEST_F(ViewServerTest, PagesAnswerWhileTheWriterHoldsATransaction) {
+  start_view();
+  // What snapshot work does across a hold: a savepoint open on the daemon's
+  // connection, its mutex held. The view reads through its own connection.
+  auto sp = Savepoint::begin(*db_);
+  ASSERT_TRUE(sp);
+  auto r = get("/runs/train/r1");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+// Reads an SSE stream until `want` events arrived; returns their ids.
+std::vector<std::uint64_t> read_sse(int port, const std::string& last_event_id, std::size_t want,
+                                    std::function<void()> after_connect = {}) {
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(std::chrono::seconds(20));
+  httplib::Headers headers;
+  if (!last_event_id.empty()) headers.emplace("Last-Event-ID", last_event_id);
+  std::vector<std::uint64_t> ids;
+  std::string buffer;
+  bool connected = false;
+  c.Get("/events", headers, [&](const char* data, std::size_t n) {
+    if (!connected && after_connect) {
+      connected = true;
+      std::thread(after_connect).detach();
+    }
+    buffer.append(data, n);
+    std::size_t end;
+    while ((end = buffer.find("\n\n")) != std::string::npos) {
+      std::string msg = buffer.substr(0, end);
+      buffer.erase(0, end + 2);
+      if (msg.rfind("id: ", 0) == 0) ids.push_back(std::stoull(msg.substr(4)));
+    }
+    return ids.size() < want;
+  });
+  return ids;
+}
+
+TEST_F(ViewServerTest, ServerSentEventsResumeFromLastEventIdWithoutAGap) {
+  start_view();
+  const std::uint64_t last = events_->last_seq();
+  ASSERT_GE(last, 8u);
+  // A browser that saw up to 5 reconnects: it gets 6.. with no gap.
+  auto ids = read_sse(view_->port(), "5", last - 5);
+  ASSERT_EQ(ids.size(), last - 5);
+  for (std::size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], 6 + i);
+  // Live: events committed while the stream is open arrive in order.
+  auto live = read_sse(view_->port(), std::to_string(last), 3, [this] {
+    for (int i = 0; i < 3; ++i) (void)events_->append(EventType::error, {{"op", "test"}});
+  });
+  EXPECT_EQ(live, (std::vector<std::uint64_t>{last + 1, last + 2, last + 3}));
+  auto bad = get("/events?since=999999");
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 400);
+}
+
+TEST_F(ViewServerTest, MetricsCountSnapshotsStepsAndHolds) {
+  start_view();
+  // The tail reads the log on its own thread: wait until it caught up.
+  std::string body;
+  for (int i = 0; i < 100; ++i) {
+    body = get("/metrics")->body;
+    if (body.find("stepsnap_events_last_seq " + std::to_string(events_->last_seq())) !=
+        std::string::npos)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_NE(body.find("stepsnap_snapshots_created_total{phase=\"post\"} 1"), std::string::npos)
+      << body;
+  EXPECT_NE(body.find("stepsnap_snapshots_created_total{phase=\"initial\"} 1"), std::string::npos);
+  EXPECT_NE(body.find("stepsnap_clones_created_total 1"), std::string::npos);
+  EXPECT_NE(body.find("stepsnap_snapshot_pause_seconds_bucket{le=\"0.0025\"} 3"),
+            std::string::npos);
+  EXPECT_NE(body.find("stepsnap_step_hold_seconds_count 2"), std::string::npos);
+  EXPECT_NE(body.find("stepsnap_steps{state=\"failed\"} 1"), std::string::npos);
+  EXPECT_NE(body.find("stepsnap_steps_finished_total{state=\"failed\"} 1"), std::string::npos);
+  // The exposition format as Prometheus' own linter reads it (Debian's
+  // prometheus package, installed by scripts/setup).
+  const std::string file = dir_.file("metrics.txt");
+  std::ofstream(file) << body;
+  const std::string cmd = "promtool check metrics < " + file + " > " + file + ".out 2>&1";
+  int rc = std::system(cmd.c_str());
+  std::ifstream out(file + ".out");
+  std::stringstream said;
+  said << out.rdbuf();
+  EXPECT_EQ(rc, 0) << said.str();
+}
+
+}  // namespace
+}  // namespace stepsnap::agent
