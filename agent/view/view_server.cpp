@@ -104,6 +104,7 @@ Result<std::unique_ptr<ViewServer>> ViewServer::start(ViewOptions options) {
   v->sample_thread_ = std::thread([s = v.get()] { s->sample_loop(); });
   v->serve_thread_ = std::thread([s = v.get()] {
     if (!s->http_->listen_after_bind() && !s->stopping_) log::error("HTTP view stopped serving");
+    s->serve_ended_ = true;
   });
   return v;
 }
@@ -114,7 +115,15 @@ void ViewServer::stop() {
   if (stopping_.exchange(true)) return;
   seen_changed_.notify_all();
   sample_wake_.notify_all();
-  if (http_) http_->stop();
+  if (http_) {
+    // httplib's stop() does nothing until listen_after_bind() has marked the
+    // server running: a stop right after the start (a SIGTERM as soon as
+    // READY=1) would leave the serve thread in accept() for good, and the
+    // daemon with it. Wait until it runs or has ended.
+    while (serve_thread_.joinable() && !http_->is_running() && !serve_ended_)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    http_->stop();
+  }
   if (serve_thread_.joinable()) serve_thread_.join();
   if (tail_thread_.joinable()) tail_thread_.join();
   if (sample_thread_.joinable()) sample_thread_.join();

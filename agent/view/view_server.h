@@ -80,6 +80,7 @@ class ViewServer {
   std::thread tail_thread_;
   std::thread sample_thread_;
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> serve_ended_{false};  // listen_after_bind() returned
 
   EventMetrics metrics_;
   std::mutex seen_mutex_;

@@ -142,7 +142,16 @@ int StepsnapdFixture::stop_daemon(int sig) {
   if (pid_ <= 0) return -1;
   ::kill(pid_, sig);
   int status = 0;
-  ::waitpid(pid_, &status, 0);
+  // A daemon that does not stop fails the test, rather than leaving ctest
+  // waiting for the test's timeout.
+  pid_t done = 0;
+  for (int i = 0; i < 600 && (done = ::waitpid(pid_, &status, WNOHANG)) == 0; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (done == 0) {
+    ADD_FAILURE() << "stepsnapd did not stop within 30 s of signal " << sig << "; killed";
+    ::kill(pid_, SIGKILL);
+    ::waitpid(pid_, &status, 0);
+  }
   pid_ = -1;
   registrar_.reset();  // its daemon is gone; the next one gets a new connection
   return status;
