@@ -134,71 +134,20 @@ void EventLog::published(std::uint64_t seq, const std::string& line) {
   changed_.notify_all();
 }
 
-Result<EventBatch> EventLog::read_since(std::uint64_t since, std::size_t max) {
-  EventBatch batch;
-  batch.last_seq = last_seq();
-  if (since > batch.last_seq) {
-    return fail("read events", "since " + std::to_string(since), EINVAL,
-                "the newest event is " + std::to_string(batch.last_seq) +
-                    "; the position comes from another log; resubscribe with since=0");
-  }
-  std::lock_guard lock(db_->mutex());
-  auto oldest = db_->prepare("SELECT MIN(seq) FROM events");
-  if (!oldest) return tl::unexpected(oldest.error());
-  auto row = oldest->step();
-  if (!row) return tl::unexpected(row.error());
-  batch.oldest_available =
-      oldest->is_null(0) ? batch.last_seq + 1 : static_cast<std::uint64_t>(oldest->int64(0));
-  if (since + 1 < batch.oldest_available) {
-    batch.truncated = true;
-    return batch;
-  }
-  auto st = db_->prepare(
-      "SELECT seq, type, time_ns, body FROM events WHERE seq > ? AND seq <= ? ORDER BY seq "
-      "LIMIT ?");
-  if (!st) return tl::unexpected(st.error());
-  st->bind(1, static_cast<std::int64_t>(since))
-      .bind(2, static_cast<std::int64_t>(batch.last_seq))
-      .bind(3, static_cast<std::int64_t>(max));
-  for (;;) {
-    auto r = st->step();
-    if (!r) return tl::unexpected(r.error());
-    if (!*r) break;
-    Event e;
-    e.seq = static_cast<std::uint64_t>(st->int64(0));
-    e.type = parse_event_type(st->text(1)).value_or(EventType::error);
-    e.time_ns = st->int64(2);
-    auto body = nlohmann::json::parse(st->text(3), nullptr, /*allow_exceptions=*/false);
-    if (body.is_object() && body.contains("data")) e.data = body["data"];
-    batch.events.push_back(std::move(e));
-  }
-  return batch;
-}
+namespace {
 
-Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std::size_t max) {
-  std::lock_guard lock(db.mutex());
-  // One read transaction: the seq row and the rows it covers are one
-  // snapshot of the WAL, so nothing committed in between is half-seen.
-  if (auto b = db.exec("BEGIN"); !b) return tl::unexpected(b.error());
-  struct EndRead {
-    Database& db;
-    ~EndRead() { (void)db.exec("COMMIT"); }
-  } end_read{db};
-  auto last = db.prepare("SELECT last FROM event_seq WHERE one = 1");
-  if (!last) return tl::unexpected(last.error());
-  auto row = last->step();
-  if (!row) return tl::unexpected(row.error());
-  EventBatch batch;
-  batch.last_seq = *row ? static_cast<std::uint64_t>(last->int64(0)) : 0;
+// The events after `since` up to batch.last_seq (which the caller read), at
+// most `max`; truncated when pruning went past `since`. db's mutex is held.
+Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max, EventBatch batch) {
   if (since > batch.last_seq) {
     return fail("read events", "since " + std::to_string(since), EINVAL,
                 "the newest event is " + std::to_string(batch.last_seq) +
-                    "; the position comes from another log; start again from 0");
+                    "; the position comes from another log; start again with since=0");
   }
   auto oldest = db.prepare("SELECT MIN(seq) FROM events");
   if (!oldest) return tl::unexpected(oldest.error());
-  auto orow = oldest->step();
-  if (!orow) return tl::unexpected(orow.error());
+  auto row = oldest->step();
+  if (!row) return tl::unexpected(row.error());
   batch.oldest_available =
       oldest->is_null(0) ? batch.last_seq + 1 : static_cast<std::uint64_t>(oldest->int64(0));
   if (since + 1 < batch.oldest_available) {
@@ -225,6 +174,33 @@ Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std:
     batch.events.push_back(std::move(e));
   }
   return batch;
+}
+
+}  // namespace
+
+Result<EventBatch> EventLog::read_since(std::uint64_t since, std::size_t max) {
+  EventBatch batch;
+  batch.last_seq = last_seq();
+  std::lock_guard lock(db_->mutex());
+  return read_upto(*db_, since, max, std::move(batch));
+}
+
+Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std::size_t max) {
+  std::lock_guard lock(db.mutex());
+  // One read transaction: the seq row and the rows it covers are one
+  // snapshot of the WAL, so nothing committed in between is half-seen.
+  if (auto b = db.exec("BEGIN"); !b) return tl::unexpected(b.error());
+  struct EndRead {
+    Database& db;
+    ~EndRead() { (void)db.exec("COMMIT"); }
+  } end_read{db};
+  auto last = db.prepare("SELECT last FROM event_seq WHERE one = 1");
+  if (!last) return tl::unexpected(last.error());
+  auto row = last->step();
+  if (!row) return tl::unexpected(row.error());
+  EventBatch batch;
+  batch.last_seq = *row ? static_cast<std::uint64_t>(last->int64(0)) : 0;
+  return read_upto(db, since, max, std::move(batch));
 }
 
 std::uint64_t EventLog::last_seq() const {
