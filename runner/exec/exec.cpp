@@ -39,10 +39,6 @@ constexpr int kTimedOut = 124;
 // A forwarded SIGINT, SIGTERM or SIGQUIT that CMD handles or ignores
 // without exiting ends the step this long afterwards.
 constexpr int kSignalGraceSeconds = 10;
-// What runner passes on to the step's init, which sends it to CMD. Not
-// SIGTSTP or SIGCONT: Ctrl-Z and fg on runner stop and continue runner
-// only, and a SIGCONT must never end the agent's hold of CMD.
-constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
 
 int say(int code, const std::string& message) {
   std::cerr << "runner: " << message << "\n";
@@ -150,7 +146,7 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
   // step starts so none is lost in between.
   sigset_t forwarded;
   sigemptyset(&forwarded);
-  for (int sig : kForwarded) sigaddset(&forwarded, sig);
+  for (int sig : kForwardedSignals) sigaddset(&forwarded, sig);
   sigset_t old_mask;
   ::sigprocmask(SIG_BLOCK, &forwarded, &old_mask);
   UniqueFd signals(::signalfd(-1, &forwarded, SFD_CLOEXEC));
