@@ -211,6 +211,11 @@ class Fields {
     return out;
   }
 
+  // Takes the first problem of a nested object's Fields as this one's.
+  void adopt(Fields& inner) {
+    if (inner.failed() && !failed()) error_ = inner.take_error();
+  }
+
   // Rejects every field nobody asked for: a misspelt optional field must not
   // be silently ignored.
   void finish() {
@@ -232,6 +237,67 @@ class Fields {
   std::set<std::string> allowed_;
   std::optional<RequestError> error_;
 };
+
+// run.create's "plan" (RunPlanArgs): steps in execution order, so every
+// step's `after` names steps listed before it.
+std::optional<RunPlanArgs> run_plan(Fields& f) {
+  const json* v = f.get("plan", false);
+  if (!v) return std::nullopt;
+  if (!v->is_object()) {
+    f.fail(code::wrong_type, "plan", "expected an object, got " + type_name(*v));
+    return std::nullopt;
+  }
+  Fields p(*v, "plan.");
+  RunPlanArgs plan;
+  std::set<std::string> listed;
+  const json* steps = p.get("steps", true);
+  if (steps && !steps->is_array()) {
+    p.fail(code::wrong_type, "steps",
+           "expected an array of {step, after}, got " + type_name(*steps));
+  } else if (steps && (steps->empty() || steps->size() > kMaxPlanSteps)) {
+    p.fail(code::invalid_value, "steps",
+           "has " + std::to_string(steps->size()) + " entries; give 1 to " +
+               std::to_string(kMaxPlanSteps));
+  } else if (steps) {
+    for (std::size_t i = 0; i < steps->size() && !p.failed(); ++i) {
+      std::string where = "steps[" + std::to_string(i) + "]";
+      const json& item = (*steps)[i];
+      if (!item.is_object()) {
+        p.fail(code::wrong_type, where, "expected an object {step, after}, got " + type_name(item));
+        break;
+      }
+      Fields one(item, "plan." + where + ".");
+      PlannedStepArgs step{one.required_name("step"), one.name_list("after", kMaxPlanSteps, false)};
+      one.finish();
+      p.adopt(one);
+      if (p.failed()) break;
+      for (const auto& a : step.after) {
+        if (!listed.count(a)) {
+          p.fail(code::invalid_value, where + ".after",
+                 shown(a) + " is not a step listed before it; list steps in execution order");
+          break;
+        }
+      }
+      if (!listed.insert(step.step).second)
+        p.fail(code::invalid_value, where + ".step", shown(step.step) + " is listed twice");
+      plan.steps.push_back(std::move(step));
+    }
+  }
+  plan.restored = p.name_list("restored", kMaxPlanSteps, false);
+  for (const auto& r : plan.restored) {
+    if (!listed.count(r)) {
+      p.fail(code::invalid_value, "restored", shown(r) + " is not one of the plan's steps");
+      break;
+    }
+  }
+  plan.restored_from = p.optional_name("restored_from");
+  if (!plan.restored.empty() && !plan.restored_from)
+    p.fail(code::missing_field, "restored_from",
+           "missing; name the run the restored steps come from");
+  p.finish();
+  f.adopt(p);
+  return plan;
+}
 
 std::string cgroup_path(Fields& f) {
   auto path = f.string("cgroup", true, kMaxPathLength);
@@ -420,6 +486,7 @@ RequestArgs parse_args(Op op, Fields& f) {
       if (!f.failed() && !a.sources.empty() && a.sources.size() != a.volumes.size())
         f.fail(code::invalid_value, "sources",
                "give one snapshot per volume, in the order of volumes, or none");
+      a.plan = run_plan(f);
       return a;
     }
     case Op::events_subscribe: {

@@ -169,12 +169,27 @@ struct RunCloneArgs {
 // the same order) the clones are made from those. Then the run's clone of
 // each volume. Everything is committed together or nothing is left behind.
 // Without `run` the agent picks an id no run of the pipeline has.
+// run.create's optional plan: the steps runner pipeline will run, in its
+// execution order, each with the steps it runs after (all listed before it),
+// and the ones restored from run `restored_from` (not re-run). Kept with the
+// run, so its readers can show the steps that never registered.
+struct PlannedStepArgs {
+  std::string step;
+  std::vector<std::string> after;
+};
+struct RunPlanArgs {
+  std::vector<PlannedStepArgs> steps;
+  std::vector<std::string> restored;
+  std::optional<std::string> restored_from;
+};
+inline constexpr std::size_t kMaxPlanSteps = 512;
 struct RunCreateArgs {
   std::optional<std::string> pool;
   std::string pipeline;
   std::optional<std::string> run;
   std::vector<std::string> volumes;
   std::vector<std::string> sources;
+  std::optional<RunPlanArgs> plan;
 };
 struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.

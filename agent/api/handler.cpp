@@ -16,6 +16,16 @@ using json = nlohmann::json;
 
 namespace {
 
+// run.create's plan as the catalog keeps it (pipeline and run set there).
+std::optional<RunPlanRecord> plan_record(const std::optional<RunPlanArgs>& args) {
+  if (!args) return std::nullopt;
+  RunPlanRecord plan;
+  for (const auto& s : args->steps) plan.steps.push_back({s.step, s.after});
+  plan.restored = args->restored;
+  plan.restored_from = args->restored_from.value_or("");
+  return plan;
+}
+
 tl::unexpected<ApiError> api_error(const Error& e) {
   return tl::unexpected(ApiError{error_code(e), e.message(),
                                  e.kind.empty() ? json(nullptr) : json{{"kind", e.kind}}});
@@ -274,7 +284,7 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         const auto& a = std::get<RunCreateArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
         auto made = volumes_.create_run(a.pipeline, a.run, a.volumes, a.sources,
-                                        Ownership{.uid = peer.uid});
+                                        Ownership{.uid = peer.uid}, plan_record(a.plan));
         if (!made) return api_error(made.error());
         return run_created_json(*made);
       }

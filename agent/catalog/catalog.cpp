@@ -392,7 +392,8 @@ Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeli
       "substr(run_clone, 1, length(?2)) = ?2) "
       "OR EXISTS (SELECT 1 FROM step_snapshots s JOIN devices d ON d.id = s.device_id "
       "WHERE d.pool_id = ?1 AND s.pipeline = ?3 AND s.run = ?4) "
-      "OR EXISTS (SELECT 1 FROM steps WHERE pipeline = ?3 AND run = ?4)");
+      "OR EXISTS (SELECT 1 FROM steps WHERE pipeline = ?3 AND run = ?4) "
+      "OR EXISTS (SELECT 1 FROM run_plans WHERE pipeline = ?3 AND run = ?4)");
   if (!st) return tl::unexpected(st.error());
   st->bind(1, pool_id).bind(2, pipeline + "/" + run + "/").bind(3, pipeline).bind(4, run);
   auto row = st->step();
@@ -839,7 +840,8 @@ Result<std::vector<RunKey>> Catalog::list_runs() {
       "SELECT pipeline, run, MIN(t) FROM ("
       " SELECT pipeline, run, registered_ns AS t FROM steps"
       " UNION ALL SELECT s.pipeline, s.run, d.created_ns FROM step_snapshots s"
-      " JOIN devices d ON d.id = s.device_id)"
+      " JOIN devices d ON d.id = s.device_id"
+      " UNION ALL SELECT pipeline, run, created_ns FROM run_plans)"
       " GROUP BY pipeline, run ORDER BY MIN(t) DESC, pipeline, run");
   if (!st) return tl::unexpected(st.error());
   std::vector<RunKey> out;

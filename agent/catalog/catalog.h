@@ -193,6 +193,22 @@ struct StepRecord {
   bool terminal() const { return state == "finished" || state == "failed"; }
 };
 
+// What runner pipeline planned for a run, given with run.create: every step
+// with the steps it runs after, and the ones restored from an earlier run
+// (not re-run). Lets a run's readers show the steps that never registered:
+// skipped after a failure, restored, or not started yet.
+struct PlannedStep {
+  std::string step;
+  std::vector<std::string> after;
+};
+struct RunPlanRecord {
+  std::string pipeline;
+  std::string run;
+  std::vector<PlannedStep> steps;
+  std::vector<std::string> restored;
+  std::string restored_from;  // the run the restored steps come from; empty: none
+};
+
 // A pipeline run as list_runs() names it.
 struct RunKey {
   std::string pipeline;
@@ -249,7 +265,7 @@ class Catalog {
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
   // Whether anything in the pool belongs to the run: a run clone, a step
-  // snapshot or a registered step naming (pipeline, run).
+  // snapshot, a registered step or a plan naming (pipeline, run).
   Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,
                           const std::string& run);
   // The run's clone of a volume, by the run_clone column alone.
@@ -278,9 +294,13 @@ class Catalog {
                                               const std::string& step);
   // Every step of a run, by step name.
   Result<std::vector<StepRecord>> list_steps(const std::string& pipeline, const std::string& run);
-  // Every (pipeline, run) the catalog knows from a step or a step snapshot,
-  // newest first by the earliest time recorded for it.
+  // Every (pipeline, run) the catalog knows from a step, a step snapshot or a
+  // plan, newest first by the earliest time recorded for it.
   Result<std::vector<RunKey>> list_runs();
+  // A run's plan (run_plans.cpp); none for runs made without one.
+  Status save_run_plan(const RunPlanRecord& plan);
+  Result<std::optional<RunPlanRecord>> find_run_plan(const std::string& pipeline,
+                                                     const std::string& run);
   // Steps not finished or failed (after a restart: the ones whose watch died).
   Result<std::vector<StepRecord>> unfinished_steps();
 

@@ -139,10 +139,27 @@ ALTER TABLE devices ADD COLUMN run_clone TEXT;
 CREATE UNIQUE INDEX devices_run_clone ON devices(run_clone) WHERE run_clone IS NOT NULL;
 )sql";
 
+// Version 4: a run's plan (catalog.h, RunPlanRecord), written with the run
+// by run.create; steps and restored are JSON, read whole. And the event
+// log read by type (the view's pool chart reads the pool.usage events
+// newest first) without a scan of every event.
+constexpr std::string_view kV4 = R"sql(
+CREATE TABLE run_plans (
+  pipeline      TEXT NOT NULL,
+  run           TEXT NOT NULL,
+  steps         TEXT NOT NULL DEFAULT '[]',
+  restored      TEXT NOT NULL DEFAULT '[]',
+  restored_from TEXT NOT NULL DEFAULT '',
+  created_ns    INTEGER NOT NULL,
+  PRIMARY KEY (pipeline, run)
+);
+CREATE INDEX events_by_type ON events(type, seq);
+)sql";
+
 }  // namespace
 
 const std::vector<std::string_view>& catalog_migrations() {
-  static const std::vector<std::string_view> migrations = {kV1, kV2, kV3};
+  static const std::vector<std::string_view> migrations = {kV1, kV2, kV3, kV4};
   return migrations;
 }
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <ctime>
@@ -26,6 +27,7 @@ constexpr std::pair<EventType, std::string_view> kTypes[] = {
     {EventType::volume_deleted, "volume.deleted"},
     {EventType::pool_low_space, "pool.low_space"},
     {EventType::pool_out_of_space, "pool.out_of_space"},
+    {EventType::pool_usage, "pool.usage"},
     {EventType::agent_recovered, "agent.recovered"},
     {EventType::error, "error"},
     {EventType::events_lost, "events.lost"},
@@ -138,6 +140,23 @@ namespace {
 
 // The events after `since` up to batch.last_seq (which the caller read), at
 // most `max`; truncated when pruning went past `since`. db's mutex is held.
+// Every row of a `SELECT seq, type, time_ns, body FROM events ...`.
+Result<std::vector<Event>> read_rows(Statement& st) {
+  std::vector<Event> out;
+  for (;;) {
+    auto r = st.step();
+    if (!r) return tl::unexpected(r.error());
+    if (!*r) return out;
+    Event e;
+    e.seq = static_cast<std::uint64_t>(st.int64(0));
+    e.type = parse_event_type(st.text(1)).value_or(EventType::error);
+    e.time_ns = st.int64(2);
+    auto body = nlohmann::json::parse(st.text(3), nullptr, /*allow_exceptions=*/false);
+    if (body.is_object() && body.contains("data")) e.data = body["data"];
+    out.push_back(std::move(e));
+  }
+}
+
 Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max, EventBatch batch) {
   if (since > batch.last_seq) {
     return fail("read events", "since " + std::to_string(since), EINVAL,
@@ -161,18 +180,9 @@ Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max,
   st->bind(1, static_cast<std::int64_t>(since))
       .bind(2, static_cast<std::int64_t>(batch.last_seq))
       .bind(3, static_cast<std::int64_t>(max));
-  for (;;) {
-    auto r = st->step();
-    if (!r) return tl::unexpected(r.error());
-    if (!*r) break;
-    Event e;
-    e.seq = static_cast<std::uint64_t>(st->int64(0));
-    e.type = parse_event_type(st->text(1)).value_or(EventType::error);
-    e.time_ns = st->int64(2);
-    auto body = nlohmann::json::parse(st->text(3), nullptr, /*allow_exceptions=*/false);
-    if (body.is_object() && body.contains("data")) e.data = body["data"];
-    batch.events.push_back(std::move(e));
-  }
+  auto rows = read_rows(*st);
+  if (!rows) return tl::unexpected(rows.error());
+  batch.events = std::move(*rows);
   return batch;
 }
 
@@ -201,6 +211,24 @@ Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std:
   EventBatch batch;
   batch.last_seq = *row ? static_cast<std::uint64_t>(last->int64(0)) : 0;
   return read_upto(db, since, max, std::move(batch));
+}
+
+Result<std::vector<Event>> read_latest_events(Database& db, const std::vector<EventType>& types,
+                                              std::size_t max) {
+  std::string in;
+  for (std::size_t i = 0; i < types.size(); ++i) in += i ? ", ?" : "?";
+  std::lock_guard lock(db.mutex());
+  // Newest first through the (type, seq) index, so the read costs `max`
+  // rows however long the log is.
+  auto st = db.prepare("SELECT seq, type, time_ns, body FROM events WHERE type IN (" + in +
+                       ") ORDER BY seq DESC LIMIT ?");
+  if (!st) return tl::unexpected(st.error());
+  int k = 1;
+  for (EventType t : types) st->bind(k++, std::string(to_string(t)));
+  st->bind(k, static_cast<std::int64_t>(max));
+  auto rows = read_rows(*st);
+  if (rows) std::reverse(rows->begin(), rows->end());
+  return rows;
 }
 
 std::uint64_t EventLog::last_seq() const {

@@ -51,6 +51,7 @@ enum class EventType {
   volume_deleted,
   pool_low_space,
   pool_out_of_space,
+  pool_usage,  // the pool's use moved (agent/volumes check_space)
   agent_recovered,
   error,
   events_lost,  // a producer (the BPF ring buffer) dropped records: data.count
@@ -89,6 +90,11 @@ struct EventBatch {
 // newest committed seq is the event_seq row as that connection sees it, so
 // a reader never waits on the writer's mutex. since ahead of the log: EINVAL.
 Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std::size_t max = 1000);
+
+// The newest `max` events of the given types, oldest first (the view's pool
+// chart and space events), through any connection to the catalog.
+Result<std::vector<Event>> read_latest_events(Database& db, const std::vector<EventType>& types,
+                                              std::size_t max);
 
 class EventLog {
  public:

@@ -487,7 +487,7 @@ Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std:
   auto rec = catalog_.find_step(pipeline, run, step);
   if (!rec) return tl::unexpected(rec.error().context("unregister step"));
   if (!*rec) return fail("unregister step", key, ENOENT, "no such step registered");
-  return record_json(**rec);
+  return step_record_json(**rec);
 }
 
 void StepPolicy::emit(EventType type, json data) {
@@ -945,7 +945,7 @@ void StepPolicy::record_late_snapshots(const StepInfo& info, Phase phase,
   }
 }
 
-json StepPolicy::step_json(const Step& s) const { return record_json(record_of(s)); }
+json StepPolicy::step_json(const Step& s) const { return step_record_json(record_of(s)); }
 
 Result<json> StepPolicy::status(const std::string& pipeline, const std::string& run,
                                 const std::string& step) {

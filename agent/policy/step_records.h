@@ -10,20 +10,11 @@
 #include <string>
 
 #include "agent/catalog/catalog.h"
+#include "agent/volumes/step_json.h"
 #include "agent/volumes/volumes.h"
 #include "common/error.h"
 
 namespace stepsnap::agent {
-
-// Labels on a post-snapshot that is not exact, and why (the step policy
-// writes them). Labels are what a snapshot keeps in the catalog, so the
-// verdict survives a restart.
-inline constexpr const char* kExactLabel = "stepsnap.exact";
-inline constexpr const char* kNotExactLabel = "stepsnap.not_exact";
-
-// The API's view of a step, from its record: the same shape whether the
-// step is live in memory or was read back from the catalog.
-nlohmann::json record_json(const StepRecord& r);
 
 class StepRecords {
  public:
@@ -38,9 +29,6 @@ class StepRecords {
                              const std::map<std::string, nlohmann::json>& live = {});
 
  private:
-  Result<nlohmann::json> snapshots_json(const std::string& pipeline, const std::string& run,
-                                        const std::string& step);
-
   Volumes& volumes_;
   Catalog& catalog_;
 };

@@ -106,6 +106,7 @@ th,td{border:1px solid #d5dae3;padding:.3em .6em;text-align:left;vertical-align:
 th{background:#eef1f6}code,pre{background:#eef1f6;padding:.1em .3em;border-radius:3px}
 pre{padding:.6em;overflow-x:auto}.state{font-weight:bold}
 .ok,.succeeded,.finished{color:#17733a}.failed{color:#b3261e}.running,.holding,.finishing,.registered{color:#8a5a00}
+.skipped,.pending{color:#5f6673}.restored{color:#2b5aa8}
 svg text{font-family:system-ui,sans-serif;font-size:12px}
 .meter{background:#e3e7ee;width:300px;height:14px;display:inline-block;vertical-align:middle}
 .meter span{display:block;height:14px;background:#3b6fd1}

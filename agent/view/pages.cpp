@@ -92,7 +92,8 @@ std::string runs_page(const json& runs) {
     return html::page("Runs", b);
   }
   b += "<table id=\"runs\"><tr><th>pipeline</th><th>run</th><th>state</th><th>started</th>"
-       "<th>duration</th><th>steps</th><th>ok</th><th>failed</th><th>running</th></tr>";
+       "<th>duration</th><th>steps</th><th>ok</th><th>failed</th><th>skipped</th>"
+       "<th>restored</th><th>running</th></tr>";
   for (const auto& r : runs) {
     std::string p = str(r, "pipeline"), id = str(r, "run");
     b += "<tr><td>" + escape(p) + "</td><td>" + link(run_href(p, id), id) + "</td>" +
@@ -100,7 +101,9 @@ std::string runs_page(const json& runs) {
          (r.contains("duration_ns") ? html::duration(num(r, "duration_ns")) : "—") + "</td><td>" +
          std::to_string(num(r, "steps_total")) + "</td><td>" + std::to_string(num(r, "steps_ok")) +
          "</td><td>" + std::to_string(num(r, "steps_failed")) + "</td><td>" +
-         std::to_string(num(r, "steps_running")) + "</td></tr>";
+         std::to_string(num(r, "steps_skipped")) + "</td><td>" +
+         std::to_string(num(r, "steps_restored")) + "</td><td>" +
+         std::to_string(num(r, "steps_running") + num(r, "steps_pending")) + "</td></tr>";
   }
   b += "</table>";
   return html::page("Runs", b);
@@ -130,6 +133,11 @@ std::string run_page(const json& run) {
          "</td><td><code>" + escape(str(s, "command")) + "</code>" +
          (s.contains("error") ? "<br><span class=\"failed\">" + escape(str(s, "error")) + "</span>"
                               : std::string()) +
+         (s.contains("because") ? "<br>depends on failed step " + escape(str(s, "because"))
+                                : std::string()) +
+         (s.contains("restored_from")
+              ? "<br>not re-run: restored from run " + escape(str(s, "restored_from"))
+              : std::string()) +
          "</td></tr>";
   }
   b += "</table>";
@@ -254,7 +262,7 @@ std::string pool_page(const PoolView& v) {
          "lack of space.</p>";
   }
   if (v.samples.size() >= 2) {
-    // Use over time: the view samples the pool while it runs.
+    // Use over time: the pool.usage events the agent logs at every 0.1% move.
     const int w = 600, h = 160;
     std::int64_t t0 = num(v.samples.front(), "time_ns"), t1 = num(v.samples.back(), "time_ns");
     double span = t1 > t0 ? static_cast<double>(t1 - t0) : 1.0;

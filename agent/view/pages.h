@@ -16,7 +16,7 @@ struct PoolView {
   nlohmann::json volumes;       // volume.list's devices
   nlohmann::json pool;          // name, block_bytes, status (or status_error)
   nlohmann::json space_events;  // pool.low_space / pool.out_of_space events, oldest first
-  nlohmann::json samples;       // [{time_ns, data_percent, metadata_percent}], oldest first
+  nlohmann::json samples;       // pool.usage: [{time_ns, data_percent, metadata_percent}], oldest first
   unsigned low_space_percent = 0;
 };
 std::string pool_page(const PoolView& view);

@@ -22,7 +22,8 @@ const char* fill_of(const json& step) {
     if (s != step.end() && s->is_number() && s->get<int>() != 0) return "#f4c7c3";
     return "#c8e6c9";
   }
-  if (state == "unknown") return "#e0e0e0";
+  if (state == "unknown" || state == "skipped" || state == "pending") return "#e0e0e0";
+  if (state == "restored") return "#cfe0f7";
   return "#ffe7a3";  // registered, holding, running, finishing
 }
 

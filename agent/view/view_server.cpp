@@ -25,7 +25,10 @@ constexpr const char* kPolicy =
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; frame-ancestors 'none'";
 
-constexpr std::size_t kMaxSamples = 720;
+// The pool chart's points: the newest pool.usage events (one per 0.1% move).
+constexpr std::size_t kMaxChartPoints = 720;
+// The newest pool.low_space / pool.out_of_space events the pool page lists.
+constexpr std::size_t kMaxSpaceEvents = 50;
 
 std::optional<std::uint64_t> parse_u64(const std::string& text) {
   std::uint64_t v = 0;
@@ -101,7 +104,6 @@ Result<std::unique_ptr<ViewServer>> ViewServer::start(ViewOptions options) {
                 "ADDR:PORT or turn the view off with --http-listen ''");
   }
   v->tail_thread_ = std::thread([s = v.get()] { s->tail_loop(); });
-  v->sample_thread_ = std::thread([s = v.get()] { s->sample_loop(); });
   v->serve_thread_ = std::thread([s = v.get()] {
     if (!s->http_->listen_after_bind() && !s->stopping_) log::error("HTTP view stopped serving");
     s->serve_ended_ = true;
@@ -114,7 +116,6 @@ ViewServer::~ViewServer() { stop(); }
 void ViewServer::stop() {
   if (stopping_.exchange(true)) return;
   seen_changed_.notify_all();
-  sample_wake_.notify_all();
   if (http_) {
     // httplib's stop() does nothing until listen_after_bind() has marked the
     // server running: a stop right after the start (a SIGTERM as soon as
@@ -126,7 +127,6 @@ void ViewServer::stop() {
   }
   if (serve_thread_.joinable()) serve_thread_.join();
   if (tail_thread_.joinable()) tail_thread_.join();
-  if (sample_thread_.joinable()) sample_thread_.join();
 }
 
 // ---- the event tail: metrics, and the wake-up of /events streams ----------
@@ -201,30 +201,6 @@ json ViewServer::pool_json() {
   return j;
 }
 
-void ViewServer::sample_loop() {
-  while (!stopping_) {
-    json p = pool_json();
-    json sample;
-    if (p.is_object() && p.contains("status")) {
-      const json& st = p["status"];
-      auto pct = [](const json& s, const char* used, const char* total) {
-        double t = s[total].get<double>();
-        return t > 0 ? s[used].get<double>() * 100.0 / t : 0.0;
-      };
-      sample = {{"time_ns", now_ns()},
-                {"data_percent", pct(st, "used_data_blocks", "total_data_blocks")},
-                {"metadata_percent", pct(st, "used_metadata_blocks", "total_metadata_blocks")}};
-    }
-    std::unique_lock lock(samples_mutex_);
-    last_status_ = p;
-    if (!sample.is_null()) {
-      samples_.push_back(sample);
-      if (samples_.size() > kMaxSamples) samples_.pop_front();
-    }
-    sample_wake_.wait_for(lock, options_.pool_sample_interval, [&] { return stopping_.load(); });
-  }
-}
-
 // ---- metrics ---------------------------------------------------------------
 
 void ViewServer::count(const std::string& op, int status) {
@@ -238,11 +214,7 @@ void ViewServer::count(const std::string& op, int status) {
 
 std::string ViewServer::metrics_text() {
   std::string out = metrics_.text();
-  json pool;
-  {
-    std::lock_guard lock(samples_mutex_);
-    pool = last_status_;
-  }
+  json pool = pool_json();
   if (pool.is_object() && pool.contains("status")) {
     const json& st = pool["status"];
     const std::string name = pool.value("name", "");
@@ -350,25 +322,21 @@ void ViewServer::routes() {
     v.volumes = vols ? (*vols)["volumes"] : json::array();
     v.pool = pool_json();
     v.low_space_percent = options_.low_space_percent;
+    // Both from the event log, newest first through its type index: the
+    // chart survives restarts and costs the same however long the log is.
     v.space_events = json::array();
-    std::uint64_t pos = 0;
-    for (;;) {
-      auto batch = store_->events(pos, 5000);
-      if (!batch) break;
-      if (batch->truncated) {
-        pos = batch->oldest_available - 1;
-        continue;
-      }
-      for (const auto& e : batch->events) {
-        if (e.type == EventType::pool_low_space || e.type == EventType::pool_out_of_space)
-          v.space_events.push_back(e.to_json());
-        pos = e.seq;
-      }
-      if (batch->events.size() < 5000) break;
+    if (auto space = read_latest_events(store_->db(),
+                                        {EventType::pool_low_space, EventType::pool_out_of_space},
+                                        kMaxSpaceEvents)) {
+      for (const auto& e : *space) v.space_events.push_back(e.to_json());
     }
-    {
-      std::lock_guard lock(samples_mutex_);
-      v.samples = json(samples_);
+    v.samples = json::array();
+    if (auto usage = read_latest_events(store_->db(), {EventType::pool_usage}, kMaxChartPoints)) {
+      for (const auto& e : *usage) {
+        v.samples.push_back({{"time_ns", e.time_ns},
+                             {"data_percent", e.data.value("data_percent", 0.0)},
+                             {"metadata_percent", e.data.value("metadata_percent", 0.0)}});
+      }
     }
     send_html(res, pool_page(v));
     count("page.pool", res.status);

@@ -4,7 +4,7 @@
 // Read-only by construction: it reads the catalog through its own read-only
 // SQLite connection (view_store.h) and the pool's status with one dm status
 // ioctl, and it registers only GET routes. Its threads (cpp-httplib's pool,
-// one event tail, one pool sampler) share no lock with snapshot work: new
+// one event tail) share no lock with snapshot work: new
 // events are noticed through the hook the daemon passes (EventLog::wait_for,
 // a condition variable held only while a commit publishes its seq).
 #pragma once
@@ -12,7 +12,6 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -41,7 +40,6 @@ struct ViewOptions {
   // Blocks until an event after `since` is committed or the timeout passes.
   // The daemon passes its EventLog::wait_for; without one the view polls.
   std::function<void(std::uint64_t since, std::chrono::milliseconds timeout)> wait_for_event;
-  std::chrono::milliseconds pool_sample_interval{std::chrono::seconds(10)};
   // Requests to the socket API by (op, result), for /metrics; the daemon
   // passes ApiServer::request_counts. Absent: not reported.
   std::function<std::map<std::pair<std::string, std::string>, std::uint64_t>()> socket_requests;
@@ -65,7 +63,6 @@ class ViewServer {
   explicit ViewServer(ViewOptions options);
   void routes();
   void tail_loop();
-  void sample_loop();
   // Newest seq the tail has seen, waiting up to timeout for one after since.
   std::uint64_t wait_newer(std::uint64_t since, std::chrono::milliseconds timeout);
   nlohmann::json pool_json();
@@ -78,7 +75,6 @@ class ViewServer {
   int port_ = 0;
   std::thread serve_thread_;
   std::thread tail_thread_;
-  std::thread sample_thread_;
   std::atomic<bool> stopping_{false};
   std::atomic<bool> serve_ended_{false};  // listen_after_bind() returned
 
@@ -86,11 +82,6 @@ class ViewServer {
   std::mutex seen_mutex_;
   std::condition_variable seen_changed_;
   std::uint64_t seen_seq_ = 0;
-
-  std::mutex samples_mutex_;
-  std::condition_variable sample_wake_;
-  std::deque<nlohmann::json> samples_;
-  nlohmann::json last_status_;
 
   std::mutex requests_mutex_;
   std::map<std::pair<std::string, std::string>, std::uint64_t> requests_;  // (op, result)

@@ -6,6 +6,7 @@
 #include <map>
 #include <set>
 
+#include "agent/volumes/step_json.h"
 #include "agent/volumes/volumes.h"
 #include "common/time.h"
 
@@ -15,47 +16,9 @@ using json = nlohmann::json;
 
 namespace {
 
-// The same shape as step.status (agent/policy record_json), plus labels.
-json step_json(const StepRecord& r) {
-  json j = {{"pipeline", r.pipeline}, {"run", r.run}, {"step", r.step}};
-  j["state"] = r.state;
-  j["policy"] = r.policy;
-  j["cgroup"] = r.cgroup;
-  j["volumes"] = r.volumes;
-  j["command"] = r.command;
-  j["registered"] = format_rfc3339_ns(r.registered_ns);
-  j["registered_ns"] = r.registered_ns;
-  j["started_ns"] = r.started_ns;    // 0: not started
-  j["finished_ns"] = r.finished_ns;  // 0: not finished
-  if (r.started_ns) j["started"] = format_rfc3339_ns(r.started_ns);
-  if (r.finished_ns) j["finished"] = format_rfc3339_ns(r.finished_ns);
-  if (r.started_ns && r.finished_ns) j["duration_ns"] = r.finished_ns - r.started_ns;
-  j["held_ns"] = r.held_ns;
-  if (r.exit_status) j["exit_status"] = *r.exit_status;
-  if (!r.error.empty()) j["error"] = r.error;
-  j["pre_snapshots"] = r.pre_snapshots;
-  j["post_snapshots"] = r.post_snapshots;
-  json labels = json::object();
-  for (const auto& [k, v] : r.labels) labels[k] = v;
-  j["labels"] = labels;
-  // runner pipeline records a step's dependencies as stepsnap.after=a,b.
-  json after = json::array();
-  if (auto it = r.labels.find("stepsnap.after"); it != r.labels.end()) {
-    std::size_t start = 0;
-    const std::string& v = it->second;
-    while (start < v.size()) {
-      auto comma = v.find(',', start);
-      if (comma == std::string::npos) comma = v.size();
-      if (comma > start) after.push_back(v.substr(start, comma - start));
-      start = comma + 1;
-    }
-  }
-  j["after"] = after;
-  return j;
-}
-
 // ok: finished with status 0; failed: failed, or finished non-zero;
-// running: anything not over.
+// skipped, restored, pending: planned and not run (step_json.h); running:
+// anything else not over.
 std::string outcome(const json& step) {
   std::string state = step.value("state", "");
   if (state == "failed") return "failed";
@@ -63,7 +26,8 @@ std::string outcome(const json& step) {
     auto s = step.find("exit_status");
     return s != step.end() && s->is_number() && s->get<int>() != 0 ? "failed" : "ok";
   }
-  if (state == "unknown") return "unknown";
+  if (state == "unknown" || state == "skipped" || state == "restored" || state == "pending")
+    return state;
   return "running";
 }
 
@@ -76,11 +40,10 @@ std::int64_t ns_or_zero(const json& j, const char* key) {
 
 json run_summary(const json& run) {
   json s = {{"pipeline", run["pipeline"]}, {"run", run["run"]}};
-  int ok = 0, failed = 0, running = 0, unknown = 0;
+  std::map<std::string, int> by;
   std::int64_t first = 0, last = 0;
   for (const auto& step : run["steps"]) {
-    auto o = outcome(step);
-    (o == "ok" ? ok : o == "failed" ? failed : o == "running" ? running : unknown)++;
+    ++by[outcome(step)];
     std::int64_t started = ns_or_zero(step, "started_ns");
     if (!started) started = ns_or_zero(step, "registered_ns");
     std::int64_t finished = ns_or_zero(step, "finished_ns");
@@ -88,14 +51,16 @@ json run_summary(const json& run) {
     if (finished > last) last = finished;
   }
   s["steps_total"] = run["steps"].size();
-  s["steps_ok"] = ok;
-  s["steps_failed"] = failed;
-  s["steps_running"] = running;
-  if (unknown) s["steps_unknown"] = unknown;
-  s["state"] = running ? "running" : failed ? "failed" : "succeeded";
+  for (const char* o : {"ok", "failed", "skipped", "restored", "running", "pending"})
+    s[std::string("steps_") + o] = by[o];
+  if (by["unknown"]) s["steps_unknown"] = by["unknown"];
+  // A run whose runner has steps left to start is still running; one that
+  // failed says so even while others run.
+  bool open = by["running"] || (by["pending"] && !by["failed"]);
+  s["state"] = by["failed"] ? "failed" : open ? "running" : "succeeded";
   s["started_ns"] = first;
   if (first) s["started"] = format_rfc3339_ns(first);
-  if (first && last && !running) {
+  if (first && last && !open) {
     s["finished"] = format_rfc3339_ns(last);
     s["duration_ns"] = last - first;
   }
@@ -132,8 +97,13 @@ Result<json> ViewStore::runs() {
   for (const auto& k : *keys) {
     auto steps = catalog_.list_steps(k.pipeline, k.run);
     if (!steps) return tl::unexpected(steps.error());
+    std::map<std::string, json> by_name;
+    for (const auto& s : *steps) by_name[s.step] = step_record_json(s);
+    auto plan = catalog_.find_run_plan(k.pipeline, k.run);
+    if (!plan) return tl::unexpected(plan.error());
+    if (*plan) add_planned_steps(by_name, **plan);
     json run = {{"pipeline", k.pipeline}, {"run", k.run}, {"steps", json::array()}};
-    for (const auto& s : *steps) run["steps"].push_back(step_json(s));
+    for (auto& [name, s] : by_name) run["steps"].push_back(std::move(s));
     json summary = run_summary(run);
     if (!summary.contains("started")) {
       summary["started"] = format_rfc3339_ns(k.first_ns);
@@ -159,42 +129,9 @@ Result<json> ViewStore::pipelines() {
 }
 
 Result<json> ViewStore::run(const std::string& pipeline, const std::string& run) {
-  auto recorded = catalog_.list_steps(pipeline, run);
-  if (!recorded) return tl::unexpected(recorded.error());
-  DeviceFilter f;
-  f.kind = DeviceKind::snapshot;
-  f.pipeline = pipeline;
-  f.run = run;
-  auto snaps = devices(f);
-  if (!snaps) return tl::unexpected(snaps.error());
-  std::map<std::string, json> steps;
-  for (const auto& r : *recorded) {
-    steps[r.step] = step_json(r);
-    steps[r.step]["snapshots"] = json::array();
-  }
-  json initial = json::array();
-  json metrics = json::object();
-  for (const auto& d : *snaps) {
-    json snap = device_json(d);
-    // Notebook metrics: labels metric.NAME on the run's snapshots.
-    for (const auto& [k, v] : d.labels) {
-      if (k.rfind("metric.", 0) == 0 && k.size() > 7) metrics[k.substr(7)] = v;
-    }
-    if (d.step->phase == Phase::initial) {
-      initial.push_back(std::move(snap));
-      continue;
-    }
-    auto& s = steps[d.step->step];
-    if (s.is_null()) {
-      s = {{"pipeline", pipeline},   {"run", run},
-           {"step", d.step->step},   {"state", "unknown"},
-           {"after", json::array()}, {"snapshots", json::array()}};
-    }
-    s["snapshots"].push_back(std::move(snap));
-  }
-  if (steps.empty() && initial.empty()) {
-    return fail("show run", pipeline + "/" + run, ENOENT, "no steps or snapshots for that run");
-  }
+  auto read = read_run(catalog_, pipeline, run);
+  if (!read) return read;
+  json out = std::move(*read);
   json clones = json::array();
   auto all_clones = devices({.kind = DeviceKind::clone});
   if (!all_clones) return tl::unexpected(all_clones.error());
@@ -202,11 +139,9 @@ Result<json> ViewStore::run(const std::string& pipeline, const std::string& run)
     if (d.run_clone && d.run_clone->pipeline == pipeline && d.run_clone->run == run)
       clones.push_back(device_json(d));
   }
-  json out = {{"pipeline", pipeline},         {"run", run},           {"steps", json::array()},
-              {"initial_snapshots", initial}, {"run_clones", clones}, {"metrics", metrics}};
+  out["run_clones"] = clones;
   // Execution order: by start, steps that never started last, then by name.
-  std::vector<json> ordered;
-  for (auto& [name, s] : steps) ordered.push_back(std::move(s));
+  std::vector<json> ordered(out["steps"].begin(), out["steps"].end());
   std::stable_sort(ordered.begin(), ordered.end(), [](const json& a, const json& b) {
     auto key = [](const json& j) {
       std::int64_t t = j.value("started_ns", std::int64_t{0});
@@ -214,31 +149,14 @@ Result<json> ViewStore::run(const std::string& pipeline, const std::string& run)
     };
     return key(a) < key(b);
   });
-  for (auto& s : ordered) out["steps"].push_back(std::move(s));
+  out["steps"] = ordered;
   out["summary"] = run_summary(out);
   return out;
 }
 
 Result<json> ViewStore::step(const std::string& pipeline, const std::string& run,
                              const std::string& step) {
-  auto rec = catalog_.find_step(pipeline, run, step);
-  if (!rec) return tl::unexpected(rec.error());
-  DeviceFilter f;
-  f.kind = DeviceKind::snapshot;
-  f.pipeline = pipeline;
-  f.run = run;
-  f.step = step;
-  auto snaps = devices(f);
-  if (!snaps) return tl::unexpected(snaps.error());
-  if (!*rec && snaps->empty()) {
-    return fail("show step", pipeline + "/" + run + "/" + step, ENOENT,
-                "no such step registered and no snapshots of it");
-  }
-  json j = *rec ? step_json(**rec)
-                : json{{"pipeline", pipeline}, {"run", run}, {"step", step}, {"state", "unknown"}};
-  j["snapshots"] = json::array();
-  for (const auto& d : *snaps) j["snapshots"].push_back(device_json(d));
-  return j;
+  return read_step(catalog_, pipeline, run, step);
 }
 
 Result<json> ViewStore::snapshot(const std::string& name) {

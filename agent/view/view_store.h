@@ -27,11 +27,13 @@ class ViewStore {
   // {"pipelines":[{"name","runs":[run summary]}]}
   Result<nlohmann::json> pipelines();
   // [run summary]: pipeline, run, state, started, finished, duration_ns,
-  // steps_total and steps by outcome (ok, failed, running).
+  // steps_total and steps by outcome (ok, failed, skipped, restored,
+  // running, pending; the last four need the run's plan, step_json.h).
   Result<nlohmann::json> runs();
-  // run.show's shape (steps with their snapshots, initial_snapshots) plus
-  // run_clones, each step's labels and `after` (its dependencies when the
-  // runner recorded them), the run's metrics and summary. ENOENT: unknown.
+  // run.show's shape (read_run, step_json.h: steps with their snapshots,
+  // labels, `after`, exactness and metrics; planned steps that never ran;
+  // initial_snapshots; metrics) plus run_clones and the run's summary, steps
+  // in execution order. ENOENT: unknown.
   Result<nlohmann::json> run(const std::string& pipeline, const std::string& run);
   // step.status's shape with the step's snapshots.
   Result<nlohmann::json> step(const std::string& pipeline, const std::string& run,
@@ -59,9 +61,9 @@ class ViewStore {
   Catalog catalog_;
 };
 
-// A run's summary from its steps (run.show's shape): state is "running" while
-// any step is not over, "failed" when a step failed or exited non-zero, else
-// "succeeded".
+// A run's summary from its steps (run.show's shape): state is "failed" when a
+// step failed or exited non-zero, "running" while a step is not over or one
+// planned is still to start, else "succeeded".
 nlohmann::json run_summary(const nlohmann::json& run);
 
 }  // namespace stepsnap::agent

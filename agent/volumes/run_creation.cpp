@@ -51,7 +51,8 @@ Result<RunCreated> Volumes::create_run(const std::string& pipeline,
                                        const std::optional<std::string>& run,
                                        const std::vector<std::string>& volumes,
                                        const std::vector<std::string>& sources,
-                                       const Ownership& who) {
+                                       const Ownership& who,
+                                       const std::optional<RunPlanRecord>& plan) {
   const std::string op = "create run " + pipeline + "/" + run.value_or("(new)");
   if (!sources.empty() && sources.size() != volumes.size()) {
     return fail(op, "sources", EINVAL, "give one snapshot per volume, or none");
@@ -236,7 +237,11 @@ Result<RunCreated> Volumes::create_run(const std::string& pipeline,
       if (!e) return tl::unexpected(e.error());
       made.clones.push_back(*d);
     }
-    return {};
+    if (!plan) return {};
+    RunPlanRecord kept = *plan;
+    kept.pipeline = pipeline;
+    kept.run = run_id;
+    return catalog_.save_run_plan(kept);
   });
   if (!committed) return roll_back(committed.error().context(op));
   check_space();

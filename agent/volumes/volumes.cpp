@@ -129,11 +129,28 @@ void Volumes::check_space() {
     log::warn("pool status after create: " + st.error().message());
     return;
   }
-  auto percent = [](std::uint64_t used, std::uint64_t total) {
-    return total == 0 ? 0u : static_cast<unsigned>(used * 100 / total);
+  auto per_mille = [](std::uint64_t used, std::uint64_t total) {
+    return total == 0 ? 0u : static_cast<unsigned>(used * 1000 / total);
   };
-  unsigned data = percent(st->used_data_blocks, st->total_data_blocks);
-  unsigned meta = percent(st->used_metadata_blocks, st->total_metadata_blocks);
+  Usage now{per_mille(st->used_data_blocks, st->total_data_blocks),
+            per_mille(st->used_metadata_blocks, st->total_metadata_blocks)};
+  if (now != last_usage_) {
+    // The pool's use over time, for the view's chart: one event per 0.1%
+    // step of either space, so a pool filled from empty to full makes at
+    // most 2,000 of them.
+    auto r = events_.append(EventType::pool_usage,
+                            {{"pool", record_.name},
+                             {"data_percent", now.data / 10.0},
+                             {"metadata_percent", now.metadata / 10.0},
+                             {"used_data_blocks", st->used_data_blocks},
+                             {"total_data_blocks", st->total_data_blocks},
+                             {"used_metadata_blocks", st->used_metadata_blocks},
+                             {"total_metadata_blocks", st->total_metadata_blocks}});
+    if (!r) log::error("event pool.usage: " + r.error().message());
+    last_usage_ = now;
+  }
+  unsigned data = now.data / 10;
+  unsigned meta = now.metadata / 10;
   bool low = data >= low_space_percent_ || meta >= low_space_percent_;
   if (low && !low_space_reported_) {
     log::warn("pool " + record_.name + " is low on space: data " + std::to_string(data) +
@@ -431,7 +448,7 @@ Status Volumes::remove(const std::string& name, bool snapshot) {
     (void)catalog_.abort_delete(*intent, r.error(), true);
     return tl::unexpected(r.error().context(what + " " + name));
   }
-  return in_transaction(catalog_.db(), [&]() -> Status {
+  auto done = in_transaction(catalog_.db(), [&]() -> Status {
     if (auto r = catalog_.finish_delete(*intent); !r) return r;
     json data = device_json(*d);
     data.erase("dm_name");
@@ -442,6 +459,8 @@ Status Volumes::remove(const std::string& name, bool snapshot) {
     if (!e) return tl::unexpected(e.error());
     return {};
   });
+  if (done) check_space();
+  return done;
 }
 
 }  // namespace stepsnap::agent

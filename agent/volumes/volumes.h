@@ -111,10 +111,12 @@ class Volumes {
   // in between leaves only `creating` rows, which recovery rolls back
   // together. Without `run` an id no run of the pipeline has is picked
   // ("run-YYYYMMDD-HHMMSS", then "-2", "-3", ...); a given run that exists
-  // (any clone, snapshot or step of it) is EEXIST.
+  // (any clone, snapshot or step of it) is EEXIST. `plan` (its pipeline and
+  // run are set here) is kept with the run, in the same transaction.
   Result<RunCreated> create_run(const std::string& pipeline, const std::optional<std::string>& run,
                                 const std::vector<std::string>& volumes,
-                                const std::vector<std::string>& sources, const Ownership& who);
+                                const std::vector<std::string>& sources, const Ownership& who,
+                                const std::optional<RunPlanRecord>& plan = std::nullopt);
   // volume.delete (volumes and clones) or snapshot.delete (snapshots).
   Status remove(const std::string& name, bool snapshot);
   // snapshot.label: merges `labels` into the snapshot's (new values win),
@@ -130,7 +132,9 @@ class Volumes {
   Result<nlohmann::json> pool_json();
 
  private:
-  // After a create: pool.low_space when usage crosses the threshold.
+  // After a create or a delete: pool.usage when the pool's use moved by
+  // 0.1% of either space since the last one, pool.low_space when it
+  // crosses the threshold.
   void check_space();
   // After a failed create: pool.out_of_space for the space kinds.
   void report_failure(const std::string& op, const Error& error);
@@ -157,6 +161,14 @@ class Volumes {
   unsigned low_space_percent_;
   std::mutex kernel_mutex_;
   bool low_space_reported_ = false;  // guarded by kernel_mutex_
+  // The pool's use in per mille of data and metadata space, as the last
+  // pool.usage reported it (none yet: an impossible value).
+  struct Usage {
+    unsigned data = 1001;
+    unsigned metadata = 1001;
+    bool operator==(const Usage&) const = default;
+  };
+  Usage last_usage_;  // guarded by kernel_mutex_
 };
 
 }  // namespace stepsnap::agent

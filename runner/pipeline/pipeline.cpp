@@ -149,8 +149,29 @@ Result<RunPlan> restore_plan(protocol::ApiClient& api, const PipelineSpec& spec,
 // one run.create: every volume snapshotted at one instant (or cloned from
 // the restore's snapshots), all of it made or none. Without --run the agent
 // picks the run id, one no run of the pipeline has. Sets plan.run.
+// run.create's "plan": the steps in execution order with their
+// dependencies, and the restored ones, so the agent can show the steps that
+// never register (skipped, restored, not started).
+json plan_json(const PipelineSpec& spec, const std::vector<std::size_t>& order, const RunPlan& plan,
+               const PipelineRunOptions& o) {
+  json steps = json::array(), restored = json::array();
+  for (std::size_t i : order) {
+    json step = {{"step", spec.steps[i].name}};
+    if (!spec.steps[i].after.empty()) step["after"] = spec.steps[i].after;
+    steps.push_back(std::move(step));
+    if (plan.restored.count(i)) restored.push_back(spec.steps[i].name);
+  }
+  json out = {{"steps", steps}};
+  if (!restored.empty()) {
+    out["restored"] = restored;
+    out["restored_from"] = *o.restore_run;
+  }
+  return out;
+}
+
 Status make_run_volumes(protocol::ApiClient& api, const PipelineSpec& spec,
-                        const std::optional<std::string>& run, RunPlan& plan) {
+                        const std::optional<std::string>& run, const json& steps_plan,
+                        RunPlan& plan) {
   json volumes = json::array(), sources = json::array();
   for (const auto& v : spec.volumes) {
     volumes.push_back(v.name);
@@ -160,6 +181,7 @@ Status make_run_volumes(protocol::ApiClient& api, const PipelineSpec& spec,
   json args = {{"pipeline", spec.pipeline}, {"volumes", volumes}};
   if (run) args["run"] = *run;
   if (!sources.empty()) args["sources"] = sources;
+  args["plan"] = steps_plan;
   auto made = api.request("run.create", args);
   if (!made) {
     if (made.error().kind == "exists" && run)
@@ -296,7 +318,8 @@ int run_pipeline(const PipelineRunOptions& o) {
     if (!restored) return say(restored.error().message());
     plan = std::move(*restored);
   }
-  if (auto s = make_run_volumes(api, *spec, o.run, plan); !s) return say(s.error().message());
+  if (auto s = make_run_volumes(api, *spec, o.run, plan_json(*spec, *order, plan, o), plan); !s)
+    return say(s.error().message());
   std::cout << "pipeline " << spec->pipeline << ", run " << plan.run;
   if (o.restore_run)
     std::cout << " (restored from run " << *o.restore_run << " at step " << *o.from_step << ")";

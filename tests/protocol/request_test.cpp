@@ -98,6 +98,46 @@ TEST(Request, RunCreate) {
             "invalid_value");
 }
 
+TEST(Request, RunCreatePlanListsStepsInExecutionOrder) {
+  json plan = {{"steps",
+                {{{"step", "prepare"}},
+                 {{"step", "fit"}, {"after", {"prepare"}}},
+                 {{"step", "report"}, {"after", {"prepare", "fit"}}}}},
+               {"restored", {"prepare"}},
+               {"restored_from", "r1"}};
+  auto r = accepted(req("run.create", {{"pipeline", "p"}, {"volumes", {"ws"}}, {"plan", plan}}));
+  const auto& a = std::get<RunCreateArgs>(r.args);
+  ASSERT_TRUE(a.plan);
+  ASSERT_EQ(a.plan->steps.size(), 3u);
+  EXPECT_EQ(a.plan->steps[2].step, "report");
+  EXPECT_EQ(a.plan->steps[2].after, (std::vector<std::string>{"prepare", "fit"}));
+  EXPECT_EQ(a.plan->restored, (std::vector<std::string>{"prepare"}));
+  EXPECT_EQ(a.plan->restored_from, "r1");
+
+  auto with_plan = [](json p) {
+    return req("run.create", {{"pipeline", "p"}, {"volumes", {"ws"}}, {"plan", std::move(p)}});
+  };
+  // A dependency listed after its dependant: not in execution order.
+  auto late = rejected(
+      with_plan({{"steps", {{{"step", "fit"}, {"after", {"prepare"}}}, {{"step", "prepare"}}}}}));
+  EXPECT_EQ(late.code, "invalid_value");
+  EXPECT_NE(late.message.find("plan.steps[0].after"), std::string::npos) << late.message;
+  EXPECT_EQ(rejected(with_plan({{"steps", {{{"step", "a"}}, {{"step", "a"}}}}})).code,
+            "invalid_value");
+  EXPECT_EQ(rejected(with_plan({{"steps", {{{"step", "a/b"}}}}})).code, "invalid_value");
+  EXPECT_EQ(rejected(with_plan({{"steps", {{{"step", "a"}, {"colour", "red"}}}}})).code,
+            "unknown_field");
+  EXPECT_EQ(
+      rejected(
+          with_plan({{"steps", {{{"step", "a"}}}}, {"restored", {"b"}}, {"restored_from", "r1"}}))
+          .code,
+      "invalid_value");
+  EXPECT_EQ(rejected(with_plan({{"steps", {{{"step", "a"}}}}, {"restored", {"a"}}})).code,
+            "missing_field");
+  EXPECT_EQ(rejected(with_plan({{"steps", json::array()}})).code, "invalid_value");
+  EXPECT_EQ(rejected(with_plan("all")).code, "wrong_type");
+}
+
 TEST(Request, EveryOpParsesWithMinimalArgs) {
   std::vector<std::pair<std::string, json>> cases = {
       {"volume.create", {{"name", "v"}, {"size_bytes", 4096}}},

@@ -133,6 +133,30 @@ TEST_F(CatalogTest, ARunExistsOnceItHasAClone) {
   EXPECT_FALSE(*catalog_->run_exists(pool_.id, "q", "rx1"));
 }
 
+TEST_F(CatalogTest, ARunsPlanIsKeptAndMakesTheRunExist) {
+  EXPECT_FALSE(*catalog_->find_run_plan("p", "r1"));
+  RunPlanRecord plan{.pipeline = "p",
+                     .run = "r1",
+                     .steps = {{"prepare", {}}, {"fit", {"prepare"}}},
+                     .restored = {"prepare"},
+                     .restored_from = "r0"};
+  ASSERT_TRUE(catalog_->save_run_plan(plan));
+  auto read = catalog_->find_run_plan("p", "r1");
+  ASSERT_TRUE(read && *read);
+  ASSERT_EQ((*read)->steps.size(), 2u);
+  EXPECT_EQ((*read)->steps[1].step, "fit");
+  EXPECT_EQ((*read)->steps[1].after, (std::vector<std::string>{"prepare"}));
+  EXPECT_EQ((*read)->restored, (std::vector<std::string>{"prepare"}));
+  EXPECT_EQ((*read)->restored_from, "r0");
+  EXPECT_TRUE(*catalog_->run_exists(pool_.id, "p", "r1"));
+  auto runs = catalog_->list_runs();
+  ASSERT_TRUE(runs);
+  ASSERT_EQ(runs->size(), 1u);
+  EXPECT_EQ((*runs)[0].run, "r1");
+  // One plan per run.
+  EXPECT_FALSE(catalog_->save_run_plan(plan));
+}
+
 TEST_F(CatalogTest, DuplicatePoolIsEexist) {
   auto again = catalog_->add_pool({"pool0", "/dev/a", "/dev/b", 65536});
   ASSERT_FALSE(again);
@@ -595,7 +619,7 @@ TEST(CatalogMigration, Version2DevicesBecomeRootsAndNoneIsARunClone) {
       "INSERT INTO labels VALUES (1, 'pipeline', 'p'), (1, 'run', 'r'), (1, 'volume', 'ws');"));
   auto c = Catalog::open(db);
   ASSERT_TRUE(c) << c.error().message();
-  EXPECT_EQ(*c->schema_version(), 3);
+  EXPECT_EQ(*c->schema_version(), Catalog::latest_schema_version());
   auto d = c->get_device(1);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->owner_uid, 0u) << "rows from before owners are root's (only root may delete)";

@@ -66,6 +66,23 @@ TEST_F(SmallPool, LowSpaceIsReportedOnceWhenACreateCrossesTheThreshold) {
 
   ok("snapshot.create", {{"volume", "big"}, {"name", "still60"}});
   EXPECT_EQ(events_of("pool.low_space").size(), 1u) << "once per crossing, not once per create";
+
+  // The pool's use over time (the view's chart): one pool.usage per move,
+  // none when a create changed nothing, one more after a delete frees space.
+  auto usage = events_of("pool.usage");
+  ASSERT_GE(usage.size(), 3u);
+  double at30 = usage[usage.size() - 2]["data"].value("data_percent", 0.0);
+  double at60 = usage.back()["data"].value("data_percent", 0.0);
+  EXPECT_GE(at30, 29.0) << usage[usage.size() - 2].dump();
+  EXPECT_GE(at60, 59.0) << usage.back().dump();
+  EXPECT_EQ(usage.back()["data"].value("total_data_blocks", 0), 640) << usage.back().dump();
+  ok("snapshot.delete", {{"name", "still60"}});
+  ok("snapshot.delete", {{"name", "at60"}});
+  ok("snapshot.delete", {{"name", "at30"}});
+  ok("volume.delete", {{"name", "big"}});
+  auto after = events_of("pool.usage");
+  ASSERT_GT(after.size(), usage.size());
+  EXPECT_LT(after.back()["data"].value("data_percent", 100.0), 1.0) << after.back().dump();
 }
 
 TEST_F(SmallPool, AFullPoolRefusesCreatesAndAFailedPreSnapshotKillsTheStepBeforeItsCommand) {

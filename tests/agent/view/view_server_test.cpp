@@ -150,6 +150,69 @@ TEST_F(ViewServerTest, RunsListNamesTheRunWithItsOutcome) {
             std::string::npos);
 }
 
+// Steps the runner planned and never registered: after fit failed, evaluate
+// (after fit) was skipped; report (after prepare) has not started. Run r2
+// restored prepare from r1 and has not run fit yet.
+TEST_F(ViewServerTest, PlannedStepsThatNeverRanAreSkippedRestoredOrPending) {
+  ASSERT_TRUE(catalog_->save_run_plan({.pipeline = "train",
+                                       .run = "r1",
+                                       .steps = {{"prepare", {}},
+                                                 {"fit", {"prepare"}},
+                                                 {"evaluate", {"fit"}},
+                                                 {"report", {"prepare"}}}}));
+  ASSERT_TRUE(catalog_->save_run_plan({.pipeline = "train",
+                                       .run = "r2",
+                                       .steps = {{"prepare", {}}, {"fit", {"prepare"}}},
+                                       .restored = {"prepare"},
+                                       .restored_from = "r1"}));
+  start_view();
+  auto runs = get("/api/v1/runs");
+  ASSERT_TRUE(runs);
+  json all = json::parse(runs->body)["runs"];
+  json r1, r2;
+  for (const auto& r : all) (r["run"] == "r1" ? r1 : r2) = r;
+  EXPECT_EQ(r1["steps_total"], 4);
+  EXPECT_EQ(r1["steps_ok"], 1);
+  EXPECT_EQ(r1["steps_failed"], 1);
+  EXPECT_EQ(r1["steps_skipped"], 1);
+  EXPECT_EQ(r1["steps_pending"], 1);
+  EXPECT_EQ(r1["state"], "failed");
+  EXPECT_EQ(r2["steps_restored"], 1);
+  EXPECT_EQ(r2["steps_pending"], 1);
+  EXPECT_EQ(r2["state"], "running");
+
+  auto run = get("/api/v1/runs/train/r1");
+  ASSERT_TRUE(run);
+  json steps = json::parse(run->body)["steps"];
+  std::map<std::string, json> by;
+  for (const auto& s : steps) by[s["step"]] = s;
+  EXPECT_EQ(by["evaluate"]["state"], "skipped");
+  EXPECT_EQ(by["evaluate"]["because"], "fit");
+  EXPECT_EQ(by["report"]["state"], "pending");
+  EXPECT_EQ(by["report"]["after"], json::array({"prepare"}));
+
+  auto list = get("/");
+  ASSERT_TRUE(list);
+  EXPECT_NE(list->body.find("<th>skipped</th><th>restored</th>"), std::string::npos);
+  auto page = get("/runs/train/r2");
+  ASSERT_TRUE(page);
+  EXPECT_NE(page->body.find("not re-run: restored from run r1"), std::string::npos);
+}
+
+// The pool chart is drawn from the pool.usage events in the log, so it is
+// there after a restart of the view (or of the daemon).
+TEST_F(ViewServerTest, PoolChartComesFromTheEventLog) {
+  for (double pct : {1.0, 2.5, 7.0}) {
+    ASSERT_TRUE(
+        events_->append(EventType::pool_usage,
+                        {{"pool", "pool0"}, {"data_percent", pct}, {"metadata_percent", pct / 2}}));
+  }
+  start_view();
+  auto page = get("/pool");
+  ASSERT_TRUE(page);
+  EXPECT_NE(page->body.find("id=\"use-chart\""), std::string::npos);
+}
+
 TEST_F(ViewServerTest, RunPageDrawsTheGraphAndGivesRestoreCommands) {
   start_view();
   auto r = get("/runs/train/r1");

@@ -125,6 +125,14 @@ TEST_F(PipelineVm, AFailingStepKeepsItsPostSnapshotAndStopsOnlyItsDependents) {
   EXPECT_FALSE(c.value("ok", true)) << "c never ran, so it was never registered";
   // d ran after b failed and saw b's partial output: one clone per run.
   EXPECT_EQ(read_file(view(step("fails", "r1", "d"), "post", 0) + "/.marshal/d"), "a\nhalf\n");
+  // The agent still shows c, from the plan runner gave with run.create.
+  json shown = call("run.show", {{"pipeline", "fails"}, {"run", "r1"}});
+  ASSERT_TRUE(shown.value("ok", false)) << shown.dump();
+  std::map<std::string, json> by;
+  for (const auto& s : shown["result"]["steps"]) by[s["step"]] = s;
+  EXPECT_EQ(by["c"].value("state", ""), "skipped") << shown.dump();
+  EXPECT_EQ(by["c"].value("because", ""), "b") << shown.dump();
+  EXPECT_EQ(by["c"]["after"], json::array({"b"})) << shown.dump();
 }
 
 // --parallel: b and c write the same volume at the same time; each one's
@@ -170,6 +178,13 @@ TEST_F(PipelineVm, RestoreFromAStepShowsItExactlyWhatItSawTheFirstTime) {
   EXPECT_NE(again.out.find("read_data: restored"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("preprocess: restored"), std::string::npos) << again.out;
   EXPECT_NE(again.out.find("train: ok"), std::string::npos) << again.out;
+  json shown = call("run.show", {{"pipeline", "house-prices"}, {"run", "r2"}});
+  ASSERT_TRUE(shown.value("ok", false)) << shown.dump();
+  EXPECT_EQ(shown["result"].value("restored_from", ""), "r1") << shown.dump();
+  std::map<std::string, json> by;
+  for (const auto& s : shown["result"]["steps"]) by[s["step"]] = s;
+  EXPECT_EQ(by["read_data"].value("state", ""), "restored") << shown.dump();
+  EXPECT_EQ(by["preprocess"].value("state", ""), "restored") << shown.dump();
 
   json first = step("house-prices", "r1", "train"), second = step("house-prices", "r2", "train");
   for (std::size_t v = 0; v < 2; ++v) {
