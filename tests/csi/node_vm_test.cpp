@@ -191,5 +191,78 @@ TEST_F(CsiNode, AnXfsCloneMountsBesideItsOrigin) {
   EXPECT_EQ(read_file(b + "/f"), "xfs-data\n") << "same UUID as its origin, mounted with nouuid";
 }
 
+// The calls in the order the external-provisioner, the kubelet and the
+// external-snapshotter make them for a pod, then a second pod on a volume
+// restored from the first pod's snapshot, and everything taken down again;
+// the data checked at each point.
+TEST_F(CsiNode, TheKubeletAndSidecarSequenceKeepsTheDataAtEachPoint) {
+  // external-provisioner: CreateVolume for the PVC, topology of this node.
+  v1::CreateVolumeRequest create;
+  create.set_name("pvc-0a1b2c3d-aaaa-bbbb-cccc-000000000001");
+  create.mutable_capacity_range()->set_required_bytes(48 * kMiB);
+  *create.add_volume_capabilities() = mount_cap("ext4");
+  (*create.mutable_parameters())["fsType"] = "ext4";
+  (*create.mutable_parameters())["csi.storage.k8s.io/pvc/name"] = "workspace";
+  (*create.mutable_parameters())["csi.storage.k8s.io/pvc/namespace"] = "kubeflow-user";
+  (*create.mutable_accessibility_requirements()
+        ->add_requisite()
+        ->mutable_segments())["topology.stepsnap.csi.local/node"] = node_;
+  v1::CreateVolumeResponse made;
+  ASSERT_RPC_OK(call(controller_.get(), &v1::Controller::Stub::CreateVolume, create, &made));
+  const std::string id = made.volume().volume_id();
+  EXPECT_EQ(id, create.name());
+
+  // kubelet: stage, then publish into the pod's folder with pod info.
+  const std::string staging = staging_path(id);
+  ASSERT_RPC_OK(stage(id, staging, mount_cap("ext4")));
+  const std::string target = pod_path("11111111-2222-3333-4444-555555555555", id);
+  v1::NodePublishVolumeRequest pub;
+  pub.set_volume_id(id);
+  pub.set_staging_target_path(staging);
+  pub.set_target_path(target);
+  *pub.mutable_volume_capability() = mount_cap("ext4");
+  *pub.mutable_volume_context() = made.volume().volume_context();
+  (*pub.mutable_volume_context())["csi.storage.k8s.io/pod.name"] = "train-step";
+  (*pub.mutable_volume_context())["csi.storage.k8s.io/pod.namespace"] = "kubeflow-user";
+  (*pub.mutable_volume_context())["csi.storage.k8s.io/pod.uid"] =
+      "11111111-2222-3333-4444-555555555555";
+  v1::NodePublishVolumeResponse published;
+  ASSERT_RPC_OK(call(node_stub_.get(), &v1::Node::Stub::NodePublishVolume, pub, &published));
+  ASSERT_EQ(
+      sh("mkdir -p " + target + "/.marshal && echo 42 > " + target + "/.marshal/x.txt && sync").rc,
+      0);
+
+  // external-snapshotter: a VolumeSnapshot of the PVC while the pod runs.
+  v1::CreateSnapshotResponse snap;
+  ASSERT_RPC_OK(create_snapshot("snapshot-0a1b2c3d-0001", id, &snap));
+  ASSERT_EQ(sh("echo 43 > " + target + "/.marshal/x.txt && sync").rc, 0);
+
+  // A PVC with dataSource the snapshot, for a second pod.
+  v1::VolumeContentSource from;
+  from.mutable_snapshot()->set_snapshot_id(snap.snapshot().snapshot_id());
+  v1::CreateVolumeResponse restored;
+  ASSERT_RPC_OK(create_volume("pvc-0a1b2c3d-aaaa-bbbb-cccc-000000000002", 48 * kMiB, &restored,
+                              {{"fsType", "ext4"}}, &from, mount_cap("ext4")));
+  const std::string id2 = restored.volume().volume_id();
+  std::string second = stage_and_publish(id2, "66666666-7777-8888-9999-000000000000");
+  EXPECT_EQ(read_file(second + "/.marshal/x.txt"), "42\n") << "the snapshot's moment";
+  EXPECT_EQ(read_file(target + "/.marshal/x.txt"), "43\n") << "the first pod's volume moved on";
+
+  // Pods gone: unpublish, unstage, delete, in the kubelet's and the
+  // provisioner's order; then the snapshot.
+  for (const auto& [vol, path] : {std::pair{id2, second}, std::pair{id, target}}) {
+    ASSERT_RPC_OK(unpublish(vol, path));
+    ASSERT_RPC_OK(unstage(vol, staging_path(vol)));
+    ASSERT_RPC_OK(delete_volume(vol));
+    EXPECT_FALSE(exists("/dev/mapper/" + pool_ + "-vol-" + vol));
+  }
+  v1::DeleteSnapshotRequest del;
+  del.set_snapshot_id(snap.snapshot().snapshot_id());
+  v1::DeleteSnapshotResponse deleted;
+  ASSERT_RPC_OK(call(controller_.get(), &v1::Controller::Stub::DeleteSnapshot, del, &deleted));
+  EXPECT_TRUE(ok("volume.list", json::object())["volumes"].empty());
+  EXPECT_TRUE(ok("snapshot.list", json::object())["snapshots"].empty());
+}
+
 }  // namespace
 }  // namespace stepsnap::testing
