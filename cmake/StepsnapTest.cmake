@@ -27,6 +27,10 @@ function(stepsnap_test name)
     gtest_discover_tests(${name}
       TEST_PREFIX "${label}."
       DISCOVERY_MODE PRE_TEST
+      # Listing runs the binary; under emulation on a loaded machine a
+      # binary with big shared libraries (gRPC) takes longer than the
+      # default 5 s just to start.
+      DISCOVERY_TIMEOUT 60
       PROPERTIES LABELS ${label} TIMEOUT ${ARG_TIMEOUT})
   endforeach()
 endfunction()

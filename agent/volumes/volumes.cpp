@@ -116,6 +116,8 @@ Result<json> Volumes::pool_json() {
   if (!st) return tl::unexpected(st.error());
   return json{{"name", record_.name},
               {"mode", dm::to_string(st->mode)},
+              // Blocks times this is bytes: stepsnap-csi's GetCapacity.
+              {"block_bytes", record_.block_bytes},
               {"used_data_blocks", st->used_data_blocks},
               {"total_data_blocks", st->total_data_blocks},
               {"used_metadata_blocks", st->used_metadata_blocks},
