@@ -16,12 +16,6 @@ using json = nlohmann::json;
 
 namespace {
 
-grpc::Status done(const CsiResult<void>& r, std::string_view rpc) {
-  if (r) return grpc::Status::OK;
-  log::info(std::string(rpc) + ": " + grpc_code_name(r.error().code) + ": " + r.error().message);
-  return to_status(r.error());
-}
-
 std::string label_of(const json& device, const char* key) {
   const json& labels = device.contains("labels") ? device["labels"] : json::object();
   return labels.is_object() ? labels.value(key, "") : "";
@@ -214,7 +208,7 @@ CsiResult<void> ControllerService::create_volume(const CreateVolumeRequest& in, 
 
 grpc::Status ControllerService::CreateVolume(grpc::ServerContext*, const CreateVolumeRequest* in,
                                              CreateVolumeResponse* out) {
-  return done(create_volume(*in, out->mutable_volume()), "CreateVolume");
+  return rpc_status(create_volume(*in, out->mutable_volume()), "CreateVolume");
 }
 
 grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const DeleteVolumeRequest* in,
@@ -231,7 +225,7 @@ grpc::Status ControllerService::DeleteVolume(grpc::ServerContext*, const DeleteV
       return agent_failed("delete volume " + in->volume_id(), r.error());
     return {};
   };
-  return done(run(), "DeleteVolume");
+  return rpc_status(run(), "DeleteVolume");
 }
 
 grpc::Status ControllerService::ValidateVolumeCapabilities(
@@ -270,7 +264,7 @@ grpc::Status ControllerService::ValidateVolumeCapabilities(
     *confirmed->mutable_mutable_parameters() = in->mutable_parameters();
     return {};
   };
-  return done(run(), "ValidateVolumeCapabilities");
+  return rpc_status(run(), "ValidateVolumeCapabilities");
 }
 
 grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const GetCapacityRequest* in,
@@ -302,7 +296,7 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const GetCapac
     out->mutable_maximum_volume_size()->set_value(static_cast<std::int64_t>(free));
     return {};
   };
-  return done(run(), "GetCapacity");
+  return rpc_status(run(), "GetCapacity");
 }
 
 grpc::Status ControllerService::ControllerGetCapabilities(grpc::ServerContext*,
@@ -365,7 +359,7 @@ CsiResult<void> ControllerService::create_snapshot(const CreateSnapshotRequest& 
 grpc::Status ControllerService::CreateSnapshot(grpc::ServerContext*,
                                                const CreateSnapshotRequest* in,
                                                CreateSnapshotResponse* out) {
-  return done(create_snapshot(*in, out->mutable_snapshot()), "CreateSnapshot");
+  return rpc_status(create_snapshot(*in, out->mutable_snapshot()), "CreateSnapshot");
 }
 
 grpc::Status ControllerService::DeleteSnapshot(grpc::ServerContext*,
@@ -383,7 +377,7 @@ grpc::Status ControllerService::DeleteSnapshot(grpc::ServerContext*,
       return agent_failed("delete snapshot " + in->snapshot_id(), r.error());
     return {};
   };
-  return done(run(), "DeleteSnapshot");
+  return rpc_status(run(), "DeleteSnapshot");
 }
 
 CsiResult<void> ControllerService::list_snapshots(const ListSnapshotsRequest& in,
@@ -455,7 +449,7 @@ CsiResult<void> ControllerService::list_snapshots(const ListSnapshotsRequest& in
 
 grpc::Status ControllerService::ListSnapshots(grpc::ServerContext*, const ListSnapshotsRequest* in,
                                               ListSnapshotsResponse* out) {
-  return done(list_snapshots(*in, out), "ListSnapshots");
+  return rpc_status(list_snapshots(*in, out), "ListSnapshots");
 }
 
 }  // namespace stepsnap::csi

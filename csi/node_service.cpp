@@ -22,12 +22,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-grpc::Status done(const CsiResult<void>& r, std::string_view rpc) {
-  if (r) return grpc::Status::OK;
-  log::info(std::string(rpc) + ": " + grpc_code_name(r.error().code) + ": " + r.error().message);
-  return to_status(r.error());
-}
-
 tl::unexpected<CsiError> kernel_failed(const Error& e) {
   return csi_fail(StatusCode::INTERNAL, e.message());
 }
@@ -230,28 +224,28 @@ CsiResult<void> NodeService::unpublish(const NodeUnpublishVolumeRequest& in) {
 grpc::Status NodeService::NodeStageVolume(grpc::ServerContext*, const NodeStageVolumeRequest* in,
                                           NodeStageVolumeResponse*) {
   std::lock_guard lock(mutex_);
-  return done(stage(*in), "NodeStageVolume");
+  return rpc_status(stage(*in), "NodeStageVolume");
 }
 
 grpc::Status NodeService::NodeUnstageVolume(grpc::ServerContext*,
                                             const NodeUnstageVolumeRequest* in,
                                             NodeUnstageVolumeResponse*) {
   std::lock_guard lock(mutex_);
-  return done(unstage(*in), "NodeUnstageVolume");
+  return rpc_status(unstage(*in), "NodeUnstageVolume");
 }
 
 grpc::Status NodeService::NodePublishVolume(grpc::ServerContext*,
                                             const NodePublishVolumeRequest* in,
                                             NodePublishVolumeResponse*) {
   std::lock_guard lock(mutex_);
-  return done(publish(*in), "NodePublishVolume");
+  return rpc_status(publish(*in), "NodePublishVolume");
 }
 
 grpc::Status NodeService::NodeUnpublishVolume(grpc::ServerContext*,
                                               const NodeUnpublishVolumeRequest* in,
                                               NodeUnpublishVolumeResponse*) {
   std::lock_guard lock(mutex_);
-  return done(unpublish(*in), "NodeUnpublishVolume");
+  return rpc_status(unpublish(*in), "NodeUnpublishVolume");
 }
 
 grpc::Status NodeService::NodeGetCapabilities(grpc::ServerContext*,

@@ -2,6 +2,8 @@
 
 #include <iterator>
 
+#include "common/log.h"
+
 namespace stepsnap::csi {
 
 grpc::StatusCode code_for_agent_error(const std::string& c) {
@@ -42,6 +44,12 @@ std::string grpc_code_name(grpc::StatusCode code) {
 
 CsiError from_agent_error(const std::string& what, const Error& error) {
   return CsiError{code_for_agent_error(error.kind), what + ": " + error.message()};
+}
+
+grpc::Status rpc_status(const CsiResult<void>& r, std::string_view rpc) {
+  if (r) return grpc::Status::OK;
+  log::info(std::string(rpc) + ": " + grpc_code_name(r.error().code) + ": " + r.error().message);
+  return to_status(r.error());
 }
 
 }  // namespace stepsnap::csi

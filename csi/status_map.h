@@ -45,4 +45,8 @@ grpc::StatusCode code_for_agent_error(const std::string& agent_code);
 // The whole error: the code above and "<what>: <stepsnapd's message>".
 CsiError from_agent_error(const std::string& what, const Error& error);
 
+// An RPC's answer from its outcome; a failure is also logged (at info: the
+// CO retries most of them) with the RPC's name and code.
+grpc::Status rpc_status(const CsiResult<void>& r, std::string_view rpc);
+
 }  // namespace stepsnap::csi

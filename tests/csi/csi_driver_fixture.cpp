@@ -11,28 +11,12 @@
 #include <thread>
 #include <vector>
 
+#include "csi/status_map.h"
+
 namespace stepsnap::testing {
 
 std::string describe(const grpc::Status& s) {
-  static const char* const kNames[] = {"OK",
-                                       "CANCELLED",
-                                       "UNKNOWN",
-                                       "INVALID_ARGUMENT",
-                                       "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND",
-                                       "ALREADY_EXISTS",
-                                       "PERMISSION_DENIED",
-                                       "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION",
-                                       "ABORTED",
-                                       "OUT_OF_RANGE",
-                                       "UNIMPLEMENTED",
-                                       "INTERNAL",
-                                       "UNAVAILABLE",
-                                       "DATA_LOSS",
-                                       "UNAUTHENTICATED"};
-  auto i = static_cast<unsigned>(s.error_code());
-  std::string name = i < std::size(kNames) ? kNames[i] : std::to_string(i);
+  std::string name = csi::grpc_code_name(s.error_code());
   return s.ok() ? name : name + ": " + s.error_message();
 }
 
