@@ -222,13 +222,13 @@ TEST_F(SendReceive, FullThenIncrementalOfOneMebibyteThenAChainOfThree) {
   ASSERT_EQ(r.rc, 0) << r.err << r.out;
   json a0 = ok("snapshot.show", {{"name", "s0"}});
   json b0 = b_->ok("snapshot.show", {{"name", "s0"}});
-  EXPECT_EQ(b0["snapshot"].value("uuid", "b"), a0["snapshot"].value("uuid", "a"));
-  EXPECT_EQ(b0["snapshot"]["labels"].value("team", ""), "ml");
-  EXPECT_EQ(b0["snapshot"]["step"].value("pipeline", ""), "p");
-  EXPECT_EQ(b0["snapshot"]["step"].value("run", ""), "r1");
-  EXPECT_EQ(b0["snapshot"]["step"].value("phase", ""), "initial");
-  EXPECT_EQ(b0["snapshot"]["received_from"].value("pool", ""), pool_);
-  EXPECT_EQ(b0["snapshot"]["received_from"].value("name", ""), "s0");
+  EXPECT_EQ(b0.value("uuid", "b"), a0.value("uuid", "a"));
+  EXPECT_EQ(b0["labels"].value("team", ""), "ml");
+  EXPECT_EQ(b0["step"].value("pipeline", ""), "p");
+  EXPECT_EQ(b0["step"].value("run", ""), "r1");
+  EXPECT_EQ(b0["step"].value("phase", ""), "initial");
+  EXPECT_EQ(b0["received_from"].value("pool", ""), pool_);
+  EXPECT_EQ(b0["received_from"].value("name", ""), "s0");
   expect_same("s0");
 
   // Incremental: 1 MiB of the 256 MiB volume changed. The stream holds
@@ -247,7 +247,7 @@ TEST_F(SendReceive, FullThenIncrementalOfOneMebibyteThenAChainOfThree) {
   r = sh(b_->ctl_cmd() + " snapshot receive -i " + stream);
   ASSERT_EQ(r.rc, 0) << r.err;
   json b1 = b_->ok("snapshot.show", {{"name", "s1"}});
-  EXPECT_EQ(b1["snapshot"].value("parent_id", -1), b0["snapshot"].value("id", -2))
+  EXPECT_EQ(b1.value("parent_id", -1), b0.value("id", -2))
       << "an incremental snapshot's parent is its base";
   expect_same("s1");
 
