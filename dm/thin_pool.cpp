@@ -420,36 +420,6 @@ Result<bool> ThinPool::release_held_metadata_snap() {
 
 namespace {
 
-// The pool's one metadata snapshot, released however the reader leaves.
-class MetadataSnapGuard {
- public:
-  static Result<MetadataSnapGuard> reserve(const std::string& pool) {
-    if (auto r = reserve_metadata_snap(pool); !r) {
-      Error e = r.error();
-      if (e.err == EBUSY || e.err == EINVAL) {
-        e.detail += (e.detail.empty() ? "" : "; ") +
-                    std::string(
-                        "a metadata snapshot may already be held (thin_ls -m?); "
-                        "release it with the release_metadata_snap message");
-      }
-      return tl::unexpected(e);
-    }
-    return MetadataSnapGuard(pool);
-  }
-  MetadataSnapGuard(MetadataSnapGuard&& o) noexcept : pool_(std::move(o.pool_)) { o.pool_.clear(); }
-  MetadataSnapGuard& operator=(MetadataSnapGuard&&) = delete;
-  ~MetadataSnapGuard() {
-    if (pool_.empty()) return;
-    if (auto r = release_metadata_snap(pool_); !r) {
-      log::error("dm: " + r.error().message() + "; the pool keeps a metadata snapshot");
-    }
-  }
-
- private:
-  explicit MetadataSnapGuard(std::string pool) : pool_(std::move(pool)) {}
-  std::string pool_;
-};
-
 // The table names the metadata device as "major:minor" (or a path); without
 // udev there is no /dev/block/M:m, but sysfs knows the kernel's node name.
 Result<std::string> device_path(const std::string& dev) {
@@ -468,6 +438,39 @@ Result<std::string> device_path(const std::string& dev) {
 }
 
 }  // namespace
+
+Result<MetadataSnapGuard> MetadataSnapGuard::reserve(const std::string& pool) {
+  if (auto r = reserve_metadata_snap(pool); !r) {
+    Error e = r.error();
+    if (e.err == EBUSY || e.err == EINVAL) {
+      e.detail += (e.detail.empty() ? "" : "; ") +
+                  std::string(
+                      "a metadata snapshot may already be held (thin_ls -m?); "
+                      "release it with the release_metadata_snap message");
+    }
+    return tl::unexpected(e);
+  }
+  return MetadataSnapGuard(pool);
+}
+
+MetadataSnapGuard::~MetadataSnapGuard() {
+  if (pool_.empty()) return;
+  if (auto r = release_metadata_snap(pool_); !r) {
+    log::error("dm: " + r.error().message() + "; the pool keeps a metadata snapshot");
+  }
+}
+
+Result<MetadataSnapGuard> ThinPool::hold_metadata_snapshot() const {
+  auto held = MetadataSnapGuard::reserve(name_);
+  if (!held) return tl::unexpected(classify(held.error()).context("hold metadata snapshot"));
+  return held;
+}
+
+Result<std::string> ThinPool::metadata_device_path() const {
+  return device_path(table_.metadata_dev);
+}
+
+Result<std::string> ThinPool::data_device_path() const { return device_path(table_.data_dev); }
 
 Result<std::vector<ThinId>> ThinPool::list_thin_ids() const {
   const std::string op = "list thin ids of " + name_;

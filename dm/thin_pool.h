@@ -72,6 +72,22 @@ struct RetryPolicy {
   std::chrono::milliseconds delay{100};
 };
 
+// The pool's one metadata snapshot (reserve_metadata_snap), released
+// (release_metadata_snap) however its holder leaves. A crash leaves it held;
+// the agent releases a left-over one at start
+// (ThinPool::release_held_metadata_snap).
+class MetadataSnapGuard {
+ public:
+  static Result<MetadataSnapGuard> reserve(const std::string& pool);
+  MetadataSnapGuard(MetadataSnapGuard&& o) noexcept : pool_(std::move(o.pool_)) { o.pool_.clear(); }
+  MetadataSnapGuard& operator=(MetadataSnapGuard&&) = delete;
+  ~MetadataSnapGuard();
+
+ private:
+  explicit MetadataSnapGuard(std::string pool) : pool_(std::move(pool)) {}
+  std::string pool_;
+};
+
 class ThinPool {
  public:
   static Result<ThinPool> create(const PoolConfig& config);
@@ -151,6 +167,13 @@ class ThinPool {
   // pool has only one, and while it is held list_thin_ids cannot run and the
   // held copy's blocks are never freed. Returns whether one was released.
   Result<bool> release_held_metadata_snap();
+  // Holds the pool's metadata snapshot for thin_dump (thin_mappings.h); EBUSY
+  // while someone else holds it.
+  Result<MetadataSnapGuard> hold_metadata_snapshot() const;
+  // Device nodes of the pool's metadata and data devices.
+  Result<std::string> metadata_device_path() const;
+  Result<std::string> data_device_path() const;
+  std::uint64_t block_bytes() const { return std::uint64_t{table_.block_sectors} * kSectorSize; }
   // The thin devices currently active on this pool.
   Result<std::vector<ThinVolume>> active_volumes() const;
   // Removes the pool device (every thin device must be deactivated first).

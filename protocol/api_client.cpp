@@ -28,11 +28,31 @@ Result<ApiClient> ApiClient::connect(const std::string& path) {
   return ApiClient(std::move(fd), path);
 }
 
-Status ApiClient::send(const std::string& op, const json& args) {
+Status ApiClient::send(const std::string& op, const json& args, int pass_fd) {
   json req = {{"v", 1}, {"id", next_id_++}, {"op", op}};
   if (!args.is_null() && !args.empty()) req["args"] = args;
   std::string line = req.dump(-1, ' ', false, json::error_handler_t::replace) + "\n";
   std::size_t off = 0;
+  if (pass_fd >= 0) {
+    // The descriptor rides on the line's first bytes.
+    iovec iov{line.data(), line.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &pass_fd, sizeof(int));
+    ssize_t n;
+    while ((n = ::sendmsg(fd_.get(), &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+    }
+    if (n < 0) return fail_errno("send to stepsnapd at", path_);
+    off = static_cast<std::size_t>(n);
+  }
   while (off < line.size()) {
     ssize_t n = ::send(fd_.get(), line.data() + off, line.size() - off, MSG_NOSIGNAL);
     if (n < 0) {

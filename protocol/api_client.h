@@ -16,8 +16,9 @@ class ApiClient {
   // stepsnapd running?)".
   static Result<ApiClient> connect(const std::string& socket_path);
 
-  // Sends {"v":1,"id":N,"op":op,"args":args}.
-  Status send(const std::string& op, const nlohmann::json& args);
+  // Sends {"v":1,"id":N,"op":op,"args":args}; with pass_fd >= 0, that file
+  // descriptor goes along (SCM_RIGHTS) for snapshot.send/receive.
+  Status send(const std::string& op, const nlohmann::json& args, int pass_fd = -1);
   // The next answer line, parsed. EPIPE when the daemon closed the connection.
   Result<nlohmann::json> read();
   // send + read.

@@ -28,6 +28,8 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::run_clone, "run.clone"},
     {Op::run_create, "run.create"},
     {Op::events_subscribe, "events.subscribe"},
+    {Op::snapshot_send, "snapshot.send"},
+    {Op::snapshot_receive, "snapshot.receive"},
 };
 
 std::string all_ops() {
@@ -465,6 +467,19 @@ RequestArgs parse_args(Op op, Fields& f) {
       RunShowArgs a;
       a.pipeline = f.required_name("pipeline");
       a.run = f.required_name("run");
+      return a;
+    }
+    case Op::snapshot_send: {
+      SnapshotSendArgs a;
+      a.pool = f.optional_name("pool");
+      a.name = f.required_name("name");
+      a.base = f.optional_name("base");
+      return a;
+    }
+    case Op::snapshot_receive: {
+      SnapshotReceiveArgs a;
+      a.pool = f.optional_name("pool");
+      a.name = f.optional_name("name");
       return a;
     }
     case Op::run_clone: {

@@ -55,6 +55,8 @@ enum class Op {
   run_clone,
   run_create,
   events_subscribe,
+  snapshot_send,
+  snapshot_receive,
 };
 std::string_view to_string(Op op);
 std::optional<Op> parse_op(std::string_view text);
@@ -191,6 +193,18 @@ struct RunCreateArgs {
   std::vector<std::string> sources;
   std::optional<RunPlanArgs> plan;
 };
+// snapshot.send and snapshot.receive (docs/send-receive.md) come with one
+// file descriptor passed over the socket (SCM_RIGHTS, on the request line's
+// bytes): the agent writes the stream to it, or reads the stream from it.
+struct SnapshotSendArgs {
+  std::optional<std::string> pool;
+  std::string name;
+  std::optional<std::string> base;  // incremental from this snapshot
+};
+struct SnapshotReceiveArgs {
+  std::optional<std::string> pool;
+  std::optional<std::string> name;  // absent: the sender's name
+};
 struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.
   std::optional<std::uint64_t> since;
@@ -201,7 +215,8 @@ using RequestArgs =
     std::variant<VolumeCreateArgs, VolumeListArgs, VolumeDeleteArgs, SnapshotCreateArgs,
                  SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
                  RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
-                 EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs, RunCreateArgs>;
+                 EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs, RunCreateArgs,
+                 SnapshotSendArgs, SnapshotReceiveArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

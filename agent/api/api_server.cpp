@@ -273,7 +273,37 @@ void ApiServer::accept_loop() {
   }
 }
 
-bool ApiServer::read_line(int fd, bool admin, std::string& buffer, std::string& line) {
+namespace {
+
+// recv that also takes the file descriptors a client passed (SCM_RIGHTS:
+// snapshot.send and snapshot.receive). They arrive close-on-exec and are
+// owned from here on.
+ssize_t recv_with_fds(int fd, char* buf, std::size_t len, std::vector<UniqueFd>& fds) {
+  iovec iov{buf, len};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n = ::recvmsg(fd, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  if (n < 0) return n;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    for (std::size_t i = 0; i < count; ++i) {
+      int passed;
+      std::memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof passed);
+      fds.emplace_back(passed);
+    }
+  }
+  return n;
+}
+
+}  // namespace
+
+bool ApiServer::read_line(int fd, bool admin, std::string& buffer, std::string& line,
+                          std::vector<UniqueFd>& fds) {
   using Clock = std::chrono::steady_clock;
   const auto limit = options_.request_timeout;
   // Root's connections may idle between requests (runner waits a whole
@@ -311,7 +341,7 @@ bool ApiServer::read_line(int fd, bool admin, std::string& buffer, std::string& 
     if (ready < 0 && errno == EINTR) continue;
     if (ready < 0) return false;
     if (ready == 0) continue;  // the deadline check above answers
-    ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+    ssize_t n = recv_with_fds(fd, chunk, sizeof chunk, fds);
     if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
     if (n <= 0) return false;
     if (!deadline) deadline = Clock::now() + limit;
@@ -328,8 +358,14 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
   std::string buffer;
   std::string line;
   bool open = true;
+  // Descriptors passed with the request being read; the first one is the
+  // request's (PeerCred::passed_fd), any other is closed with it.
+  std::vector<UniqueFd> passed;
   while (open && !stopping_) {
-    if (!read_line(fd, admin, buffer, line)) break;
+    passed.clear();
+    peer.passed_fd = -1;
+    if (!read_line(fd, admin, buffer, line, passed)) break;
+    if (!passed.empty()) peer.passed_fd = passed.front().get();
     if (!line.empty() && line.back() == '\r') line.pop_back();
     if (line.empty()) continue;
 

@@ -42,6 +42,10 @@ struct PeerCred {
   // Which connection, unique for the server's life (from 1): what a step
   // registration is leased to.
   std::uint64_t connection = 0;
+  // The file descriptor passed with this request (SCM_RIGHTS), or -1. Owned
+  // by the server for the request's duration: snapshot.send writes the
+  // stream to it, snapshot.receive reads the stream from it.
+  int passed_fd = -1;
 };
 
 // Allowed: root, the server's own uid (so an unprivileged test instance can
@@ -139,7 +143,8 @@ class ApiServer {
   std::optional<std::string> over_limit(const PeerCred& peer) const;
   // Reads the next request line into `line`; false when the connection is
   // to close (EOF, too long, timed out: the error line is already sent).
-  bool read_line(int fd, bool admin, std::string& buffer, std::string& line);
+  bool read_line(int fd, bool admin, std::string& buffer, std::string& line,
+                 std::vector<UniqueFd>& fds);
   void reap(bool all);
   void count(std::string_view op, std::string_view result);
   // Its own mutex, held for one map increment: never one snapshot work holds.

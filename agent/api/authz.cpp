@@ -15,15 +15,27 @@ namespace {
 // names a cgroup the agent freezes and kills, and a run clone is what the
 // next root `runner exec` of that run mounts.
 constexpr std::pair<Op, Access> kTable[] = {
-    {Op::volume_list, Access::member},    {Op::snapshot_list, Access::member},
-    {Op::snapshot_show, Access::member},  {Op::step_status, Access::member},
-    {Op::run_show, Access::member},       {Op::events_subscribe, Access::member},
-    {Op::volume_create, Access::member},  {Op::volume_delete, Access::owner},
-    {Op::snapshot_create, Access::owner}, {Op::snapshot_delete, Access::owner},
-    {Op::snapshot_label, Access::owner},  {Op::clone_create, Access::owner},
-    {Op::restore, Access::owner},         {Op::step_register, Access::admin},
-    {Op::step_unregister, Access::admin}, {Op::run_clone, Access::admin},
+    {Op::volume_list, Access::member},
+    {Op::snapshot_list, Access::member},
+    {Op::snapshot_show, Access::member},
+    {Op::step_status, Access::member},
+    {Op::run_show, Access::member},
+    {Op::events_subscribe, Access::member},
+    {Op::volume_create, Access::member},
+    {Op::volume_delete, Access::owner},
+    {Op::snapshot_create, Access::owner},
+    {Op::snapshot_delete, Access::owner},
+    {Op::snapshot_label, Access::owner},
+    {Op::clone_create, Access::owner},
+    {Op::restore, Access::owner},
+    {Op::step_register, Access::admin},
+    {Op::step_unregister, Access::admin},
+    {Op::run_clone, Access::admin},
     {Op::run_create, Access::admin},
+    // A stream carries a snapshot's data and step metadata out, or makes a
+    // snapshot with any step metadata it says: root's.
+    {Op::snapshot_send, Access::admin},
+    {Op::snapshot_receive, Access::admin},
 };
 
 std::string who(const PeerCred& peer) { return "uid " + std::to_string(peer.uid); }

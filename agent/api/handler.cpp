@@ -49,6 +49,19 @@ tl::expected<json, ApiError> devices_answer(const Result<std::vector<DeviceRecor
   return json{{key, list}};
 }
 
+tl::unexpected<ApiError> no_stream_fd(const std::string& op, const std::string& what) {
+  return tl::unexpected(ApiError{std::string(protocol::code::bad_request),
+                                 op + " needs a file descriptor to " + what +
+                                     ", passed with the request (SCM_RIGHTS); use stepsnapctl"});
+}
+
+// This node's name in a send stream's header: the host name.
+std::string node_name() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0) return "unknown";
+  return host;
+}
+
 Status check_pool(const std::optional<std::string>& asked, const PoolRecord& pool) {
   if (asked && *asked != pool.name) {
     return fail("pool", *asked, ENOENT, "this agent serves pool " + pool.name);
@@ -255,6 +268,30 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (auto refused = owner_only(a.name)) return tl::unexpected(*refused);
         if (auto r = volumes_.remove(a.name, true); !r) return api_error(r.error());
         return json::object();
+      }
+      case Op::snapshot_send: {
+        const auto& a = std::get<protocol::SnapshotSendArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (peer.passed_fd < 0) return no_stream_fd("snapshot.send", "write the stream to");
+        auto sent = volumes_.send_snapshot(a.name, a.base, peer.passed_fd, node_name());
+        if (!sent) return api_error(sent.error());
+        return json{{"name", a.name},
+                    {"bytes", sent->bytes},
+                    {"data_blocks", sent->data_blocks},
+                    {"zero_blocks", sent->zero_blocks},
+                    {"block_bytes", sent->block_bytes},
+                    {"incremental", sent->incremental}};
+      }
+      case Op::snapshot_receive: {
+        const auto& a = std::get<protocol::SnapshotReceiveArgs>(request.args);
+        if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
+        if (peer.passed_fd < 0) return no_stream_fd("snapshot.receive", "read the stream from");
+        auto got = volumes_.receive_snapshot(peer.passed_fd, a.name, mine);
+        if (!got) return api_error(got.error());
+        return json{{"snapshot", device_json(got->snapshot)},
+                    {"bytes", got->bytes},
+                    {"data_blocks", got->data_blocks},
+                    {"zero_blocks", got->zero_blocks}};
       }
       case Op::snapshot_label: {
         const auto& a = std::get<SnapshotLabelArgs>(request.args);

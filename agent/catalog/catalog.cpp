@@ -1,5 +1,8 @@
 #include "agent/catalog/catalog.h"
 
+#include <sys/random.h>
+
+#include <array>
 #include <cerrno>
 #include <ctime>
 #include <nlohmann/json.hpp>
@@ -37,7 +40,7 @@ constexpr std::pair<OperationState, std::string_view> kOpStates[] = {
 
 constexpr const char* kDeviceColumns =
     "id, pool_id, name, kind, thin_id, origin_id, parent_id, state, dm_name, size_bytes, "
-    "mapped_bytes, created_ns, fault, owner_uid, run_clone";
+    "mapped_bytes, created_ns, fault, owner_uid, run_clone, uuid, received_from";
 
 std::optional<RunCloneKey> parse_run_clone(const std::string& text) {
   auto a = text.find('/');
@@ -63,6 +66,8 @@ DeviceRecord read_device(const Statement& st) {
   d.fault = st.text(12);
   d.owner_uid = static_cast<std::uint32_t>(st.int64(13));
   if (!st.is_null(14)) d.run_clone = parse_run_clone(st.text(14));
+  d.uuid = st.opt_text(15).value_or("");
+  d.received_from = st.opt_text(16).value_or("");
   return d;
 }
 
@@ -300,6 +305,41 @@ Result<DeviceRecord> Catalog::get_device(std::int64_t id) {
   return fill(read_device(*st));
 }
 
+std::string new_device_uuid() {
+  std::array<unsigned char, 16> bytes{};
+  std::size_t got = 0;
+  while (got < bytes.size()) {
+    ssize_t n = ::getrandom(bytes.data() + got, bytes.size() - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    // getrandom only fails before the entropy pool is ready at early boot;
+    // a uuid that collides is refused by the unique index, never merged.
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : bytes) {
+    out += kHex[b >> 4];
+    out += kHex[b & 15];
+  }
+  return out;
+}
+
+Result<std::optional<DeviceRecord>> Catalog::find_device_by_uuid(std::int64_t pool_id,
+                                                                 const std::string& uuid) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
+                         " FROM devices WHERE pool_id = ? AND uuid = ?");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, pool_id).bind(2, uuid);
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<DeviceRecord>();
+  auto d = fill(read_device(*st));
+  if (!d) return tl::unexpected(d.error());
+  return std::optional<DeviceRecord>(std::move(*d));
+}
+
 Result<std::optional<DeviceRecord>> Catalog::find_device(std::int64_t pool_id,
                                                          const std::string& name) {
   std::lock_guard lock(db_->mutex());
@@ -423,7 +463,13 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
     Intent intent;
     std::uint64_t size = spec.size_bytes;
     std::optional<std::int64_t> parent;
-    if (spec.kind != DeviceKind::volume && !spec.origin_id) {
+    const bool received = !spec.received_from.empty();
+    if (received && (spec.kind != DeviceKind::snapshot || spec.origin_id)) {
+      return fail("receive snapshot", spec.name, EINVAL,
+                  "a received device is a snapshot with no origin on this pool");
+    }
+    if (received) parent = spec.parent_id;
+    if (spec.kind != DeviceKind::volume && !spec.origin_id && !received) {
       return fail("create " + std::string(to_string(spec.kind)), spec.name, EINVAL,
                   "a snapshot or clone needs an origin");
     }
@@ -491,8 +537,8 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
 
     auto ins = db_->prepare(
         "INSERT INTO devices (pool_id, name, kind, thin_id, origin_id, parent_id, state, "
-        "size_bytes, created_ns, owner_uid, run_clone, dm_name) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?)");
+        "size_bytes, created_ns, owner_uid, run_clone, dm_name, uuid, received_from) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'creating', ?, ?, ?, ?, ?, ?, ?)");
     if (!ins) return tl::unexpected(ins.error());
     ins->bind(1, spec.pool_id)
         .bind(2, spec.name)
@@ -505,7 +551,10 @@ Result<Intent> Catalog::begin_create(const CreateSpec& spec) {
         .bind(9, std::int64_t{spec.owner_uid})
         .bind(10, spec.run_clone ? std::optional<std::string>(spec.run_clone->text())
                                  : std::optional<std::string>())
-        .bind(11, spec.dm_name);
+        .bind(11, spec.dm_name)
+        .bind(12, spec.uuid.value_or(new_device_uuid()))
+        .bind(13, received ? std::optional<std::string>(spec.received_from)
+                           : std::optional<std::string>());
     TRY(ins->run());
     intent.device_id = db_->last_insert_rowid();
 

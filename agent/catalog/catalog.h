@@ -118,6 +118,12 @@ struct DeviceRecord {
   // from before schema version 3.
   std::uint32_t owner_uid = 0;
   std::optional<RunCloneKey> run_clone;
+  // The identity a send stream carries (32 hex digits), given at creation
+  // and kept by receive (docs/send-receive.md).
+  std::string uuid;
+  // Set on a snapshot made by receive: JSON naming the source node, pool,
+  // snapshot name and parent uuid. Empty otherwise.
+  std::string received_from;
 };
 
 struct CreateSpec {
@@ -144,7 +150,16 @@ struct CreateSpec {
   // (run.create clones the run's initial snapshots before committing
   // either), which finishes or rolls back both together.
   bool origin_in_same_operation = false;
+  // Receive (docs/send-receive.md): the sender's uuid instead of a new one,
+  // where it came from, and a snapshot with no origin on this pool whose
+  // parent is `parent_id` (the base of an incremental stream) or nothing.
+  std::optional<std::string> uuid;
+  std::string received_from;
+  std::optional<std::int64_t> parent_id;
 };
+
+// A fresh random uuid: 32 lower-case hex digits (/dev/urandom).
+std::string new_device_uuid();
 
 // Returned by begin_*; handed back to finish_*/abort_*.
 struct Intent {
@@ -264,6 +279,9 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // The device with that uuid in the pool, any state.
+  Result<std::optional<DeviceRecord>> find_device_by_uuid(std::int64_t pool_id,
+                                                          const std::string& uuid);
   // Whether anything in the pool belongs to the run: a run clone, a step
   // snapshot, a registered step or a plan naming (pipeline, run).
   Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,

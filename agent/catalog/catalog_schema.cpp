@@ -139,11 +139,25 @@ ALTER TABLE devices ADD COLUMN run_clone TEXT;
 CREATE UNIQUE INDEX devices_run_clone ON devices(run_clone) WHERE run_clone IS NOT NULL;
 )sql";
 
-// Version 4: a run's plan (catalog.h, RunPlanRecord), written with the run
+// Version 4: snapshots that travel (docs/send-receive.md). Every device gets
+// a uuid at creation, the identity a send stream names its snapshot and its
+// base by: thin ids and names are local to a pool, a uuid is kept by
+// receive, so an incremental stream can prove its base is the same snapshot
+// on the other node. Rows from before get a random one now. received_from
+// (JSON: source node, pool, name, parent uuid) is set only on a snapshot
+// made by receive.
+constexpr std::string_view kV4 = R"sql(
+ALTER TABLE devices ADD COLUMN uuid TEXT;
+UPDATE devices SET uuid = lower(hex(randomblob(16))) WHERE uuid IS NULL;
+CREATE UNIQUE INDEX devices_uuid ON devices(uuid);
+ALTER TABLE devices ADD COLUMN received_from TEXT;
+)sql";
+
+// Version 5: a run's plan (catalog.h, RunPlanRecord), written with the run
 // by run.create; steps and restored are JSON, read whole. And the event
 // log read by type (the view's pool chart reads the pool.usage events
 // newest first) without a scan of every event.
-constexpr std::string_view kV4 = R"sql(
+constexpr std::string_view kV5 = R"sql(
 CREATE TABLE run_plans (
   pipeline      TEXT NOT NULL,
   run           TEXT NOT NULL,
@@ -159,7 +173,7 @@ CREATE INDEX events_by_type ON events(type, seq);
 }  // namespace
 
 const std::vector<std::string_view>& catalog_migrations() {
-  static const std::vector<std::string_view> migrations = {kV1, kV2, kV3, kV4};
+  static const std::vector<std::string_view> migrations = {kV1, kV2, kV3, kV4, kV5};
   return migrations;
 }
 

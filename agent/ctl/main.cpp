@@ -2,7 +2,11 @@
 // --json for scripts (the answer's result, one JSON document; events one per
 // line). Errors are one line on stderr; exit 1 for an error answer or a
 // connection failure, 2 for a usage error.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -12,6 +16,7 @@
 
 #include "agent/ctl/ctl_format.h"
 #include "common/size.h"
+#include "common/unique_fd.h"
 #include "protocol/api_client.h"
 
 using json = nlohmann::json;
@@ -36,6 +41,9 @@ commands:
   snapshot show NAME                          one snapshot, with lineage and step metadata
   snapshot delete NAME
   snapshot label NAME KEY=VALUE...            add labels to a snapshot (a key it has gets the new value)
+  snapshot send NAME [--base SNAP] [-o FILE]  the snapshot as a stream (stdout without -o); with
+                                              --base only the blocks that differ from SNAP
+  snapshot receive [--name NAME] [-i FILE]    a stream (stdin without -i) becomes a snapshot here
   clone create SNAPSHOT NAME [--label K=V]... a writable clone of a snapshot
   restore SNAPSHOT NAME [--label K=V]...      a snapshot becomes a new volume
   step register --pipeline P --run R --step S --cgroup PATH --volume V [--volume V]...
@@ -135,6 +143,19 @@ std::uint64_t number(const std::string& text, const std::string& what) {
   return std::stoull(text);
 }
 
+// Where build() leaves snapshot send's -o / receive's -i (empty: stdout /
+// stdin); run() takes it out of the args before sending them.
+constexpr const char* kStreamFileKey = "\x01stream_file";
+
+// -o FILE and -i FILE as the long flags split() knows.
+std::vector<std::string> short_flags(std::vector<std::string> words) {
+  for (auto& w : words) {
+    if (w == "-o") w = "--output";
+    if (w == "-i") w = "--input";
+  }
+  return words;
+}
+
 // Turns the command line into an op and its args.
 std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
   if (cmd.empty()) usage_error("no command given");
@@ -178,6 +199,21 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
         if (w.has(f)) args[f] = w.one(f);
       }
       return {"snapshot.list", args};
+    }
+    if (verb == "send") {
+      auto w = split(short_flags(rest), {"base", "output"}, {});
+      expect_positional(w, 1, "snapshot send NAME [--base SNAP] [-o FILE]");
+      args = {{"name", w.positional[0]}};
+      if (w.has("base")) args["base"] = w.one("base");
+      args[kStreamFileKey] = w.one("output");
+      return {"snapshot.send", args};
+    }
+    if (verb == "receive") {
+      auto w = split(short_flags(rest), {"name", "input"}, {});
+      expect_positional(w, 0, "snapshot receive [--name NAME] [-i FILE]");
+      if (w.has("name")) args["name"] = w.one("name");
+      args[kStreamFileKey] = w.one("input");
+      return {"snapshot.receive", args};
     }
     if (verb == "label") {
       auto w = split(rest, {}, {});
@@ -254,6 +290,61 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
   usage_error("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\"");
 }
 
+// snapshot send / receive: the stream's file (opened here, with the
+// caller's own permissions) or stdout / stdin goes to stepsnapd with the
+// request, which writes or reads the stream itself.
+int transfer(const std::string& socket, const std::string& op, const json& args,
+             const std::string& file, bool as_json) {
+  const bool sending = op == "snapshot.send";
+  UniqueFd opened;
+  int fd = sending ? STDOUT_FILENO : STDIN_FILENO;
+  if (!file.empty()) {
+    // A new file, so that a failed send can remove it and leave nothing half-made.
+    opened = UniqueFd(sending ? ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)
+                              : ::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!opened) {
+      std::cerr << "stepsnapctl: open " << file << ": " << std::strerror(errno)
+                << (sending && errno == EEXIST ? " (remove it or pick another -o FILE)" : "")
+                << "\n";
+      return 1;
+    }
+    fd = opened.get();
+  } else if (::isatty(fd)) {
+    usage_error(sending ? "refusing to write a stream to a terminal; give -o FILE or a pipe"
+                        : "refusing to read a stream from a terminal; give -i FILE or a pipe");
+  }
+  auto fail_and_clean = [&](const std::string& message) {
+    std::cerr << "stepsnapctl: " << message << "\n";
+    if (sending && !file.empty()) ::unlink(file.c_str());
+    return 1;
+  };
+  auto client = protocol::ApiClient::connect(socket);
+  if (!client) return fail_and_clean(client.error().message());
+  if (auto r = client->send(op, args, fd); !r) return fail_and_clean(r.error().message());
+  auto answer = client->read();
+  if (!answer) return fail_and_clean(answer.error().message());
+  if (!answer->value("ok", false)) {
+    const json& err = answer->contains("error") ? (*answer)["error"] : json::object();
+    return fail_and_clean(agent::format_error(err));
+  }
+  const json result = answer->value("result", json::object());
+  // When the stream is on stdout the summary must not join it.
+  std::ostream& out = (sending && file.empty()) ? std::cerr : std::cout;
+  if (as_json) {
+    out << result.dump(2) << "\n";
+  } else if (sending) {
+    out << "sent " << result.value("name", "") << ": " << result.value("bytes", 0) << " bytes, "
+        << result.value("data_blocks", 0) << " blocks of " << result.value("block_bytes", 0)
+        << " bytes" << (result.value("incremental", false) ? " (incremental)" : " (full)") << "\n";
+  } else {
+    const json& s = result["snapshot"];
+    out << "received " << s.value("name", "") << " (uuid " << s.value("uuid", "")
+        << "): " << result.value("bytes", 0) << " bytes, " << result.value("data_blocks", 0)
+        << " blocks\n";
+  }
+  return 0;
+}
+
 int run(int argc, char** argv) {
   std::string socket = kDefaultSocket;
   bool as_json = false;
@@ -280,6 +371,11 @@ int run(int argc, char** argv) {
     }
   }
   auto [op, args] = build(cmd);
+  if (op == "snapshot.send" || op == "snapshot.receive") {
+    std::string file = args[kStreamFileKey].get<std::string>();
+    args.erase(kStreamFileKey);
+    return transfer(socket, op, args, file, as_json);
+  }
 
   auto client = protocol::ApiClient::connect(socket);
   if (!client) {

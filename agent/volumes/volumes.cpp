@@ -77,6 +77,11 @@ json device_json(const DeviceRecord& d, const std::string& origin_name) {
   if (!origin_name.empty()) j["origin"] = origin_name;
   if (d.parent_id) j["parent_id"] = *d.parent_id;
   if (!d.fault.empty()) j["fault"] = d.fault;
+  if (!d.uuid.empty()) j["uuid"] = d.uuid;
+  if (!d.received_from.empty()) {
+    auto from = json::parse(d.received_from, nullptr, false);
+    if (!from.is_discarded()) j["received_from"] = from;
+  }
   // Absent when not measured: nothing records mapped bytes yet (0 = unknown).
   if (d.mapped_bytes) j["mapped_bytes"] = d.mapped_bytes;
   if (d.step) {

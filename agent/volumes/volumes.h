@@ -65,6 +65,23 @@ struct Ownership {
   std::optional<RunCloneKey> run_clone;
 };
 
+// What snapshot.send wrote (snapshot_send.cpp).
+struct SendResult {
+  std::uint64_t bytes = 0;        // the whole stream
+  std::uint64_t data_blocks = 0;  // blocks carried, of block_bytes each
+  std::uint64_t zero_blocks = 0;  // blocks the receiver unmaps
+  std::uint64_t block_bytes = 0;
+  bool incremental = false;
+};
+
+// What snapshot.receive made (snapshot_receive.cpp).
+struct ReceiveResult {
+  DeviceRecord snapshot;
+  std::uint64_t bytes = 0;
+  std::uint64_t data_blocks = 0;
+  std::uint64_t zero_blocks = 0;
+};
+
 class Volumes {
  public:
   Volumes(Catalog& catalog, EventLog& events, dm::ThinPool& pool, PoolRecord record,
@@ -117,6 +134,22 @@ class Volumes {
                                 const std::vector<std::string>& volumes,
                                 const std::vector<std::string>& sources, const Ownership& who,
                                 const std::optional<RunPlanRecord>& plan = std::nullopt);
+  // snapshot.send (docs/send-receive.md): writes the stream of snapshot
+  // `name` to `out`: with `base`, only the blocks whose mapping differs from
+  // base's, found from a held metadata snapshot by thin_dump; the data is
+  // read from the pool's data device at the mapped blocks, which the held
+  // metadata snapshot keeps allocated until the end. `node` names this
+  // agent's node in the header.
+  Result<SendResult> send_snapshot(const std::string& name, const std::optional<std::string>& base,
+                                   int out, const std::string& node);
+  // snapshot.receive: reads a stream from `in` and makes it a snapshot of
+  // this pool (named `name`, or the sender's name), on top of the base the
+  // stream names (found by uuid) when it is incremental. The new thin device
+  // is in a `creating` catalog row, active under a temporary dm name, until
+  // the whole stream checked out; any failure deletes it and the row, and a
+  // crash leaves the row to recovery, which does the same.
+  Result<ReceiveResult> receive_snapshot(int in, const std::optional<std::string>& name,
+                                         const Ownership& who = {});
   // volume.delete (volumes and clones) or snapshot.delete (snapshots).
   Status remove(const std::string& name, bool snapshot);
   // snapshot.label: merges `labels` into the snapshot's (new values win),

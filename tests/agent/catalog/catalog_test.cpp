@@ -155,6 +155,45 @@ TEST_F(CatalogTest, ARunsPlanIsKeptAndMakesTheRunExist) {
   EXPECT_EQ((*runs)[0].run, "r1");
   // One plan per run.
   EXPECT_FALSE(catalog_->save_run_plan(plan));
+
+TEST_F(CatalogTest, EveryDeviceGetsItsOwnUuid) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto snap = make("ws-s1", DeviceKind::snapshot, vol.id);
+  EXPECT_EQ(vol.uuid.size(), 32u);
+  EXPECT_EQ(snap.uuid.find_first_not_of("0123456789abcdef"), std::string::npos) << snap.uuid;
+  EXPECT_NE(vol.uuid, snap.uuid);
+  auto found = catalog_->find_device_by_uuid(pool_.id, snap.uuid);
+  ASSERT_TRUE(found && *found);
+  EXPECT_EQ((*found)->name, "ws-s1");
+}
+
+TEST_F(CatalogTest, AReceivedSnapshotKeepsItsUuidAndHasNoOriginButItsBaseAsParent) {
+  auto vol = make("ws", DeviceKind::volume);
+  auto base = make("s0", DeviceKind::snapshot, vol.id);
+  CreateSpec spec{.pool_id = pool_.id,
+                  .name = "s1",
+                  .kind = DeviceKind::snapshot,
+                  .size_bytes = 1 << 30,
+                  .uuid = "00112233445566778899aabbccddeeff",
+                  .received_from = R"({"node":"a","pool":"pa","name":"s1"})",
+                  .parent_id = base.id};
+  auto intent = catalog_->begin_create(spec);
+  ASSERT_TRUE(intent) << intent.error().message();
+  ASSERT_TRUE(catalog_->finish_create(*intent, ""));
+  auto d = catalog_->get_device(intent->device_id);
+  ASSERT_TRUE(d);
+  EXPECT_EQ(d->uuid, "00112233445566778899aabbccddeeff");
+  EXPECT_FALSE(d->origin_id);
+  EXPECT_EQ(d->parent_id, base.id);
+  EXPECT_EQ(d->received_from, R"({"node":"a","pool":"pa","name":"s1"})");
+
+  // The same uuid twice is refused by the catalog itself.
+  spec.name = "s1-again";
+  spec.parent_id.reset();
+  EXPECT_FALSE(catalog_->begin_create(spec));
+  // Only a received snapshot may lack an origin.
+  CreateSpec local{.pool_id = pool_.id, .name = "orphan", .kind = DeviceKind::snapshot};
+  EXPECT_FALSE(catalog_->begin_create(local));
 }
 
 TEST_F(CatalogTest, DuplicatePoolIsEexist) {
@@ -622,6 +661,7 @@ TEST(CatalogMigration, Version2DevicesBecomeRootsAndNoneIsARunClone) {
   EXPECT_EQ(*c->schema_version(), Catalog::latest_schema_version());
   auto d = c->get_device(1);
   ASSERT_TRUE(d);
+  EXPECT_EQ(d->uuid.size(), 32u) << "version 4 gives rows from before a uuid";
   EXPECT_EQ(d->owner_uid, 0u) << "rows from before owners are root's (only root may delete)";
   EXPECT_FALSE(d->run_clone);
   auto found = c->find_run_clone(1, {"p", "r", "ws"});

@@ -1,0 +1,185 @@
+// snapshot.send: a snapshot as a stream (docs/send-receive.md).
+//
+// Where the data comes from: stepsnapd owns the pool, so it writes the
+// stream itself, to a descriptor the client passed over the socket. It
+// never activates the snapshot: with the pool's metadata snapshot held,
+// thin_dump names the data blocks each virtual block of the snapshot (and of
+// the base) maps to, and the data is read from the pool's data device at
+// those blocks. The held metadata snapshot keeps every block it maps
+// allocated, so nothing can reuse them before the stream ends, and it is
+// released on every path (a crash leaves it held; the agent releases a
+// left-over one at start).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+
+#include "agent/volumes/send_stream.h"
+#include "agent/volumes/volumes.h"
+#include "common/unique_fd.h"
+#include "dm/thin_mappings.h"
+
+namespace stepsnap::agent {
+namespace {
+
+using json = nlohmann::json;
+
+Status write_all(int fd, std::span<const std::uint8_t> bytes) {
+  std::size_t off = 0;
+  while (off < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return fail_errno("write send stream", "the output");
+    off += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// An O_DIRECT buffer (the data device is read past the page cache: the
+// kernel writes it through dm-thin, never through that cache).
+struct AlignedBuffer {
+  explicit AlignedBuffer(std::size_t bytes) : size(bytes) {
+    void* p = nullptr;
+    if (::posix_memalign(&p, 4096, bytes) == 0) data.reset(static_cast<std::uint8_t*>(p));
+  }
+  struct Free {
+    void operator()(std::uint8_t* p) const { std::free(p); }
+  };
+  std::unique_ptr<std::uint8_t, Free> data;
+  std::size_t size;
+};
+
+}  // namespace
+
+// The snapshot's catalog metadata, as the header carries it.
+static json snapshot_meta(Catalog& catalog, const DeviceRecord& d) {
+  json j = device_json(d);
+  j["uuid"] = d.uuid;
+  for (const char* local : {"id", "thin_id", "state", "origin_id", "parent_id", "owner_uid"}) {
+    j.erase(local);
+  }
+  if (d.origin_id) {
+    if (auto o = catalog.get_device(*d.origin_id)) j["origin"] = o->name;
+  }
+  if (d.parent_id) {
+    if (auto p = catalog.get_device(*d.parent_id)) {
+      j["parent_uuid"] = p->uuid;
+      j["parent"] = p->name;
+    }
+  }
+  if (!d.received_from.empty()) {
+    auto from = json::parse(d.received_from, nullptr, false);
+    if (!from.is_discarded()) j["received_from"] = from;
+  }
+  return j;
+}
+
+Result<SendResult> Volumes::send_snapshot(const std::string& name,
+                                          const std::optional<std::string>& base_name, int out,
+                                          const std::string& node) {
+  const std::string op = "send snapshot";
+  auto snap = origin_for(name, true, op);
+  if (!snap) return tl::unexpected(snap.error());
+  std::optional<DeviceRecord> base;
+  if (base_name) {
+    auto b = origin_for(*base_name, true, op + " " + name + " on base");
+    if (!b) return tl::unexpected(b.error());
+    if (b->id == snap->id) {
+      return fail(op, name, EINVAL, "the base is the snapshot itself; give an older snapshot");
+    }
+    if (b->size_bytes != snap->size_bytes) {
+      return fail(op, name, EINVAL,
+                  "base " + b->name + " has another size; give a snapshot of the same volume");
+    }
+    base = *b;
+  }
+
+  // Held from the dump to the last byte read (see the top of this file).
+  std::optional<dm::MetadataSnapGuard> held;
+  dm::MappingDelta delta;
+  std::string data_path;
+  std::uint64_t block_bytes = 0;
+  {
+    std::lock_guard lock(kernel_mutex_);
+    auto h = pool_.hold_metadata_snapshot();
+    if (!h) return tl::unexpected(h.error().context(op + " " + name));
+    held.emplace(std::move(*h));
+    auto meta = pool_.metadata_device_path();
+    if (!meta) return tl::unexpected(meta.error().context(op));
+    auto data = pool_.data_device_path();
+    if (!data) return tl::unexpected(data.error().context(op));
+    data_path = *data;
+    block_bytes = pool_.block_bytes();
+    auto target = dm::dump_thin_mappings(*meta, snap->thin_id);
+    if (!target) return tl::unexpected(target.error().context(op + " " + name));
+    std::vector<dm::BlockMapping> from;
+    if (base) {
+      auto b = dm::dump_thin_mappings(*meta, base->thin_id);
+      if (!b) return tl::unexpected(b.error().context(op + " base " + base->name));
+      from = std::move(*b);
+    }
+    delta = dm::mapping_delta(*target, from);
+  }
+
+  StreamHeader header;
+  header.block_bytes = block_bytes;
+  header.volume_bytes = snap->size_bytes;
+  const std::uint64_t volume_blocks = (snap->size_bytes + block_bytes - 1) / block_bytes;
+  for (const auto& m : delta.changed) {
+    if (m.virt + m.length > volume_blocks) {
+      return fail(op, name, EIO, "the pool maps blocks past the volume's end");
+    }
+    header.data_blocks += m.length;
+  }
+  for (const auto& u : delta.unmapped) header.zero_blocks += u.length;
+  header.snapshot = snapshot_meta(catalog_, *snap);
+  if (base) header.base = {{"uuid", base->uuid}, {"name", base->name}};
+  header.source = {{"node", node}, {"pool", record_.name}};
+
+  UniqueFd data_fd(::open(data_path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (!data_fd) return fail_errno(op + ": open the pool's data device", data_path);
+
+  StreamEncoder enc([out](std::span<const std::uint8_t> b) { return write_all(out, b); });
+  if (auto r = enc.header(header); !r) return tl::unexpected(r.error().context(op + " " + name));
+  AlignedBuffer buf(kMaxRunBlocks * block_bytes);
+  if (!buf.data) return fail(op, name, ENOMEM);
+  for (const auto& m : delta.changed) {
+    for (std::uint64_t done = 0; done < m.length;) {
+      auto count =
+          static_cast<std::uint32_t>(std::min<std::uint64_t>(m.length - done, kMaxRunBlocks));
+      const std::size_t bytes = count * block_bytes;
+      const auto at = static_cast<off_t>((m.data + done) * block_bytes);
+      std::size_t got = 0;
+      while (got < bytes) {
+        ssize_t n =
+            ::pread(data_fd.get(), buf.data.get() + got, bytes - got, at + static_cast<off_t>(got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return fail_errno(op + ": read the pool's data device", data_path);
+        if (n == 0) return fail(op, data_path, EIO, "the data device ends before a mapped block");
+        got += static_cast<std::size_t>(n);
+      }
+      if (auto r = enc.data(m.virt + done, count, {buf.data.get(), bytes}); !r) {
+        return tl::unexpected(r.error().context(op + " " + name));
+      }
+      done += count;
+    }
+  }
+  for (const auto& u : delta.unmapped) {
+    for (std::uint64_t done = 0; done < u.length;) {
+      auto count =
+          static_cast<std::uint32_t>(std::min<std::uint64_t>(u.length - done, kMaxRunBlocks));
+      if (auto r = enc.zero(u.begin + done, count); !r) {
+        return tl::unexpected(r.error().context(op + " " + name));
+      }
+      done += count;
+    }
+  }
+  if (auto r = enc.end(); !r) return tl::unexpected(r.error().context(op + " " + name));
+  return SendResult{enc.bytes_written(), header.data_blocks, header.zero_blocks, block_bytes,
+                    base.has_value()};
+}
+
+}  // namespace stepsnap::agent
