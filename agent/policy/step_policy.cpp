@@ -184,6 +184,12 @@ void StepPolicy::adopt_step(const StepRecord& r, const std::string& subtree) {
     st.error = a->escaped ? "a process of the step left its cgroup while no agent ran; killed"
                           : "a process of the step could not be counted while no agent ran (the "
                             "tracer's process map was full); killed";
+    // The escaped process is beyond the cgroup's kill: every process the
+    // tracer counts for the step goes, wherever it is now.
+    if (auto k = tracer_->kill_counted(r.cgroup_id); !k)
+      log::warn("step " + key + ": " + k.error().message());
+    else if (*k > 0)
+      log::info("step " + key + ": killed " + std::to_string(*k) + " counted processes");
     apply(key, st, StepInput::lost_track);
     return;
   }
