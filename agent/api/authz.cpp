@@ -23,7 +23,7 @@ constexpr std::pair<Op, Access> kTable[] = {
     {Op::snapshot_label, Access::owner},  {Op::clone_create, Access::owner},
     {Op::restore, Access::owner},         {Op::step_register, Access::admin},
     {Op::step_unregister, Access::admin}, {Op::run_clone, Access::admin},
-    {Op::run_create, Access::admin},
+    {Op::run_create, Access::admin},      {Op::step_ready, Access::admin},
 };
 
 std::string who(const PeerCred& peer) { return "uid " + std::to_string(peer.uid); }
