@@ -278,11 +278,13 @@ int BPF_PROG(on_exec, struct task_struct* p, pid_t old_pid, struct linux_binprm*
 // A stopped task leaves get_signal() only when continued (SIGKILL never
 // returns from it), and every task goes through it between the exec that
 // queued its SIGSTOP and its first instruction: the SIGSTOP made a signal
-// pending. So a task still in the held map here was continued before user
-// space released it (which deletes the entry first): a SIGCONT from its
-// session, a shell's fg, anyone with the right to signal it. Killing it now,
-// in its own context, makes SIGKILL pending before it returns to user mode,
-// so it still runs no instruction of its program.
+// pending. So a task still in the held map here, its entry not marked
+// released, was continued before user space released it (which marks the
+// entry first, then sends SIGCONT): a SIGCONT from its session, a shell's
+// fg, anyone with the right to signal it. Killing it now, in its own
+// context, makes SIGKILL pending before it returns to user mode, so it
+// still runs no instruction of its program. A released entry is dropped
+// here: its task goes on.
 SEC("fexit/get_signal")
 int BPF_PROG(on_signal_return, struct ksignal* ksig, bool ret) {
   __u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -291,8 +293,10 @@ int BPF_PROG(on_signal_return, struct ksignal* ksig, bool ret) {
   struct task_struct* t = bpf_get_current_task_btf();
   if (h->start_time_ns != leader_start(t)) return 0;  // a stale entry of a reused pid
   __u64 watched_id = h->cgroup_id;
-  // Deleting decides the race with a release: whoever deletes it owns it.
+  bool released = h->released;
+  // Deleting decides the race with another continue: whoever deletes it owns it.
   if (bpf_map_delete_elem(&held, &tgid) != 0) return 0;
+  if (released) return 0;
   bpf_send_signal(SIGKILL_NR);
   struct step_watch* w = bpf_map_lookup_elem(&watched, &watched_id);
   if (w) w->hold_state = STEP_HOLD_BROKEN;
@@ -319,7 +323,9 @@ static __always_inline int sigcont_to_held(struct task_struct* task, bool kill) 
   if (!h) return 0;
   if (h->start_time_ns != leader_start(task)) return 0;
   __u64 watched_id = h->cgroup_id;
+  bool released = h->released;
   if (bpf_map_delete_elem(&held, &tgid) != 0) return 0;
+  if (released) return 0;  // user space's own SIGCONT, after its release
   bool killed = false;
   if (kill && bpf_send_signal_task) {
     killed = bpf_send_signal_task(task, SIGKILL_NR, PIDTYPE_TGID, 0) == 0;

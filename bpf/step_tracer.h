@@ -2,10 +2,15 @@
  * side share. Fixed-width kernel types only (__u32/__u64, char arrays), so the
  * layout is the same for clang -target bpf and for the C++ compiler.
  *
- * Included by step_tracer.bpf.c (after vmlinux.h) and by C++ (after
- * <linux/types.h>). */
+ * Included by step_tracer.bpf.c (after vmlinux.h) and by C++. */
 #ifndef STEPSNAP_BPF_STEP_TRACER_H
 #define STEPSNAP_BPF_STEP_TRACER_H
+
+/* C++ gets the __u32/__u64 here, whatever it included first; the BPF side
+ * has them from vmlinux.h, which must not meet <linux/types.h>. */
+#ifndef __VMLINUX_H__
+#include <linux/types.h>
+#endif
 
 #define STEP_COMM_LEN 16
 #define STEP_FILENAME_LEN 256
@@ -108,14 +113,19 @@ struct step_proc {
 };
 
 /* held map: tgid -> the task stopped at its first exec, from the exec until
- * user space releases it (deletes the entry, then sends SIGCONT) or it
- * exits. A held task that returns from get_signal() while its entry is
- * still there was continued by someone else: it is killed. */
+ * it is continued after its release, or exits. User space releases it in
+ * two steps: marks the entry released, then sends SIGCONT. A held task that
+ * returns from get_signal() (continued) finds its entry: released, the entry
+ * goes and the task runs; not released, someone else continued it, and it is
+ * killed. An agent killed between the two steps leaves the entry marked and
+ * the task stopped: the next agent adopts it held and sends the SIGCONT. */
 struct step_held {
   __u64 cgroup_id;         /* the watch that holds it */
   __u64 start_time_ns;     /* the task's start (its identity with tgid) */
   __u64 start_boottime_ns; /* the same, CLOCK_BOOTTIME: what /proc/PID/stat shows, so a
                             * restarted agent can check a pidfd is this task */
+  __u32 released;          /* 1: user space released it; a SIGCONT is its to send */
+  __u32 pad;
 };
 
 #endif /* STEPSNAP_BPF_STEP_TRACER_H */

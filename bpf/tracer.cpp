@@ -243,9 +243,22 @@ struct StepTracer::Impl {
     if (!w.held || w.released) return {};
     w.released = true;
     if (!w.held_pidfd) return {};
+    // Two steps, each safe to die after: the entry marked released (the
+    // kernel side then takes the next SIGCONT for the release), then the
+    // SIGCONT. Killed in between, the agent leaves the task stopped with its
+    // entry marked, which the next agent adopts as held and continues. The
+    // entry goes when the task passes get_signal() (or exits).
     __u32 key = w.held_pid;
-    if (bpf_map__delete_elem(skel->maps.held, &key, sizeof(key), 0) != 0) {
-      int err = errno;
+    step_held h{};
+    int err = 0;
+    if (bpf_map__lookup_elem(skel->maps.held, &key, sizeof(key), &h, sizeof(h), 0) != 0) {
+      err = errno;
+    } else {
+      h.released = 1;
+      if (bpf_map__update_elem(skel->maps.held, &key, sizeof(key), &h, sizeof(h), BPF_EXIST) != 0)
+        err = errno;
+    }
+    if (err != 0) {
       w.held_pidfd.reset();
       return fail("resume held process", std::to_string(w.held_pid),
                   err == ENOENT ? ECANCELED : err,
@@ -254,7 +267,7 @@ struct StepTracer::Impl {
                                 : "");
     }
     int rc = pidfd_send_signal(w.held_pidfd.get(), SIGCONT);
-    int err = errno;
+    err = errno;
     w.held_pidfd.reset();
     if (rc != 0 && err != ESRCH)
       return fail("resume held process", std::to_string(w.held_pid), err);
@@ -891,6 +904,34 @@ Status StepTracer::kill_process(std::uint32_t tgid, std::uint64_t start_boottime
   if (pidfd_send_signal(w.held_pidfd.get(), SIGKILL) != 0 && errno != ESRCH)
     return fail_errno("kill process", std::to_string(tgid));
   return {};
+}
+
+Result<int> StepTracer::kill_counted(std::uint64_t cgroup_id) {
+  bpf_map* procs = impl_->skel->maps.procs;
+  std::vector<step_proc_key> counted;
+  step_proc_key key{}, next{};
+  step_proc_key* prev = nullptr;
+  while (bpf_map__get_next_key(procs, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    step_proc p{};
+    if (bpf_map__lookup_elem(procs, &key, sizeof(key), &p, sizeof(p), 0) == 0 &&
+        p.cgroup_id == cgroup_id)
+      counted.push_back(key);
+  }
+  int killed = 0;
+  for (const auto& k : counted) {
+    UniqueFd fd(pidfd_open(static_cast<pid_t>(k.tgid)));
+    if (!fd) continue;  // exited meanwhile
+    // The entry still there once the pidfd is open: the process it names
+    // has not exited (its exit deletes it first), so the pid was not reused
+    // and the pidfd is that process.
+    step_proc p{};
+    step_proc_key again = k;
+    if (bpf_map__lookup_elem(procs, &again, sizeof(again), &p, sizeof(p), 0) != 0) continue;
+    if (pidfd_send_signal(fd.get(), SIGKILL) == 0) ++killed;
+  }
+  return killed;
 }
 
 Status StepTracer::release(std::uint64_t cgroup_id) {

@@ -147,6 +147,12 @@ class StepTracer {
   // that started at start_boottime_ns (an escape event's): the escaped
   // process of a failed step, which its cgroup's kill no longer reaches.
   Status kill_process(std::uint32_t tgid, std::uint64_t start_boottime_ns);
+  // SIGKILL to every process counted for the watch on cgroup_id, wherever
+  // it is now: in the cgroup, or escaped out of it (which a cgroup kill
+  // does not reach). For a step a restarted agent finds escaped: the
+  // escape's record may be long gone, but the process map still counts it.
+  // Returns how many were signalled.
+  Result<int> kill_counted(std::uint64_t cgroup_id);
   // Resumes the held process of a cgroup, exactly once. EINVAL when nothing
   // is held (yet), EALREADY when it was released before, ECANCELED when the
   // hold was broken or lost (the process was killed, see hold_broken and

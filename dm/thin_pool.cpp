@@ -215,6 +215,9 @@ Status ThinPool::bump_txn(std::uint64_t next) {
 }
 
 Result<ThinId> ThinPool::reserve_id() {
+  // Usable first: a failed pool reports no transaction id (0), and "resync
+  // the catalog" would send its operator the wrong way.
+  if (auto r = check_usable(); !r) return tl::unexpected(r.error());
   auto st = status();
   if (!st) return tl::unexpected(st.error());
   if (st->transaction_id != txn_) {
@@ -222,7 +225,6 @@ Result<ThinId> ThinPool::reserve_id() {
                      "transaction id is " + std::to_string(st->transaction_id) + ", expected " +
                          std::to_string(txn_) + ": resync the catalog first");
   }
-  if (auto r = check_usable(); !r) return tl::unexpected(r.error());
   auto id = next_free_id(decode_txn(txn_).next_id, in_use_);
   if (!id) return fail_kind(ErrorKind::ids_exhausted, "allocate thin id", name_, ENOSPC);
   // Bump first: a crash after this and before the create leaves a gap in

@@ -23,6 +23,7 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::restore, "restore"},
     {Op::step_register, "step.register"},
     {Op::step_unregister, "step.unregister"},
+    {Op::step_ready, "step.ready"},
     {Op::step_status, "step.status"},
     {Op::run_show, "run.show"},
     {Op::run_clone, "run.clone"},
@@ -454,6 +455,14 @@ RequestArgs parse_args(Op op, Fields& f) {
       a.pipeline = f.required_name("pipeline");
       a.run = f.required_name("run");
       a.step = f.required_name("step");
+      return a;
+    }
+    case Op::step_ready: {
+      StepReadyArgs a;
+      a.pipeline = f.required_name("pipeline");
+      a.run = f.required_name("run");
+      a.step = f.required_name("step");
+      a.registration = f.uint64("registration", true).value_or(0);
       return a;
     }
     case Op::step_status: {

@@ -50,6 +50,7 @@ enum class Op {
   restore,
   step_register,
   step_unregister,
+  step_ready,
   step_status,
   run_show,
   run_clone,
@@ -151,6 +152,16 @@ struct StepUnregisterArgs {
   std::string run;
   std::string step;
 };
+// step.ready: runner's step is set up and waits at runner's gate, before
+// CMD's exec; the agent takes its pre-snapshots and answers once they are
+// recorded. runner lets CMD exec only on that answer. `registration` is
+// what step.register answered; only over the connection that registered.
+struct StepReadyArgs {
+  std::string pipeline;
+  std::string run;
+  std::string step;
+  std::uint64_t registration = 0;
+};
 struct RunShowArgs {
   std::string pipeline;
   std::string run;
@@ -216,7 +227,7 @@ using RequestArgs =
                  SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
                  RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
                  EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs, RunCreateArgs,
-                 SnapshotSendArgs, SnapshotReceiveArgs>;
+                 SnapshotSendArgs, SnapshotReceiveArgs, StepReadyArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

@@ -32,6 +32,7 @@ constexpr std::pair<Op, Access> kTable[] = {
     {Op::step_unregister, Access::admin},
     {Op::run_clone, Access::admin},
     {Op::run_create, Access::admin},
+    {Op::step_ready, Access::admin},
     // A stream carries a snapshot's data and step metadata out, or makes a
     // snapshot with any step metadata it says: root's.
     {Op::snapshot_send, Access::admin},

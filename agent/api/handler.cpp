@@ -327,6 +327,7 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       }
       case Op::step_register:
       case Op::step_unregister:
+      case Op::step_ready:
       case Op::step_status:
       case Op::run_show:
         if (!policy_) {
@@ -369,6 +370,13 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (request.op == Op::step_status) {
           const auto& a = std::get<StepStatusArgs>(request.args);
           return answer(policy_->status(a.pipeline, a.run, a.step));
+        }
+        if (request.op == Op::step_ready) {
+          // Blocks this connection's thread until the pre-snapshot is
+          // recorded or failed: runner waits for exactly that answer.
+          const auto& a = std::get<StepReadyArgs>(request.args);
+          return answer(
+              policy_->step_ready(a.pipeline, a.run, a.step, a.registration, peer.connection));
         }
         {
           const auto& a = std::get<RunShowArgs>(request.args);

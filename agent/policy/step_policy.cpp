@@ -105,8 +105,9 @@ void StepPolicy::adopt_steps() {
 namespace {
 
 std::optional<StepState> parse_state(const std::string& s) {
-  for (StepState st : {StepState::registered, StepState::holding, StepState::running,
-                       StepState::finishing, StepState::finished, StepState::failed})
+  for (StepState st :
+       {StepState::registered, StepState::preparing, StepState::armed, StepState::holding,
+        StepState::running, StepState::finishing, StepState::finished, StepState::failed})
     if (to_string(st) == s) return st;
   return std::nullopt;
 }
@@ -179,11 +180,18 @@ void StepPolicy::adopt_step(const StepRecord& r, const std::string& subtree) {
       "the held step was continued from outside (SIGCONT) while no agent ran; the kernel killed "
       "it before its first instruction";
   if ((a->escaped || a->untracked) &&
-      (st.state == StepState::registered || st.state == StepState::holding ||
+      (st.state == StepState::registered || st.state == StepState::preparing ||
+       st.state == StepState::armed || st.state == StepState::holding ||
        st.state == StepState::running)) {
     st.error = a->escaped ? "a process of the step left its cgroup while no agent ran; killed"
                           : "a process of the step could not be counted while no agent ran (the "
                             "tracer's process map was full); killed";
+    // The escaped process is beyond the cgroup's kill: every process the
+    // tracer counts for the step goes, wherever it is now.
+    if (auto k = tracer_->kill_counted(r.cgroup_id); !k)
+      log::warn("step " + key + ": " + k.error().message());
+    else if (*k > 0)
+      log::info("step " + key + ": killed " + std::to_string(*k) + " counted processes");
     apply(key, st, StepInput::lost_track);
     return;
   }
@@ -192,12 +200,22 @@ void StepPolicy::adopt_step(const StepRecord& r, const std::string& subtree) {
       if (a->hold_lost || a->hold_broken) {
         st.error = a->hold_lost ? kLost : kBroken;
         apply(key, st, StepInput::hold_lost);  // registered -> failed, kill
+      } else if (a->held && !st.pre_snapshots.empty()) {
+        // Armed at runner's gate (recorded as registered, with its
+        // pre-snapshots): runner had the answer and let CMD exec, and the
+        // exec is held. Its pre-snapshots are taken: it goes.
+        st.state = StepState::armed;
+        st.exec_mono_ns = bpf::monotonic_ns();
+        apply(key, st, StepInput::held_exec);
       } else if (a->held) {
         // Held while no agent ran: its pre-snapshot now, as at any hold.
         st.exec_mono_ns = bpf::monotonic_ns();
         apply(key, st, StepInput::held_exec);
       }
       break;
+    case StepState::preparing:
+    case StepState::armed:
+      break;  // never in the catalog: persist() records them as registered
     case StepState::holding:
       if (a->held) {
         // The agent died before it released the step: its pre-snapshots
@@ -250,6 +268,13 @@ StepPolicy::StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf
 StepPolicy::~StepPolicy() { stop(); }
 
 void StepPolicy::stop() {
+  {
+    // Wakes step.ready waits: they answer ESHUTDOWN, and runner's gate
+    // stays shut.
+    std::lock_guard lock(mutex_);
+    closing_ = true;
+  }
+  state_cv_.notify_all();
   {
     std::lock_guard lock(queue_mutex_);
     if (stopping_ && !worker_thread_.joinable() && !tracer_thread_.joinable()) return;
@@ -431,7 +456,15 @@ void StepPolicy::connection_closed(std::uint64_t connection) {
   if (connection == 0) return;
   std::lock_guard lock(mutex_);
   for (auto& [key, s] : steps_) {
-    if (s.state != StepState::registered || s.args.connection != connection) continue;
+    if (s.args.connection != connection) continue;
+    if (s.state == StepState::preparing || s.state == StepState::armed) {
+      s.error =
+          "the connection that asked step.ready closed while the step waited at runner's "
+          "gate; CMD never ran; killed";
+      expire(key, s, "step.expire", StepInput::expired);
+      continue;
+    }
+    if (s.state != StepState::registered) continue;
     auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
     if (populated && *populated) continue;
     s.error = "the connection that registered it closed before any process entered its cgroup " +
@@ -464,7 +497,8 @@ Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std:
     if (it != steps_.end()) {
       Step& s = it->second;
       if (s.state == StepState::finished || s.state == StepState::failed) return step_json(s);
-      if (s.state != StepState::registered) {
+      if (s.state != StepState::registered && s.state != StepState::preparing &&
+          s.state != StepState::armed) {
         return fail("unregister step", key, EBUSY,
                     "the step has started (" + std::string(to_string(s.state)) +
                         "); it ends when its processes exit");
@@ -488,6 +522,56 @@ Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std:
   if (!rec) return tl::unexpected(rec.error().context("unregister step"));
   if (!*rec) return fail("unregister step", key, ENOENT, "no such step registered");
   return step_record_json(**rec);
+}
+
+Result<json> StepPolicy::step_ready(const std::string& pipeline, const std::string& run,
+                                    const std::string& step, std::uint64_t registration,
+                                    std::uint64_t connection) {
+  const std::string key = step_key(pipeline, run, step);
+  const std::string what = "open the gate of step " + key;
+  std::unique_lock lock(mutex_);
+  auto it = steps_.find(key);
+  if (it == steps_.end()) return fail(what, key, ENOENT, "no such step registered and not over");
+  Step& s = it->second;
+  if (s.life != registration) {
+    return fail(what, key, ESTALE,
+                "registration " + std::to_string(registration) + " is not the step's (it is " +
+                    std::to_string(s.life) +
+                    "): the step was registered again, or stepsnapd restarted");
+  }
+  if (s.args.connection != 0 && s.args.connection != connection) {
+    return fail(what, key, EPERM,
+                "step.ready must come over the connection that registered the step");
+  }
+  if (s.state != StepState::registered) {
+    return fail(what, key, EBUSY,
+                "the step is " + std::string(to_string(s.state)) +
+                    "; step.ready comes once, before any process of the step exec'd");
+  }
+  apply(key, s, StepInput::gate_ready);
+  const std::uint64_t life = s.life;
+  // Answered from memory: the step cannot leave it before it is over, and
+  // the wait below looks it up again by name and life at each wake.
+  Step* found = nullptr;
+  state_cv_.wait(lock, [&] {
+    if (closing_) return true;
+    auto i = steps_.find(key);
+    found = i != steps_.end() && i->second.life == life ? &i->second : nullptr;
+    return !found || found->state != StepState::preparing;
+  });
+  if (closing_ && (!found || found->state == StepState::preparing))
+    return fail(what, key, ESHUTDOWN, "stepsnapd is stopping; CMD must not run");
+  if (!found) return fail(what, key, ECANCELED, "the step is over; see step.status");
+  if (found->state != StepState::armed) {
+    Error e{
+        what, key, 0,
+        found->error.empty() ? "the step failed before its pre-snapshot was taken" : found->error};
+    e.kind = "pre_snapshot_failed";
+    return tl::unexpected(e);
+  }
+  json answer = step_json(*found);
+  answer["registration"] = life;
+  return answer;
 }
 
 void StepPolicy::emit(EventType type, json data) {
@@ -519,8 +603,13 @@ StepRecord StepPolicy::record_of(const Step& s) const {
 }
 
 void StepPolicy::persist(const std::string& key, const Step& s) {
-  if (auto r = catalog_.save_step(record_of(s)); !r) {
-    log::error("step " + key + ": " + r.error().message());
+  StepRecord r = record_of(s);
+  // The gate's states live only as long as runner's connection, which an
+  // agent restart closes: the catalog knows them as registered (with the
+  // pre-snapshots once taken), and adopt_step() goes on from there.
+  if (s.state == StepState::preparing || s.state == StepState::armed) r.state = "registered";
+  if (auto w = catalog_.save_step(r); !w) {
+    log::error("step " + key + ": " + w.error().message());
   }
 }
 
@@ -616,7 +705,9 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
   persist(key, s);
   log::info("step " + key + ": watching " + args.cgroup + " (policy " +
             std::string(policy_name(args)) + ")");
-  return step_json(s);
+  json answer = step_json(s);
+  answer["registration"] = s.life;
+  return answer;
 }
 
 void StepPolicy::on_event(const bpf::Event& e) {
@@ -645,13 +736,22 @@ void StepPolicy::on_event(const bpf::Event& e) {
       break;
     case bpf::EventType::exec:
       if (e.held) {
+        if (s.state == StepState::preparing)
+          s.error =
+              "a process of the step exec'd while it waited at runner's gate for its "
+              "pre-snapshot; killed";
         s.pid = e.tgid;
         s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
         s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
         s.pid = e.tgid;
-        if (s.args.pre_snapshot && s.state == StepState::registered) {
+        if (s.state == StepState::preparing) {
+          s.error =
+              "a process of the step exec'd while it waited at runner's gate for its "
+              "pre-snapshot; killed";
+        } else if (s.args.pre_snapshot &&
+                   (s.state == StepState::registered || s.state == StepState::armed)) {
           s.error =
               "the step's first exec was not held, so it would run without its pre-snapshot; "
               "killed";
@@ -796,6 +896,7 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
   if (sp) {
     if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
   }
+  if (before != t.next) state_cv_.notify_all();
 }
 
 void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
@@ -809,7 +910,8 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     const Step& s = it->second;
     // Given up on while queued (the hold timed out): a pre-snapshot now
     // would be of a step that was killed, not of its starting state.
-    if (phase == Phase::pre && s.state != StepState::holding) return;
+    if (phase == Phase::pre && s.state != StepState::holding && s.state != StepState::preparing)
+      return;
     volumes = s.args.volumes;
     info = StepInfo{s.args.pipeline, s.args.run,
                     s.args.step,     phase,

@@ -21,6 +21,7 @@
 // (recovery.h fails the ones that were still under way).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -122,10 +123,25 @@ class StepPolicy {
   // processes exit).
   Result<nlohmann::json> unregister_step(const std::string& pipeline, const std::string& run,
                                          const std::string& step);
+  // step.ready, from runner's gate: the step's processes are set up and
+  // wait before CMD's exec, which runner lets happen only on this call's
+  // answer. Takes the pre-snapshots (none without a pre policy) and
+  // answers once they are recorded, with `registration` (what
+  // register_step answered) and the snapshot names. Only for the
+  // registration named, over the connection it is leased to, in state
+  // registered. Errors: ENOENT (no such step), ESTALE (another
+  // registration of the name), EPERM (another connection), EBUSY (an exec
+  // came first, or asked twice), ECANCELED with kind pre_snapshot_failed
+  // (the step was killed: CMD never ran), ESHUTDOWN (the agent stops).
+  Result<nlohmann::json> step_ready(const std::string& pipeline, const std::string& run,
+                                    const std::string& step, std::uint64_t registration,
+                                    std::uint64_t connection);
   // The API connection `connection` closed: each registration leased to
   // it whose cgroup has no process yet expires (an error event, op
   // step.expire), since nobody is left to start it. One with a process in
   // its cgroup goes on: that process may be setting up before its exec.
+  // One at runner's gate (step.ready asked) is killed: nobody is left to
+  // be told its pre-snapshot is taken, so CMD must never run.
   void connection_closed(std::uint64_t connection);
   Result<nlohmann::json> status(const std::string& pipeline, const std::string& run,
                                 const std::string& step);
@@ -224,7 +240,10 @@ class StepPolicy {
   std::optional<bpf::StepTracer> tracer_;  // the tracer thread's only
   UniqueFd wake_;                          // eventfd: commands for the tracer thread
 
-  std::mutex mutex_;                   // steps_, by_cgroup_
+  std::mutex mutex_;  // steps_, by_cgroup_
+  // Notified on every step state change (mutex_): step.ready waits on it.
+  std::condition_variable state_cv_;
+  std::atomic<bool> closing_{false};   // stop() began: step.ready waits end
   std::map<std::string, Step> steps_;  // steps not over, and over ones until the tracer
                                        // thread forgets them (the catalog keeps them)
   std::uint64_t lives_ = 0;

@@ -6,6 +6,10 @@ std::string_view to_string(StepState s) {
   switch (s) {
     case StepState::registered:
       return "registered";
+    case StepState::preparing:
+      return "preparing";
+    case StepState::armed:
+      return "armed";
     case StepState::holding:
       return "holding";
     case StepState::running:
@@ -41,12 +45,37 @@ StepTransition step_transition(StepState state, StepInput input, StepPolicyFlags
         return flags.pre ? StepTransition{S::failed, A::kill}
                          : StepTransition{S::running, A::mark_started};
       }
+      if (input == I::gate_ready) {
+        return flags.pre ? StepTransition{S::preparing, A::take_pre}
+                         : StepTransition{S::armed, A::none};
+      }
       if (input == I::hold_lost || input == I::lost_track) return {S::failed, A::kill};
       // Gone before any exec: the step's launcher failed in its setup, so
       // CMD never ran; there is no state worth a post-snapshot.
       if (input == I::step_end || input == I::unregister || input == I::expired) {
         return {S::failed, A::finish};
       }
+      break;
+    case S::preparing:
+      if (input == I::pre_done) return {S::armed, A::none};
+      // Nothing of the step may exec before runner opens its gate, and
+      // runner opens it only once this state is left for armed.
+      if (input == I::pre_failed || input == I::held_exec || input == I::exec ||
+          input == I::hold_lost || input == I::lost_track || input == I::expired) {
+        return {S::failed, A::kill};
+      }
+      if (input == I::step_end || input == I::unregister) return {S::failed, A::finish};
+      break;
+    case S::armed:
+      if (input == I::held_exec) return {S::running, A::release};
+      if (input == I::exec) {
+        return flags.pre ? StepTransition{S::failed, A::kill}
+                         : StepTransition{S::running, A::mark_started};
+      }
+      if (input == I::hold_lost || input == I::lost_track || input == I::expired) {
+        return {S::failed, A::kill};
+      }
+      if (input == I::step_end || input == I::unregister) return {S::failed, A::finish};
       break;
     case S::holding:
       if (input == I::pre_done) return {S::running, A::release};

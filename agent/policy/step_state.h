@@ -3,6 +3,27 @@
 // policy (step_policy.h) performs the returned action. Unit-tested.
 //
 //   registered --held exec--> holding   (take pre-snapshots; step stopped)
+//   registered --gate ready-> preparing (take pre-snapshots; the step's
+//                                        only process waits at runner's gate,
+//                                        before CMD's exec; step.ready)
+//   registered --gate ready-> armed     (no pre policy: confirm at once)
+//   preparing --pre done----> armed     (confirmed to runner, which opens
+//                                        its gate: CMD execs)
+//   preparing --pre failed--> failed    (kill the cgroup: CMD never ran)
+//   preparing or armed
+//             --any exec----> failed    (preparing: an exec before the
+//                                        gate opened; kill)
+//   armed     --held exec---> running   (CMD's exec: release it at once)
+//   armed     --exec--------> running   (no pre policy: note the start)
+//   armed     --exec--------> failed    (pre policy, exec not held: kill)
+//   preparing or armed
+//             --expired-----> failed    (runner's connection closed: nobody
+//                                        can open the gate; kill)
+//   preparing or armed
+//             --step end----> failed    (the gate closed: CMD never ran)
+//   preparing or armed
+//             --unregister--> failed    (runner gave up at its gate; the
+//                                        policy killed what was there)
 //   registered --exec-------> running   (no pre policy: just note the start)
 //   registered --exec-------> failed    (pre policy: an exec that was not held
 //                                        would run without its pre-snapshot;
@@ -38,11 +59,21 @@
 
 namespace stepsnap::agent {
 
-enum class StepState { registered, holding, running, finishing, finished, failed };
+enum class StepState {
+  registered,
+  preparing,  // step.ready: the pre-snapshot under way, the step at runner's gate
+  armed,      // the pre-snapshot confirmed to runner; CMD's exec is next
+  holding,
+  running,
+  finishing,
+  finished,
+  failed
+};
 std::string_view to_string(StepState s);
 
 enum class StepInput {
   held_exec,     // the tracer stopped the step's first exec
+  gate_ready,    // step.ready: runner's step is set up and waits at its gate
   exec,          // the step's main process exec'd (not held)
   pre_done,      // pre-snapshots taken
   pre_failed,    // pre-snapshots failed

@@ -4,7 +4,10 @@
 // runner calls, in this order, for one step:
 //   ensure_run_clone   once per --volume, before anything else is made
 //   register_step      once the step's cgroup exists (the agent watches it
-//                      and holds CMD's first exec for the pre-snapshot)
+//                      and holds CMD's first exec)
+//   open_gate          the step is set up and waits at runner's gate, before
+//                      CMD's exec: the agent takes the pre-snapshot and
+//                      confirms it; only then does runner let CMD exec
 //   step_finished      every process of the step is gone (post-snapshot)
 //   unregister_step    instead of step_finished, when the step never ran
 // Nothing in runner/ includes agent/: the socket client implementing this
@@ -63,6 +66,11 @@ class AgentClient {
   virtual Result<VolumeSource> ensure_run_clone(const StepRef& ref, const std::string& volume,
                                                 const std::optional<std::string>& snapshot) = 0;
   virtual Status register_step(const StepRegistration& registration) = 0;
+  // Blocks until the agent has recorded this registration's pre-snapshot
+  // (or confirmed the registration, without a pre policy). An error means
+  // CMD must not run: the pre-snapshot failed, the agent is gone, or its
+  // answer is not about this registration.
+  virtual Status open_gate(const StepRef& ref) = 0;
   // exit_status: runner's own exit status for the step (CMD's, 128+N, 124).
   virtual Status step_finished(const StepRef& ref, int exit_status) = 0;
   virtual Status unregister_step(const StepRef& ref) = 0;
@@ -78,6 +86,7 @@ class NoAgentClient final : public AgentClient {
   Result<VolumeSource> ensure_run_clone(const StepRef& ref, const std::string& volume,
                                         const std::optional<std::string>& snapshot) override;
   Status register_step(const StepRegistration&) override { return {}; }
+  Status open_gate(const StepRef&) override { return {}; }
   Status step_finished(const StepRef&, int) override { return {}; }
   Status unregister_step(const StepRef&) override { return {}; }
 };

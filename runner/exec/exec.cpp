@@ -136,12 +136,13 @@ void remove_empty_parents(const std::string& step_path) {
 struct StepOutcome {
   int code = kRunnerFailed;  // the exit status runner reports
   bool ran = false;          // CMD was exec'd: the agent gets step_finished
+  bool gate_shut = false;    // the agent did not confirm the pre-snapshot (said already)
 };
 
 // Starts the step in its cgroup, forwards signals, enforces the timeout, and
 // returns the exit status runner reports.
 StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
-                     const Cgroup& step_cgroup) {
+                     const Cgroup& step_cgroup, AgentClient& agent) {
   // Forwarded signals are taken through a signalfd; blocked before the
   // step starts so none is lost in between.
   sigset_t forwarded;
@@ -159,11 +160,24 @@ StepOutcome run_step(const ExecOptions& o, const std::vector<MountOp>& plan,
                 o.command,
                 process_sandbox(o),
                 current_directory()};
-  // No gate before CMD's exec: the agent's BPF tracer holds the step at
-  // that exec and releases it only after the pre-snapshot.
-  auto step = StepProcess::start(spec, step_cgroup.dir_fd());
+  // runner's gate: the step's init, set up (mounts, sandbox plan) and not
+  // yet forked CMD, waits until the agent answers over runner's connection
+  // that it recorded this registration's pre-snapshot. Without that answer
+  // the child exits and CMD never runs, whatever happens to the agent's
+  // BPF hold (a SIGCONT, an agent gone or restarted). CMD's exec, once let
+  // through, is still the cgroup's first, and the tracer holds it until
+  // the agent records the step started.
+  StepRef ref{o.pipeline, o.run, o.step};
+  auto step = StepProcess::start(spec, step_cgroup.dir_fd(), [&] { return agent.open_gate(ref); });
   if (!step) {
     ::sigprocmask(SIG_SETMASK, &old_mask, nullptr);
+    if (step.error().kind == "before_exec") {
+      Error e = step.error();
+      e.kind.clear();
+      return {say(kRunnerFailed, "stepsnapd did not confirm the pre-snapshot of step " +
+                                     ref.text() + ", so CMD was not run: " + e.message()),
+              false, true};
+    }
     return {say(exit_code_of_start_failure(step.error()), step.error().message()), false};
   }
 
@@ -267,7 +281,7 @@ int run_exec_with(const ExecOptions& o, AgentClient& agent) {
              !r) {
     say(kRunnerFailed, "register step " + ref.text() + " with stepsnapd: " + r.error().message());
   } else {
-    outcome = run_step(resolved, *plan, *cg);
+    outcome = run_step(resolved, *plan, *cg, agent);
     // Every process of the step must be gone before the post-snapshot. The
     // step's init exits when CMD ends, and the kernel kills the rest of its
     // pid namespace before that exit is reported; this is the safety net.
@@ -278,7 +292,10 @@ int run_exec_with(const ExecOptions& o, AgentClient& agent) {
       }
     }
     auto done = outcome.ran ? agent.step_finished(ref, outcome.code) : agent.unregister_step(ref);
-    if (!done && done.error().kind == kPreSnapshotFailed) {
+    if (!done && outcome.gate_shut) {
+      // Said once already: the agent is gone or failed the step, and CMD
+      // never ran. Its registration ends with the connection or has ended.
+    } else if (!done && done.error().kind == kPreSnapshotFailed) {
       // The agent killed the step at its held first exec: CMD never ran.
       outcome.code =
           say(kRunnerFailed, "pre-snapshot of step " + ref.text() +

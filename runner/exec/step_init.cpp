@@ -111,6 +111,12 @@ void run_step_init(char* const argv[], char* const envp[], int report_fd,
       ::_exit(init_exit_status(status));
     }
     int sig = static_cast<int>(si.ssi_signo);
+    // SIGCONT is not passed on: init never stops (pid 1 cannot be stopped
+    // from its namespace), and to CMD a SIGCONT would only undo the agent's
+    // hold at its exec. A kill -CONT of init, even one sent while the step
+    // waited at runner's gate and kept pending until CMD existed, would
+    // otherwise break that hold and get CMD killed.
+    if (sig == SIGCONT) continue;
     if (sig != SIGCHLD) {
       // Whoever sent it (runner forwarding its own signals, or anyone who
       // may signal the step's pid 1) meant the step: that is CMD.

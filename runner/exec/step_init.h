@@ -16,7 +16,8 @@
 // - closes its end of runner's report channel: runner sees EOF with nothing
 //   written once CMD's exec succeeded, as it did when CMD was the child;
 // - loops on a signalfd holding every signal: SIGCHLD reaps whatever child
-//   ended (CMD or an orphan), every other signal is sent on to CMD;
+//   ended (CMD or an orphan), SIGCONT is dropped (it would only undo the
+//   agent's hold of CMD's exec), every other signal is sent on to CMD;
 // - when CMD is reaped, exits with its status (init_exit_status). The
 //   kernel then kills whatever is left in the pid namespace before init's
 //   exit is reported, so runner's wait returns when the step is over.

@@ -79,6 +79,35 @@ Status StepsnapdClient::register_step(const StepRegistration& r) {
   }
   auto step = api_.request("step.register", args);
   if (!step) return tl::unexpected(step.error());
+  auto id = step->find("registration");
+  if (id == step->end() || !id->is_number_unsigned())
+    return fail("register step", r.ref.text(), EPROTO,
+                "stepsnapd's answer names no registration: it cannot confirm the pre-snapshot "
+                "before CMD runs (step.ready); upgrade stepsnapd");
+  registered_[r.ref.text()] = {id->get<std::uint64_t>(), r.snapshots.pre, r.volumes.size()};
+  return {};
+}
+
+Status StepsnapdClient::open_gate(const StepRef& ref) {
+  auto it = registered_.find(ref.text());
+  if (it == registered_.end())
+    return fail("open the gate of step", ref.text(), EINVAL, "the step was not registered here");
+  const Registered& mine = it->second;
+  json args = ref_json(ref);
+  args["registration"] = mine.registration;
+  auto ready = api_.request("step.ready", args);
+  if (!ready) return tl::unexpected(ready.error());
+  // The answer must be about this registration, armed, with one
+  // pre-snapshot per volume: anything else is not a confirmation.
+  auto id = ready->find("registration");
+  bool same = id != ready->end() && id->is_number_unsigned() &&
+              id->get<std::uint64_t>() == mine.registration;
+  auto pre = ready->value("pre_snapshots", json::array());
+  std::size_t taken = pre.is_array() ? pre.size() : 0;
+  if (!same || ready->value("state", "") != "armed" || (mine.pre && taken != mine.volumes))
+    return fail(
+        "open the gate of step", ref.text(), EPROTO,
+        "stepsnapd's answer does not confirm this registration's pre-snapshot: " + ready->dump());
   return {};
 }
 

@@ -2,13 +2,15 @@
 // run's clones, step.register for the step, step.status to wait for the
 // post-snapshot.
 //
-// The pre-snapshot needs no call: the agent's BPF tracer holds the step at
-// its first exec, snapshots, and only then lets CMD run; a failed
-// pre-snapshot kills the held step before its first instruction. runner
-// learns of it from step.status once the step is gone (step_finished).
+// The pre-snapshot is runner's gate (step.ready, open_gate): the step's
+// init waits before CMD's exec until the agent answers, over this
+// connection, that it recorded the pre-snapshot of the very registration
+// step.register answered. The agent's BPF tracer still holds CMD's exec,
+// the cgroup's first, and releases it once the step is recorded started.
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -30,6 +32,7 @@ class StepsnapdClient final : public AgentClient {
   Result<VolumeSource> ensure_run_clone(const StepRef& ref, const std::string& volume,
                                         const std::optional<std::string>& snapshot) override;
   Status register_step(const StepRegistration& registration) override;
+  Status open_gate(const StepRef& ref) override;
   Status step_finished(const StepRef& ref, int exit_status) override;
   Status unregister_step(const StepRef& ref) override;
   Result<StepSnapshots> step_snapshots(const StepRef& ref) override;
@@ -45,6 +48,12 @@ class StepsnapdClient final : public AgentClient {
 
   protocol::ApiClient api_;
   std::map<std::string, std::string> clone_of_;  // volume name -> this run's clone
+  struct Registered {
+    std::uint64_t registration = 0;  // step.register's answer
+    bool pre = false;                // a pre-snapshot is to be confirmed
+    std::size_t volumes = 0;
+  };
+  std::map<std::string, Registered> registered_;  // StepRef::text() -> it
 };
 
 }  // namespace stepsnap::runner

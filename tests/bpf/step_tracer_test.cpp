@@ -5,8 +5,12 @@
 // How a step is started: fork; the child blocks on a pipe; the parent moves
 // it into the step's cgroup; then the child execs. So the step's first exec
 // already happens inside the cgroup, as with the runner.
+#include "bpf/step_tracer.h"
+
+#include <bpf/bpf.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <linux/types.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,6 +21,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -26,6 +31,7 @@
 
 #include "bpf/tracer.h"
 #include "common/cgroup_files.h"
+#include "common/unique_fd.h"
 #include "runner/exec/cgroup.h"
 
 namespace stepsnap::bpf {
@@ -763,6 +769,81 @@ TEST_F(PinnedTracerTest, AReopenedTracerAdoptsAHeldStepAndReleasesIt) {
   EXPECT_EQ(step.wait(), 0);
   EXPECT_TRUE(exists(marker));
   ::unlink(marker.c_str());
+}
+
+// The release is two steps: the held entry marked released, then SIGCONT.
+// An agent killed between them (here: the first step done on the pinned map
+// as release() does it, then the tracer gone without the second) leaves the
+// task stopped and its entry marked; the next agent adopts it held and
+// continues it. When release deleted the entry first, that task stayed
+// stopped for good: no entry, so nothing told the next agent it was held.
+TEST_F(PinnedTracerTest, AnAgentKilledMidReleaseLeavesTheStepForTheNextAgentToContinue) {
+  Cgroup cg = make_cgroup("pin-midrelease");
+  std::string marker = "/tmp/stepsnap-bpf-pin-midrelease-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  auto id = watch(cg, {.hold_first_exec = true});
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(cg);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, id) > 0; }));
+  for (int i = 0; i < 200 && proc_state(step.pid()) != 'T'; ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_EQ(proc_state(step.pid()), 'T');
+
+  {
+    UniqueFd held(::bpf_obj_get((pins_ + "/map_held").c_str()));
+    ASSERT_TRUE(held) << std::strerror(errno);
+    __u32 key = static_cast<__u32>(step.pid());
+    step_held h{};
+    ASSERT_EQ(::bpf_map_lookup_elem(held.get(), &key, &h), 0) << std::strerror(errno);
+    h.released = 1;
+    ASSERT_EQ(::bpf_map_update_elem(held.get(), &key, &h, BPF_EXIST), 0) << std::strerror(errno);
+  }
+  tracer_.reset();  // killed before its SIGCONT; the pins stay
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(proc_state(step.pid()), 'T') << "nobody continued it";
+  EXPECT_FALSE(exists(marker));
+
+  reopen();
+  events_.clear();
+  auto a = tracer_->adopt(cg.path(), id, {.hold_first_exec = true});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->held) << "a task stopped with its release half done is still held";
+  ASSERT_TRUE(tracer_->release(id));
+  ASSERT_TRUE(poll_until_end(id));
+  EXPECT_EQ(step.wait(), 0) << "continued by the release, not killed as a broken hold";
+  EXPECT_TRUE(exists(marker));
+  EXPECT_EQ(count(EventType::hold_broken, id), 0u);
+  ::unlink(marker.c_str());
+}
+
+// A process that left the step's cgroup while no agent ran: a restarted
+// agent knows of it only from the watch's escaped count (the record went to
+// a ring nobody read). kill_counted() reaches it where the cgroup's kill
+// does not: it kills every process the step's watch counts.
+TEST_F(PinnedTracerTest, AProcessThatEscapedWhileNoTracerRanIsKilledByKillCounted) {
+  Cgroup cg = make_cgroup("pin-escape");
+  Cgroup outside = make_cgroup("pin-escape-out");
+  auto id = watch(cg, {.boundaries_only = true});
+  tracer_.reset();  // no agent from here; the pins stay
+  Pending step = shell("echo $$ > " + outside.path() + "/cgroup.procs; exec sleep 100");
+  step.go(cg);
+  auto moved_out = [&] {
+    std::ifstream in(outside.path() + "/cgroup.procs");
+    pid_t p = 0;
+    return static_cast<bool>(in >> p);
+  };
+  for (int i = 0; i < 400 && !moved_out(); ++i) std::this_thread::sleep_for(5ms);
+  ASSERT_TRUE(moved_out());
+
+  reopen();
+  auto a = tracer_->adopt(cg.path(), id, {.boundaries_only = true});
+  ASSERT_TRUE(a) << a.error().message();
+  EXPECT_TRUE(a->escaped);
+  auto killed = tracer_->kill_counted(id);
+  ASSERT_TRUE(killed) << killed.error().message();
+  EXPECT_EQ(*killed, 1);
+  auto status = step.wait_for(10s);
+  ASSERT_TRUE(status) << "the escaped process still runs";
+  EXPECT_TRUE(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL) << *status;
 }
 
 // Registered while an agent ran, started and ended while none did: the

@@ -210,6 +210,19 @@ TEST(Request, StepRegisterLeaseIsTheConnectionUnlessTimeIsAsked) {
             "args.lease: \"forever\" is not one of connection, time");
 }
 
+TEST(Request, StepReadyNamesTheStepAndItsRegistration) {
+  json a = {{"pipeline", "p"}, {"run", "r1"}, {"step", "train"}, {"registration", 7}};
+  auto r = accepted(req("step.ready", a));
+  ASSERT_EQ(r.op, Op::step_ready);
+  const auto& args = std::get<StepReadyArgs>(r.args);
+  EXPECT_EQ(args.step, "train");
+  EXPECT_EQ(args.registration, 7u);
+  a.erase("registration");
+  EXPECT_EQ(rejected(req("step.ready", a)).code, code::missing_field);
+  a["registration"] = "7";
+  EXPECT_EQ(rejected(req("step.ready", a)).code, code::wrong_type);
+}
+
 TEST(Request, StepUnregisterNamesTheStepAndNothingElse) {
   auto r = accepted(req("step.unregister", {{"pipeline", "p"}, {"run", "r1"}, {"step", "train"}}));
   ASSERT_EQ(r.op, Op::step_unregister);

@@ -155,6 +155,7 @@ TEST_F(CatalogTest, ARunsPlanIsKeptAndMakesTheRunExist) {
   EXPECT_EQ((*runs)[0].run, "r1");
   // One plan per run.
   EXPECT_FALSE(catalog_->save_run_plan(plan));
+}
 
 TEST_F(CatalogTest, EveryDeviceGetsItsOwnUuid) {
   auto vol = make("ws", DeviceKind::volume);

@@ -6,10 +6,12 @@
 // writable again and new volumes and snapshots work.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "dm/dm_task.h"
 #include "tests/support/stepsnapd_fixture.h"
@@ -30,6 +32,16 @@ class FullPool : public StepsnapdFixture {
   FullPool() {
     data_size_ = "40M";  // 640 blocks of 64 KiB
     extra_args_ = {"--pool-low-space-percent", "50"};
+  }
+  // The pool's thin devices that are active, by dm name.
+  std::vector<std::string> thin_devices() {
+    std::vector<std::string> out;
+    if (auto names = dm::list_devices()) {
+      for (const auto& n : *names)
+        if (n.rfind(pool_ + "-vol-", 0) == 0) out.push_back(n);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
   std::string pool_mode() {
     json vols = ok("volume.list", json::object());
@@ -77,6 +89,37 @@ TEST_F(FullPool, TheWriteThatDoesNotFitFailsAtOnceAndDeletingGivesTheSpaceBack) 
   ASSERT_FALSE(again.value("path", "").empty()) << again.dump();
   EXPECT_EQ(write_mib(again.value("path", ""), 0, 16).rc, 0) << "the pool did not take writes";
   ok("snapshot.create", {{"volume", "again"}, {"name", "works"}});
+}
+
+// run.create on a full pool: refused for space, with nothing of it left:
+// no run volume, no snapshot, no device, and the run's name is free again
+// once there is space.
+TEST_F(FullPool, RunCreateOnAFullPoolLeavesNothingHalfMade) {
+  json vol = ok("volume.create", {{"name", "ws"}, {"size_bytes", 64 << 20}});
+  const std::string dev = vol.value("path", "");
+  ASSERT_FALSE(dev.empty()) << vol.dump();
+  ok("volume.create", {{"name", "data"}, {"size_bytes", 8 << 20}});
+  EXPECT_NE(write_mib(dev, 0, 64).rc, 0) << "64 MiB fitted in a 40 MiB pool";
+  ASSERT_EQ(pool_mode(), "out_of_data_space");
+  json volumes_before = ok("volume.list", json::object())["volumes"];
+  json snapshots_before = ok("snapshot.list", json::object())["snapshots"];
+  auto devices_before = thin_devices();
+
+  json refused =
+      call("run.create", {{"pipeline", "p"}, {"run", "r1"}, {"volumes", {"ws", "data"}}});
+  ASSERT_FALSE(refused.value("ok", true)) << refused.dump();
+  std::cout << "refused: " << refused["error"].dump() << "\n";
+  EXPECT_EQ(refused["error"].value("code", ""), "no_space") << refused.dump();
+  EXPECT_EQ(ok("volume.list", json::object())["volumes"], volumes_before);
+  EXPECT_EQ(ok("snapshot.list", json::object())["snapshots"], snapshots_before);
+  EXPECT_EQ(thin_devices(), devices_before);
+
+  // Space back: the same run is made whole.
+  ok("volume.delete", {{"name", "ws"}});
+  ok("volume.create", {{"name", "ws"}, {"size_bytes", 8 << 20}});
+  ASSERT_EQ(pool_mode(), "rw");
+  json made = ok("run.create", {{"pipeline", "p"}, {"run", "r1"}, {"volumes", {"ws", "data"}}});
+  EXPECT_EQ(made.value("run", ""), "r1") << made.dump();
 }
 
 }  // namespace

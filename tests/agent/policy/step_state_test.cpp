@@ -92,6 +92,32 @@ TEST(StepState, UnregisterAndExpiryEndOnlyAStepThatHasNotStarted) {
   }
 }
 
+TEST(StepState, RunnersGateThePreSnapshotIsTakenBeforeCmdExecsAndItsExecIsReleasedAtOnce) {
+  expect(step_transition(S::registered, I::gate_ready, kBoth), S::preparing, A::take_pre);
+  expect(step_transition(S::preparing, I::pre_done, kBoth), S::armed, A::none);
+  expect(step_transition(S::armed, I::held_exec, kBoth), S::running, A::release);
+  // No pre policy: confirmed at once, CMD's exec is the start.
+  expect(step_transition(S::registered, I::gate_ready, kPost), S::armed, A::none);
+  expect(step_transition(S::armed, I::exec, kPost), S::running, A::mark_started);
+  expect(step_transition(S::armed, I::held_exec, kNone), S::running, A::release);
+}
+
+TEST(StepState, RunnersGateAnExecBeforeTheGateOpensOrAnUnheldOneUnderPreIsKilled) {
+  for (auto in : {I::held_exec, I::exec, I::pre_failed, I::hold_lost, I::lost_track})
+    expect(step_transition(S::preparing, in, kBoth), S::failed, A::kill);
+  expect(step_transition(S::armed, I::exec, kBoth), S::failed, A::kill);
+  expect(step_transition(S::armed, I::lost_track, kBoth), S::failed, A::kill);
+}
+
+TEST(StepState, RunnersGateClosedOrItsConnectionLostTheStepFailsAndCmdNeverRan) {
+  for (S s : {S::preparing, S::armed}) {
+    expect(step_transition(s, I::expired, kBoth), S::failed, A::kill);
+    expect(step_transition(s, I::step_end, kBoth), S::failed, A::finish);
+    expect(step_transition(s, I::unregister, kBoth), S::failed, A::finish);
+    expect(step_transition(s, I::gate_ready, kBoth), s, A::none);
+  }
+}
+
 TEST(StepState, DuplicateInputsAreIgnored) {
   expect(step_transition(S::running, I::held_exec, kBoth), S::running, A::none);
   expect(step_transition(S::finished, I::step_end, kBoth), S::finished, A::none);

@@ -237,6 +237,41 @@ TEST_F(RunnerExec, ContinuingRunnersProcessGroupLeavesAStoppedStepStopped) {
   EXPECT_EQ(o.out, "continued\n");
 }
 
+TEST_F(RunnerExec, ASigcontToTheStepsInitIsNotPassedOnToCmd) {
+  // The step's init sends the signals it gets on to CMD, but not SIGCONT:
+  // to CMD it could only undo the agent's hold at its exec (which kills
+  // CMD), even when sent to init while it waited at runner's gate. Here CMD
+  // stops itself the way the hold stops it.
+  auto root = stepsnap::runner::cgroup2_mount_point();
+  ASSERT_TRUE(root);
+  std::string run_id = "initcont" + std::to_string(::getpid());
+  std::string cgroup = *root + "/stepsnap/p/" + run_id + "/s";
+  pid_t runner = start("--no-agent --pipeline p --run " + run_id +
+                       " --step s -- sh -c 'kill -STOP $$; echo continued'");
+  pid_t cmd = 0, init = 0;
+  bool stopped = eventually([&] {
+    for (pid_t pid : cgroup_pids(cgroup)) {
+      if (proc_state(pid) == 'T') cmd = pid;
+      std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+      std::string name;
+      if (comm >> name && name == "stepsnap-init") init = pid;
+    }
+    return cmd != 0 && init != 0;
+  });
+  if (!stopped) ::kill(runner, SIGKILL);
+  ASSERT_TRUE(stopped) << finish(runner).err;
+
+  ASSERT_EQ(::kill(init, SIGCONT), 0);
+  // init reads it from its signalfd and would pass it on at once.
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  EXPECT_EQ(proc_state(cmd), 'T') << "the step's init passed SIGCONT on to CMD";
+
+  ::kill(cmd, SIGCONT);
+  auto o = finish(runner);
+  EXPECT_EQ(o.code, 0) << o.err;
+  EXPECT_EQ(o.out, "continued\n");
+}
+
 TEST_F(RunnerExec, StepCannotMoveOutOfItsCgroup) {
   // The step runs in a cgroup namespace rooted at its cgroup, with a
   // read-only /sys/fs/cgroup that shows only that cgroup. Each way out is
