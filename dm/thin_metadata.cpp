@@ -10,6 +10,7 @@
 #include <memory>
 #include <set>
 
+#include "common/crc32c.h"
 #include "common/unique_fd.h"
 
 namespace stepsnap::dm {
@@ -48,19 +49,6 @@ std::uint64_t le64(std::span<const std::uint8_t> b, std::size_t at) {
                                                        << 32;
 }
 
-const std::array<std::uint32_t, 256>& crc32c_table() {
-  static const std::array<std::uint32_t, 256> table = [] {
-    std::array<std::uint32_t, 256> t{};
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  return table;
-}
-
 std::string block_name(std::uint64_t blocknr) {
   return "metadata block " + std::to_string(blocknr);
 }
@@ -68,10 +56,9 @@ std::string block_name(std::uint64_t blocknr) {
 }  // namespace
 
 std::uint32_t metadata_checksum(std::span<const std::uint8_t> bytes, std::uint32_t xor_seed) {
-  const auto& table = crc32c_table();
-  std::uint32_t crc = ~0u;
-  for (std::uint8_t byte : bytes) crc = table[(crc ^ byte) & 0xff] ^ (crc >> 8);
-  return crc ^ xor_seed;
+  // The kernel's dm_bm_checksum: crc32c from ~0 without the final
+  // inversion, then the block type's xor.
+  return ~crc32c(bytes) ^ xor_seed;
 }
 
 Result<ThinSuperblock> parse_thin_superblock(std::span<const std::uint8_t> block,

@@ -325,13 +325,14 @@ std::string new_device_uuid() {
   return out;
 }
 
-Result<std::optional<DeviceRecord>> Catalog::find_device_by_uuid(std::int64_t pool_id,
-                                                                 const std::string& uuid) {
+Result<std::optional<DeviceRecord>> Catalog::find_device_by(std::int64_t pool_id,
+                                                            const char* column,
+                                                            const std::string& value) {
   std::lock_guard lock(db_->mutex());
   auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
-                         " FROM devices WHERE pool_id = ? AND uuid = ?");
+                         " FROM devices WHERE pool_id = ? AND " + column + " = ?");
   if (!st) return tl::unexpected(st.error());
-  st->bind(1, pool_id).bind(2, uuid);
+  st->bind(1, pool_id).bind(2, value);
   auto row = st->step();
   if (!row) return tl::unexpected(row.error());
   if (!*row) return std::optional<DeviceRecord>();
@@ -340,19 +341,14 @@ Result<std::optional<DeviceRecord>> Catalog::find_device_by_uuid(std::int64_t po
   return std::optional<DeviceRecord>(std::move(*d));
 }
 
+Result<std::optional<DeviceRecord>> Catalog::find_device_by_uuid(std::int64_t pool_id,
+                                                                 const std::string& uuid) {
+  return find_device_by(pool_id, "uuid", uuid);
+}
+
 Result<std::optional<DeviceRecord>> Catalog::find_device(std::int64_t pool_id,
                                                          const std::string& name) {
-  std::lock_guard lock(db_->mutex());
-  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
-                         " FROM devices WHERE pool_id = ? AND name = ?");
-  if (!st) return tl::unexpected(st.error());
-  st->bind(1, pool_id).bind(2, name);
-  auto row = st->step();
-  if (!row) return tl::unexpected(row.error());
-  if (!*row) return std::optional<DeviceRecord>();
-  auto d = fill(read_device(*st));
-  if (!d) return tl::unexpected(d.error());
-  return std::optional<DeviceRecord>(std::move(*d));
+  return find_device_by(pool_id, "name", name);
 }
 
 Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {

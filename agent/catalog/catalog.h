@@ -324,6 +324,9 @@ class Catalog {
 
  private:
   explicit Catalog(std::shared_ptr<Database> db) : db_(std::move(db)) {}
+  // The device whose `column` (name or uuid: both unique in a pool) is value.
+  Result<std::optional<DeviceRecord>> find_device_by(std::int64_t pool_id, const char* column,
+                                                     const std::string& value);
   Status migrate();
   Result<Labels> load_labels(std::int64_t device_id);
   Result<std::optional<StepInfo>> load_step(std::int64_t device_id);

@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "common/crc32c.h"
 #include "common/error.h"
 
 namespace stepsnap::agent {
@@ -35,10 +36,6 @@ inline constexpr std::uint32_t kMaxStreamHeaderBytes = 1 << 20;
 inline constexpr std::uint32_t kMaxRunBlocks = 256;
 // Per-record overhead of a data run (kind, first block, count, crc).
 inline constexpr std::size_t kDataRecordOverhead = 1 + 8 + 4 + 4;
-
-// crc32c (Castagnoli), standard: init ~0, final inversion. Hardware
-// instruction when the CPU has it.
-std::uint32_t crc32c(std::span<const std::uint8_t> bytes, std::uint32_t crc = 0);
 
 struct StreamHeader {
   std::uint64_t block_bytes = 0;
