@@ -1,10 +1,9 @@
 // stepsnap-csi: the CSI driver of stepsnap volumes and snapshots, beside
 // stepsnapd on each node. See docs/kubernetes.md.
-#include <signal.h>
-
 #include <iostream>
 
 #include "common/log.h"
+#include "common/stop_signals.h"
 #include "csi/csi_server.h"
 #include "csi/options.h"
 
@@ -23,24 +22,15 @@ int main(int argc, char** argv) {
   stepsnap::log::parse_level(options.log_level, &level);
   stepsnap::log::set_level(level);
 
-  // Blocked before gRPC starts its threads, so every thread inherits the
-  // mask and the main thread alone takes the signal with sigwait.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // Before gRPC starts its threads, so every one inherits the mask.
+  const stepsnap::StopSignals stop;
 
   auto server = stepsnap::csi::CsiServer::start(options);
   if (!server) {
     std::cerr << "stepsnap-csi: cannot start: " << server.error().message() << "\n";
     return 1;
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
-  stepsnap::log::info(std::string("stepsnap-csi: ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") +
-                      ", stopping");
+  stepsnap::log::info(std::string("stepsnap-csi: ") + stop.wait() + ", stopping");
   (*server)->stop();
   return 0;
 }

@@ -1,6 +1,4 @@
 // stepsnapd: the stepsnap node agent. See docs/agent.md.
-#include <signal.h>
-
 #include <cstdio>
 #include <iostream>
 
@@ -8,6 +6,7 @@
 #include "agent/daemon/options.h"
 #include "agent/daemon/sd_notify.h"
 #include "common/log.h"
+#include "common/stop_signals.h"
 
 using namespace stepsnap;
 
@@ -24,14 +23,8 @@ int main(int argc, char** argv) {
   const auto& options = std::get<agent::DaemonOptions>(*parsed);
   log::set_level(options.log_level);
 
-  // Every thread inherits this mask; the main thread takes the signals with
-  // sigwait, so no handler ever runs in the middle of a kernel operation.
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  ::signal(SIGPIPE, SIG_IGN);
+  // Before the daemon starts its threads, so every one inherits the mask.
+  const StopSignals stop;
 
   auto daemon = agent::Daemon::start(options);
   if (!daemon) {
@@ -41,9 +34,7 @@ int main(int argc, char** argv) {
   if (auto r = agent::sd_notify("READY=1\nSTATUS=serving " + options.socket_path); !r) {
     log::warn(r.error().message());
   }
-  int sig = 0;
-  sigwait(&signals, &sig);
-  log::info(std::string("stepsnapd: ") + (sig == SIGTERM ? "SIGTERM" : "SIGINT") + ", stopping");
+  log::info(std::string("stepsnapd: ") + stop.wait() + ", stopping");
   (void)agent::sd_notify("STOPPING=1");
   (*daemon)->stop();
   return 0;

@@ -51,31 +51,46 @@ class MetadataFault : public StepsnapdFixture {
   std::string sum(const std::string& dev) {
     return sh("head -c 4194304 " + dev + " | sha256sum").out;
   }
+  // Volume v with 4 MiB of random data, its snapshot v.s and clone c of it:
+  // the clone's device and the data's checksum.
+  void make_clone_of_random_data(std::string& clone_dev, std::string& expected) {
+    ASSERT_FALSE(data_loop_.empty());
+    json vol = ok("volume.create", {{"name", "v"}, {"size_bytes", 16 << 20}});
+    const std::string dev = vol.value("path", "");
+    ASSERT_FALSE(dev.empty()) << vol.dump();
+    ASSERT_EQ(sh("head -c 4194304 /dev/urandom > " + files_ + "/pattern && dd if=" + files_ +
+                 "/pattern of=" + dev + " bs=1M oflag=direct conv=notrunc status=none")
+                  .rc,
+              0);
+    expected = sum(files_ + "/pattern");
+    ok("snapshot.create", {{"volume", "v"}, {"name", "v.s"}});
+    json clone = ok("clone.create", {{"snapshot", "v.s"}, {"name", "c"}});
+    clone_dev = clone.value("path", "");
+    ASSERT_EQ(sum(clone_dev), expected);
+  }
+  // The fault: the metadata device's table swapped under the live pool.
+  void swap_metadata_target(const dm::Target& target) {
+    auto loaded = dm::load_table(meta_dm_, {target});
+    ASSERT_TRUE(loaded) << loaded.error().message();
+    ASSERT_TRUE(dm::suspend(meta_dm_));
+    ASSERT_TRUE(dm::resume(meta_dm_));
+  }
+  bool pool_error_evented() {
+    for (const auto& e : events_of("error"))
+      if (e["data"].value("pool", "") == pool_) return true;
+    return false;
+  }
 
   std::string files_, data_loop_, meta_loop_, meta_dm_;
 };
 
 TEST_F(MetadataFault, WritesFailingUnderThePoolsMetadataStopSnapshotsAndKeepClonesReadable) {
-  ASSERT_FALSE(data_loop_.empty());
-  json vol = ok("volume.create", {{"name", "v"}, {"size_bytes", 16 << 20}});
-  const std::string dev = vol.value("path", "");
-  ASSERT_FALSE(dev.empty()) << vol.dump();
-  ASSERT_EQ(sh("head -c 4194304 /dev/urandom > " + files_ + "/pattern && dd if=" + files_ +
-               "/pattern of=" + dev + " bs=1M oflag=direct conv=notrunc status=none")
-                .rc,
-            0);
-  const std::string expected = sum(files_ + "/pattern");
-  ok("snapshot.create", {{"volume", "v"}, {"name", "v.s"}});
-  json clone = ok("clone.create", {{"snapshot", "v.s"}, {"name", "c"}});
-  const std::string clone_dev = clone.value("path", "");
-  ASSERT_EQ(sum(clone_dev), expected);
+  std::string clone_dev, expected;
+  ASSERT_NO_FATAL_FAILURE(make_clone_of_random_data(clone_dev, expected));
 
   // Every write to the metadata device fails from now on; reads work.
-  auto loaded = dm::load_table(
-      meta_dm_, {dm::Target{0, kMetaSectors, "flakey", meta_loop_ + " 0 0 3600 1 error_writes"}});
-  ASSERT_TRUE(loaded) << loaded.error().message();
-  ASSERT_TRUE(dm::suspend(meta_dm_));
-  ASSERT_TRUE(dm::resume(meta_dm_));
+  ASSERT_NO_FATAL_FAILURE(
+      swap_metadata_target({0, kMetaSectors, "flakey", meta_loop_ + " 0 0 3600 1 error_writes"}));
 
   json refused = call("snapshot.create", {{"volume", "v"}, {"name", "after"}});
   ASSERT_FALSE(refused.value("ok", true)) << refused.dump();
@@ -86,11 +101,7 @@ TEST_F(MetadataFault, WritesFailingUnderThePoolsMetadataStopSnapshotsAndKeepClon
   EXPECT_TRUE(why.find("needs_check") != std::string::npos ||
               why.find("read_only") != std::string::npos)
       << "the refusal does not say what is wrong with the pool: " << again.dump();
-  bool evented = false;
-  for (const auto& e : events_of("error")) {
-    if (e["data"].value("pool", "") == pool_) evented = true;
-  }
-  EXPECT_TRUE(evented) << "no error event for the pool's trouble";
+  EXPECT_TRUE(pool_error_evented()) << "no error event for the pool's trouble";
   json pool = ok("volume.list", json::object())["pool"];
   std::cout << "pool: " << pool.dump() << "\n";
   EXPECT_NE(pool.value("mode", ""), "rw") << pool.dump();
@@ -107,24 +118,10 @@ TEST_F(MetadataFault, WritesFailingUnderThePoolsMetadataStopSnapshotsAndKeepClon
 // 0 a failed pool reports), with an event; what was made before is still
 // listed. A failed pool errors all I/O, reads of existing clones included.
 TEST_F(MetadataFault, AnErroringMetadataDeviceStopsSnapshotsAndSaysWhy) {
-  ASSERT_FALSE(data_loop_.empty());
-  json vol = ok("volume.create", {{"name", "v"}, {"size_bytes", 16 << 20}});
-  const std::string dev = vol.value("path", "");
-  ASSERT_FALSE(dev.empty()) << vol.dump();
-  ASSERT_EQ(sh("head -c 4194304 /dev/urandom > " + files_ + "/pattern && dd if=" + files_ +
-               "/pattern of=" + dev + " bs=1M oflag=direct conv=notrunc status=none")
-                .rc,
-            0);
-  const std::string expected = sum(files_ + "/pattern");
-  ok("snapshot.create", {{"volume", "v"}, {"name", "v.s"}});
-  json clone = ok("clone.create", {{"snapshot", "v.s"}, {"name", "c"}});
-  const std::string clone_dev = clone.value("path", "");
-  ASSERT_EQ(sum(clone_dev), expected);
+  std::string clone_dev, expected;
+  ASSERT_NO_FATAL_FAILURE(make_clone_of_random_data(clone_dev, expected));
 
-  auto loaded = dm::load_table(meta_dm_, {dm::Target{0, kMetaSectors, "error", ""}});
-  ASSERT_TRUE(loaded) << loaded.error().message();
-  ASSERT_TRUE(dm::suspend(meta_dm_));
-  ASSERT_TRUE(dm::resume(meta_dm_));
+  ASSERT_NO_FATAL_FAILURE(swap_metadata_target({0, kMetaSectors, "error", ""}));
 
   json refused = call("snapshot.create", {{"volume", "v"}, {"name", "after"}});
   ASSERT_FALSE(refused.value("ok", true)) << refused.dump();
@@ -136,11 +133,7 @@ TEST_F(MetadataFault, AnErroringMetadataDeviceStopsSnapshotsAndSaysWhy) {
   EXPECT_NE(why.find("pool_failed"), std::string::npos)
       << "the refusal does not say what is wrong with the pool: " << again.dump();
   EXPECT_EQ(again["error"].value("code", ""), "pool_read_only") << again.dump();
-  bool evented = false;
-  for (const auto& e : events_of("error")) {
-    if (e["data"].value("pool", "") == pool_) evented = true;
-  }
-  EXPECT_TRUE(evented) << "no error event for the pool's trouble";
+  EXPECT_TRUE(pool_error_evented()) << "no error event for the pool's trouble";
   json pool = ok("volume.list", json::object())["pool"];
   std::cout << "pool: " << pool.dump() << "\n";
   EXPECT_EQ(pool.value("mode", ""), "Fail") << pool.dump();
