@@ -203,10 +203,15 @@ struct RunKey {
 struct DeviceFilter {
   std::optional<std::int64_t> pool_id;
   std::optional<DeviceKind> kind;
+  // Any of these kinds (empty: any); volume.list asks for volumes and clones.
+  std::vector<DeviceKind> kinds;
   std::optional<std::int64_t> origin_id;
   std::optional<std::string> pipeline;
   std::optional<std::string> run;
   std::optional<std::string> step;
+  // Paging, in id order: rows with an id above after_id, at most limit.
+  std::optional<std::int64_t> after_id;
+  std::optional<std::size_t> limit;
 };
 
 class Catalog {
@@ -248,6 +253,9 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // The names of a device's earlier versions, nearest first (its parent,
+  // the parent's parent, ...), at most max: one indexed walk, no list.
+  Result<std::vector<std::string>> lineage(std::int64_t device_id, std::size_t max);
   // Whether anything in the pool belongs to the run: a run clone, a step
   // snapshot or a registered step naming (pipeline, run).
   Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,

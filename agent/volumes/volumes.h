@@ -127,6 +127,10 @@ class Volumes {
   // labels); nullopt when the run has none.
   Result<std::optional<DeviceRecord>> find_run_clone(const RunCloneKey& key);
   Result<std::vector<DeviceRecord>> list(DeviceFilter filter);
+  // By catalog id (an origin_id or parent_id); ENOENT for another pool's.
+  Result<DeviceRecord> get(std::int64_t id);
+  // The names of a snapshot's earlier versions, nearest first, at most max.
+  Result<std::vector<std::string>> lineage(std::int64_t id, std::size_t max);
   Result<nlohmann::json> pool_json();
 
  private:
