@@ -43,6 +43,9 @@ class Statement {
   Result<bool> step();
   // Runs to completion (for statements that return no rows).
   Status run();
+  // Ready to bind and run again (SQLite refuses a bind to a statement that
+  // has run until it is reset): for loops of many inserts.
+  void reset();
 
   std::int64_t int64(int column) const;
   std::string text(int column) const;

@@ -111,16 +111,28 @@ class ScaleBench : public StepsnapdFixture {
           .bind(4, origin)
           .bind(5, parent)
           .bind(6, t0 + static_cast<std::int64_t>(i) * 1'000'000);
-      ASSERT_TRUE(dev->run());
+      {
+        auto r = dev->run();
+        ASSERT_TRUE(r) << r.error().message();
+        dev->reset();
+      }
       step->bind(1, id).bind(2, run_name).bind(3, step_name).bind(4, post ? "post" : "pre");
       if (post)
         step->bind(5, std::int64_t{0});
       else
         step->bind_null(5);
-      ASSERT_TRUE(step->run());
+      {
+        auto r = step->run();
+        ASSERT_TRUE(r) << r.error().message();
+        step->reset();
+      }
       for (auto [k, v] : {std::pair{"team", "ml"}, std::pair{"notebook", "train.ipynb"}}) {
         label->bind(1, id).bind(2, k).bind(3, v);
-        ASSERT_TRUE(label->run());
+        {
+          auto r = label->run();
+          ASSERT_TRUE(r) << r.error().message();
+          label->reset();
+        }
       }
       parent = id;
     }
@@ -140,7 +152,11 @@ class ScaleBench : public StepsnapdFixture {
                      {"pause_ns", 115000000},
                      {"step", {{"pipeline", "bench"}, {"run", "r"}, {"step", "s"}}}}}};
       ev->bind(1, seq).bind(2, "snapshot.created").bind(3, t0).bind(4, body.dump());
-      ASSERT_TRUE(ev->run());
+      {
+        auto r = ev->run();
+        ASSERT_TRUE(r) << r.error().message();
+        ev->reset();
+      }
     }
     ASSERT_TRUE(d.prepare("UPDATE event_seq SET last = ?")->bind(1, seq).run());
     ASSERT_TRUE(sp->commit());
