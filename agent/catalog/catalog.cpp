@@ -382,6 +382,21 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   return rows;
 }
 
+Result<std::optional<DeviceRecord>> Catalog::newest_snapshot(std::int64_t origin_id) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
+                         " FROM devices WHERE origin_id = ? AND kind = 'snapshot' AND state = "
+                         "'created' ORDER BY id DESC LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, origin_id);
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<DeviceRecord>();
+  auto d = fill(read_device(*st));
+  if (!d) return tl::unexpected(d.error());
+  return std::optional<DeviceRecord>(std::move(*d));
+}
+
 Result<std::vector<std::string>> Catalog::lineage(std::int64_t device_id, std::size_t max) {
   std::lock_guard lock(db_->mutex());
   // Each hop is a primary-key lookup; the LIMIT also ends a cycle, which the

@@ -253,6 +253,9 @@ class Catalog {
   Result<DeviceRecord> get_device(std::int64_t id);
   Result<std::optional<DeviceRecord>> find_device(std::int64_t pool_id, const std::string& name);
   Result<std::vector<DeviceRecord>> list_devices(const DeviceFilter& filter = {});
+  // The newest `created` snapshot of a device (ids only grow, so the
+  // highest), without listing the others; none when it has none.
+  Result<std::optional<DeviceRecord>> newest_snapshot(std::int64_t origin_id);
   // The names of a device's earlier versions, nearest first (its parent,
   // the parent's parent, ...), at most max: one indexed walk, no list.
   Result<std::vector<std::string>> lineage(std::int64_t device_id, std::size_t max);

@@ -117,6 +117,10 @@ Result<DeviceRecord> Volumes::get(std::int64_t id) {
   return d;
 }
 
+Result<std::optional<DeviceRecord>> Volumes::newest_snapshot(std::int64_t origin_id) {
+  return catalog_.newest_snapshot(origin_id);
+}
+
 Result<std::vector<std::string>> Volumes::lineage(std::int64_t id, std::size_t max) {
   return catalog_.lineage(id, max);
 }

@@ -136,6 +136,12 @@ TEST_F(CatalogPagingTest, LineageIsTheParentChainNearestFirstAndBounded) {
   EXPECT_EQ(*all, (std::vector<std::string>{"v4", "v3", "v2", "v1", "v0"}));
   EXPECT_EQ(*catalog_->lineage(ids.back(), 2), (std::vector<std::string>{"v4", "v3"}));
   EXPECT_TRUE(catalog_->lineage(ids.front(), 100)->empty());
+  // run.clone's source: the newest created one, found without the list.
+  auto newest = catalog_->newest_snapshot(ws.id);
+  ASSERT_TRUE(newest && *newest);
+  EXPECT_EQ((*newest)->name, "v5");
+  ASSERT_TRUE(catalog_->mark_faulty(ids.back(), "test"));
+  EXPECT_EQ((*catalog_->newest_snapshot(ws.id))->name, "v4");
 }
 
 }  // namespace
