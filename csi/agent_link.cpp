@@ -12,11 +12,23 @@ Result<json> AgentLink::call(const std::string& op, const json& args) const {
   return client->request(op, args);
 }
 
-Result<std::optional<json>> AgentLink::find_volume(const std::string& name, json* all) const {
-  auto listed = call("volume.list", json::object());
-  if (!listed) return tl::unexpected(listed.error());
-  if (all) *all = *listed;
-  for (const auto& v : listed->value("volumes", json::array())) {
+Result<json> AgentLink::list_all(const std::string& op, json args, const char* key) const {
+  // stepsnapd's largest page: a pool of a few thousand devices in one call.
+  args["limit"] = 10000;
+  json items = json::array();
+  for (;;) {
+    auto page = call(op, args);
+    if (!page) return tl::unexpected(page.error());
+    for (auto& item : (*page)[key]) items.push_back(std::move(item));
+    if (!page->contains("next_after")) return items;
+    args["after"] = (*page)["next_after"];
+  }
+}
+
+Result<std::optional<json>> AgentLink::find_volume(const std::string& name) const {
+  auto volumes = list_all("volume.list", json::object(), "volumes");
+  if (!volumes) return tl::unexpected(volumes.error());
+  for (const auto& v : *volumes) {
     if (v.value("name", "") == name) return std::optional<json>(v);
   }
   return std::optional<json>();

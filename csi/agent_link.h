@@ -20,10 +20,13 @@ class AgentLink {
   // stepsnapd did not answer at all).
   Result<nlohmann::json> call(const std::string& op, const nlohmann::json& args) const;
 
-  // A volume or clone by name from volume.list (nullopt: none of that
-  // name); the whole volume.list answer when `all` is given.
-  Result<std::optional<nlohmann::json>> find_volume(const std::string& name,
-                                                    nlohmann::json* all = nullptr) const;
+  // Every item of a paged list op (volume.list, snapshot.list): the
+  // array under `key` of each page, following next_after to the last.
+  Result<nlohmann::json> list_all(const std::string& op, nlohmann::json args,
+                                  const char* key) const;
+
+  // A volume or clone by name from volume.list (nullopt: none of that name).
+  Result<std::optional<nlohmann::json>> find_volume(const std::string& name) const;
   // A snapshot by name from snapshot.show (nullopt: no such snapshot; a
   // device of that name that is not a snapshot is also nullopt).
   Result<std::optional<nlohmann::json>> find_snapshot(const std::string& name) const;

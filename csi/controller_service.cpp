@@ -277,7 +277,8 @@ grpc::Status ControllerService::GetCapacity(grpc::ServerContext*, const GetCapac
         return {};
       }
     }
-    auto listed = agent_.call("volume.list", json::object());
+    // The pool's status comes with any page of volume.list; one row will do.
+    auto listed = agent_.call("volume.list", {{"limit", 1}});
     if (!listed) return agent_failed("read the pool's status", listed.error());
     const json pool = listed->value("pool", json::object());
     std::uint64_t block = pool.value("block_bytes", std::uint64_t{0});
@@ -392,10 +393,10 @@ CsiResult<void> ControllerService::list_snapshots(const ListSnapshotsRequest& in
                         "\" is not one this driver gave; list again from the start");
   }
   // Every volume and clone by catalog id, to name each snapshot's origin.
-  auto listed = agent_.call("volume.list", json::object());
+  auto listed = agent_.list_all("volume.list", json::object(), "volumes");
   if (!listed) return agent_failed("list volumes", listed.error());
   std::map<std::int64_t, std::string> volume_names;
-  for (const auto& v : listed->value("volumes", json::array()))
+  for (const auto& v : *listed)
     volume_names[v.value("id", std::int64_t{0})] = v.value("name", "");
 
   std::vector<json> snapshots;
@@ -412,12 +413,12 @@ CsiResult<void> ControllerService::list_snapshots(const ListSnapshotsRequest& in
         return {};  // no such volume: no snapshots, not an error
       args["volume"] = in.source_volume_id();
     }
-    auto all = agent_.call("snapshot.list", args);
+    auto all = agent_.list_all("snapshot.list", args, "snapshots");
     if (!all) {
       if (all.error().kind == "not_found") return {};
       return agent_failed("list snapshots", all.error());
     }
-    for (const auto& s : all->value("snapshots", json::array())) snapshots.push_back(s);
+    for (const auto& s : *all) snapshots.push_back(s);
   }
   auto source_of = [&](const json& s) {
     std::string from_label = label_of(s, label::source_volume);

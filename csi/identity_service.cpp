@@ -25,7 +25,7 @@ grpc::Status IdentityService::GetPluginCapabilities(grpc::ServerContext*,
 }
 
 grpc::Status IdentityService::Probe(grpc::ServerContext*, const ProbeRequest*, ProbeResponse* out) {
-  auto answer = agent_.call("volume.list", nlohmann::json::object());
+  auto answer = agent_.call("volume.list", {{"limit", 1}});
   if (!answer) log::debug("probe: stepsnapd not ready: " + answer.error().message());
   out->mutable_ready()->set_value(answer.has_value());
   return grpc::Status::OK;

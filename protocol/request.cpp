@@ -330,6 +330,21 @@ std::string cgroup_path(Fields& f) {
   return *path;
 }
 
+Page page(Fields& f) {
+  Page p;
+  p.after = f.optional_name("after");
+  if (auto limit = f.uint64("limit", false)) {
+    if (*limit == 0 || *limit > kMaxPageSize) {
+      f.fail(code::invalid_value, "limit",
+             std::to_string(*limit) + " is not between 1 and " + std::to_string(kMaxPageSize) +
+                 "; ask for more pages with \"after\"");
+    } else {
+      p.limit = *limit;
+    }
+  }
+  return p;
+}
+
 RequestArgs parse_args(Op op, Fields& f) {
   switch (op) {
     case Op::volume_create: {
@@ -354,7 +369,7 @@ RequestArgs parse_args(Op op, Fields& f) {
       return a;
     }
     case Op::volume_list:
-      return VolumeListArgs{f.optional_name("pool")};
+      return VolumeListArgs{f.optional_name("pool"), page(f)};
     case Op::volume_delete: {
       VolumeDeleteArgs a;
       a.pool = f.optional_name("pool");
@@ -382,6 +397,7 @@ RequestArgs parse_args(Op op, Fields& f) {
       a.pipeline = f.optional_name("pipeline");
       a.run = f.optional_name("run");
       a.step = f.optional_name("step");
+      a.page = page(f);
       return a;
     }
     case Op::snapshot_show: {
@@ -517,6 +533,11 @@ RequestArgs parse_args(Op op, Fields& f) {
       EventsSubscribeArgs a;
       a.since = f.uint64("since", false);
       a.follow = f.boolean("follow").value_or(true);
+      a.limit = f.uint64("limit", false);
+      if (!f.failed() && a.limit && *a.limit == 0) {
+        f.fail(code::invalid_value, "limit",
+               "0 events is no page; give 1 or more, or leave it out");
+      }
       return a;
     }
   }

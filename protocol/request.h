@@ -36,6 +36,11 @@ inline constexpr std::size_t kMaxStepVolumes = 32;
 // Largest volume we accept: 1 PiB. dm-thin goes further; nobody here needs it
 // and a typo of a few digits should fail loudly, not allocate a huge device.
 inline constexpr std::uint64_t kMaxVolumeBytes = 1ull << 50;
+// List pages: a list answers at most `limit` items (default below), in id
+// order, and names the last one in `next_after` when more follow. Bounded so
+// that no request makes the daemon load a 100,000-row table at once.
+inline constexpr std::uint64_t kDefaultPageSize = 1000;
+inline constexpr std::uint64_t kMaxPageSize = 10000;
 
 enum class Op {
   volume_create,
@@ -65,6 +70,13 @@ std::optional<Op> parse_op(std::string_view text);
 enum class SnapshotPolicy { pre, post, both, none };
 std::string_view to_string(SnapshotPolicy policy);
 
+// One page of a list: the items after the one named `after` (the
+// `next_after` of the previous page; absent: from the first), at most limit.
+struct Page {
+  std::optional<std::string> after;
+  std::uint64_t limit = kDefaultPageSize;
+};
+
 // Every `pool` below is optional: the daemon's only (or default) pool.
 struct VolumeCreateArgs {
   std::optional<std::string> pool;
@@ -76,6 +88,7 @@ struct VolumeCreateArgs {
 };
 struct VolumeListArgs {
   std::optional<std::string> pool;
+  Page page;
 };
 struct VolumeDeleteArgs {
   std::optional<std::string> pool;
@@ -96,6 +109,7 @@ struct SnapshotListArgs {
   std::optional<std::string> pipeline;
   std::optional<std::string> run;
   std::optional<std::string> step;
+  Page page;
 };
 struct SnapshotShowArgs {
   std::optional<std::string> pool;
@@ -220,6 +234,9 @@ struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.
   std::optional<std::uint64_t> since;
   bool follow = true;  // false: send what is stored, then end
+  // At most this many events, then the stream ends (a page of the log:
+  // the next one starts after the last seq received).
+  std::optional<std::uint64_t> limit;
 };
 
 using RequestArgs =

@@ -27,11 +27,15 @@ tl::expected<void, ApiError> stream_events(EventLog& events, const EventsSubscri
   if (batch->truncated) return truncated(since, batch->oldest_available);
   if (!stream.accept(nlohmann::json{{"last_seq", batch->last_seq}})) return {};
   const std::uint64_t end = batch->last_seq;
+  std::uint64_t sent = 0;
   for (;;) {
     for (const auto& e : batch->events) {
+      if (args.limit && sent == *args.limit) return {};
       if (!stream.send(e.to_json())) return {};
       since = e.seq;
+      ++sent;
     }
+    if (args.limit && sent == *args.limit) return {};
     if (!batch->events.empty()) {
       if (!args.follow && since >= end) return {};
     } else {

@@ -62,6 +62,35 @@ std::string node_name() {
   return host;
 }
 
+// snapshot.show names at most this many earlier versions.
+constexpr std::size_t kMaxLineage = 1000;
+
+// One page of a list op: the filter gets the page's bounds (one row more
+// than asked, to know whether another page follows), the answer names the
+// page's last item in next_after when it does.
+Result<DeviceFilter> paged(DeviceFilter f, const Page& page, Volumes& volumes) {
+  if (page.after) {
+    auto last = volumes.find(*page.after);
+    if (!last)
+      return tl::unexpected(
+          last.error().context("after: the list has moved on; list from the "
+                               "start again without after"));
+    f.after_id = last->id;
+  }
+  f.limit = page.limit + 1;
+  return f;
+}
+
+tl::expected<json, ApiError> page_answer(Result<std::vector<DeviceRecord>> r, const Page& page,
+                                         const char* key) {
+  if (!r) return api_error(r.error());
+  bool more = r->size() > page.limit;
+  if (more) r->resize(page.limit);
+  auto out = devices_answer(r, key);
+  if (out && more) (*out)["next_after"] = r->back().name;
+  return out;
+}
+
 Status check_pool(const std::optional<std::string>& asked, const PoolRecord& pool) {
   if (asked && *asked != pool.name) {
     return fail("pool", *asked, ENOENT, "this agent serves pool " + pool.name);
@@ -175,13 +204,9 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
       case Op::volume_list: {
         const auto& a = std::get<VolumeListArgs>(request.args);
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
-        auto all = volumes_.list({});
-        if (!all) return api_error(all.error());
-        std::vector<DeviceRecord> out;
-        for (auto& d : *all) {
-          if (d.kind != DeviceKind::snapshot) out.push_back(std::move(d));
-        }
-        auto result = devices_answer(out, "volumes");
+        auto f = paged({.kinds = {DeviceKind::volume, DeviceKind::clone}}, a.page, volumes_);
+        if (!f) return api_error(f.error());
+        auto result = page_answer(volumes_.list(*f), a.page, "volumes");
         if (result) {
           if (auto p = volumes_.pool_json()) (*result)["pool"] = *p;
         }
@@ -216,7 +241,9 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
           if (!v) return api_error(v.error());
           f.origin_id = v->id;
         }
-        return devices_answer(volumes_.list(f), "snapshots");
+        auto page = paged(f, a.page, volumes_);
+        if (!page) return api_error(page.error());
+        return page_answer(volumes_.list(*page), a.page, "snapshots");
       }
       case Op::snapshot_show: {
         const auto& a = std::get<SnapshotShowArgs>(request.args);
@@ -227,38 +254,25 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
           return api_error(
               Error{"show snapshot", a.name, EINVAL, "it is a " + std::string(to_string(d->kind))});
         }
+        // Each name by its id: never a list of the pool, which may hold
+        // 100,000 snapshots.
         std::string origin;
         std::optional<std::int64_t> origin_source;  // a clone's or restore's snapshot
-        auto devices = volumes_.list({});
-        if (d->origin_id && devices) {
-          for (const auto& x : *devices) {
-            if (x.id == *d->origin_id) {
-              origin = x.name;
-              origin_source = x.origin_id;
-            }
+        if (d->origin_id) {
+          if (auto o = volumes_.get(*d->origin_id)) {
+            origin = o->name;
+            origin_source = o->origin_id;
           }
         }
         json j = device_json(*d, origin);
-        if (origin_source && devices) {
-          for (const auto& x : *devices) {
-            if (x.id == *origin_source) j["origin_snapshot"] = x.name;
-          }
+        if (origin_source) {
+          if (auto s = volumes_.get(*origin_source)) j["origin_snapshot"] = s->name;
         }
         // Lineage: the chain of earlier snapshots of the same origin.
-        json lineage = json::array();
-        auto parent = d->parent_id;
-        auto all = volumes_.list({.kind = DeviceKind::snapshot});
-        for (int hops = 0; parent && all && hops < 1000; ++hops) {
-          std::optional<std::int64_t> next;
-          for (const auto& x : *all) {
-            if (x.id == *parent) {
-              if (hops == 0) j["parent"] = x.name;
-              lineage.push_back(x.name);
-              next = x.parent_id;
-            }
-          }
-          parent = next;
-        }
+        auto names = volumes_.lineage(d->id, kMaxLineage);
+        if (!names) return api_error(names.error());
+        json lineage = *names;
+        if (!names->empty()) j["parent"] = names->front();
         j["lineage"] = lineage;  // nearest first: parent, its parent, ...
         return j;
       }

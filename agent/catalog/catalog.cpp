@@ -353,11 +353,17 @@ Result<std::optional<DeviceRecord>> Catalog::find_device(std::int64_t pool_id,
 
 Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   std::lock_guard lock(db_->mutex());
+  // A run's snapshots are found from step_snapshots (its index on pipeline,
+  // run, step) and joined to devices by primary key; CROSS JOIN keeps SQLite
+  // from walking every device in id order instead, which it may prefer for
+  // the ORDER BY without statistics. Everything else starts from devices.
+  const bool by_step = f.pipeline || f.run || f.step;
   std::string sql =
       "SELECT d.id, d.pool_id, d.name, d.kind, d.thin_id, d.origin_id, d.parent_id, "
       "d.state, d.dm_name, d.size_bytes, d.mapped_bytes, d.created_ns, d.fault, d.owner_uid, "
-      "d.run_clone "
-      "FROM devices d LEFT JOIN step_snapshots s ON s.device_id = d.id WHERE 1";
+      "d.run_clone ";
+  sql += by_step ? "FROM step_snapshots s CROSS JOIN devices d ON d.id = s.device_id WHERE 1"
+                 : "FROM devices d WHERE 1";
   // Each optional filter is one "AND x = ?"; the binding order follows.
   std::vector<std::string> texts;
   std::vector<std::int64_t> ints;
@@ -374,11 +380,20 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   };
   if (f.pool_id) add_int(" AND d.pool_id = ?", *f.pool_id);
   if (f.kind) add_text(" AND d.kind = ?", std::string(to_string(*f.kind)));
+  if (!f.kinds.empty()) {
+    sql += " AND d.kind IN (";
+    for (std::size_t i = 0; i < f.kinds.size(); ++i) {
+      add_text(i == 0 ? "?" : ", ?", std::string(to_string(f.kinds[i])));
+    }
+    sql += ")";
+  }
   if (f.origin_id) add_int(" AND d.origin_id = ?", *f.origin_id);
   if (f.pipeline) add_text(" AND s.pipeline = ?", *f.pipeline);
   if (f.run) add_text(" AND s.run = ?", *f.run);
   if (f.step) add_text(" AND s.step = ?", *f.step);
+  if (f.after_id) add_int(by_step ? " AND s.device_id > ?" : " AND d.id > ?", *f.after_id);
   sql += " ORDER BY d.id";
+  if (f.limit) add_int(" LIMIT ?", static_cast<std::int64_t>(*f.limit));
   auto st = db_->prepare(sql);
   if (!st) return tl::unexpected(st.error());
   for (std::size_t i = 0; i < order.size(); ++i) {
@@ -401,6 +416,43 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
     d = std::move(*filled);
   }
   return rows;
+}
+
+Result<std::optional<DeviceRecord>> Catalog::newest_snapshot(std::int64_t origin_id) {
+  std::lock_guard lock(db_->mutex());
+  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
+                         " FROM devices WHERE origin_id = ? AND kind = 'snapshot' AND state = "
+                         "'created' ORDER BY id DESC LIMIT 1");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, origin_id);
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<DeviceRecord>();
+  auto d = fill(read_device(*st));
+  if (!d) return tl::unexpected(d.error());
+  return std::optional<DeviceRecord>(std::move(*d));
+}
+
+Result<std::vector<std::string>> Catalog::lineage(std::int64_t device_id, std::size_t max) {
+  std::lock_guard lock(db_->mutex());
+  // Each hop is a primary-key lookup; the LIMIT also ends a cycle, which the
+  // schema does not forbid.
+  auto st = db_->prepare(
+      "WITH RECURSIVE up(id, hops) AS ("
+      " SELECT parent_id, 1 FROM devices WHERE id = ?1 AND parent_id IS NOT NULL"
+      " UNION ALL SELECT d.parent_id, up.hops + 1 FROM up JOIN devices d ON d.id = up.id"
+      " WHERE d.parent_id IS NOT NULL AND up.hops < ?2)"
+      " SELECT d.name FROM up JOIN devices d ON d.id = up.id ORDER BY up.hops LIMIT ?2");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, device_id).bind(2, static_cast<std::int64_t>(max));
+  std::vector<std::string> names;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    names.push_back(st->text(0));
+  }
+  return names;
 }
 
 Result<std::optional<DeviceRecord>> Catalog::find_run_clone(std::int64_t pool_id,

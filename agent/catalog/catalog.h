@@ -234,10 +234,15 @@ struct RunKey {
 struct DeviceFilter {
   std::optional<std::int64_t> pool_id;
   std::optional<DeviceKind> kind;
+  // Any of these kinds (empty: any); volume.list asks for volumes and clones.
+  std::vector<DeviceKind> kinds;
   std::optional<std::int64_t> origin_id;
   std::optional<std::string> pipeline;
   std::optional<std::string> run;
   std::optional<std::string> step;
+  // Paging, in id order: rows with an id above after_id, at most limit.
+  std::optional<std::int64_t> after_id;
+  std::optional<std::size_t> limit;
 };
 
 class Catalog {
@@ -282,6 +287,12 @@ class Catalog {
   // The device with that uuid in the pool, any state.
   Result<std::optional<DeviceRecord>> find_device_by_uuid(std::int64_t pool_id,
                                                           const std::string& uuid);
+  // The newest `created` snapshot of a device (ids only grow, so the
+  // highest), without listing the others; none when it has none.
+  Result<std::optional<DeviceRecord>> newest_snapshot(std::int64_t origin_id);
+  // The names of a device's earlier versions, nearest first (its parent,
+  // the parent's parent, ...), at most max: one indexed walk, no list.
+  Result<std::vector<std::string>> lineage(std::int64_t device_id, std::size_t max);
   // Whether anything in the pool belongs to the run: a run clone, a step
   // snapshot, a registered step or a plan naming (pipeline, run).
   Result<bool> run_exists(std::int64_t pool_id, const std::string& pipeline,

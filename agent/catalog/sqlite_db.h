@@ -43,6 +43,9 @@ class Statement {
   Result<bool> step();
   // Runs to completion (for statements that return no rows).
   Status run();
+  // Ready to bind and run again (SQLite refuses a bind to a statement that
+  // has run until it is reset): for loops of many inserts.
+  void reset();
 
   std::int64_t int64(int column) const;
   std::string text(int column) const;
@@ -87,6 +90,11 @@ class Database {
 
   void after_commit(std::function<void()> fn);
 
+  // Called with the text of every statement prepared from now on (empty:
+  // none). For tests that check how the catalog's real queries are planned
+  // (EXPLAIN QUERY PLAN), not for production use.
+  void on_prepare(std::function<void(const std::string&)> fn) { on_prepare_ = std::move(fn); }
+
  private:
   friend class Savepoint;
   Database(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
@@ -97,6 +105,7 @@ class Database {
   std::recursive_mutex mutex_;
   int depth_ = 0;
   std::vector<std::pair<int, std::function<void()>>> pending_;
+  std::function<void(const std::string&)> on_prepare_;
 };
 
 // RAII transaction level. Rolls back unless commit() succeeded.

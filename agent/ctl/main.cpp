@@ -34,10 +34,12 @@ commands:
   volume create NAME SIZE [--filesystem ext4|xfs] [--label K=V]...
                                               a new thin volume (SIZE: bytes or 512M, 10G, ...),
                                               raw, or with a filesystem the agent makes
-  volume list                                 volumes and clones, and the pool's usage
+  volume list [--limit N] [--after NAME]      volumes and clones, and the pool's usage
   volume delete NAME                          delete a volume or clone
   snapshot create VOLUME [--name NAME] [--label K=V]...
-  snapshot list [--volume V] [--pipeline P] [--run R] [--step S]
+  snapshot list [--volume V] [--pipeline P] [--run R] [--step S] [--limit N] [--after NAME]
+                                              lists come in pages (default 1000, at most 10000):
+                                              the next starts --after the last one shown
   snapshot show NAME                          one snapshot, with lineage and step metadata
   snapshot delete NAME
   snapshot label NAME KEY=VALUE...            add labels to a snapshot (a key it has gets the new value)
@@ -52,7 +54,8 @@ commands:
   run show PIPELINE RUN                       the run's steps and snapshots
   run clone PIPELINE RUN VOLUME [--snapshot S]
                                               the run's writable clone of VOLUME (made on first ask)
-  events [--follow] [--since N]               the event stream (--since 0: all retained)
+  events [--follow] [--since N] [--limit N]   the event stream (--since 0: all retained),
+                                              at most N events with --limit
 
 options:
   --socket PATH   the daemon's socket
@@ -156,6 +159,12 @@ std::vector<std::string> short_flags(std::vector<std::string> words) {
   return words;
 }
 
+// A list's page: the daemon checks the bounds and says what to do.
+void put_page(json& args, const Words& w) {
+  if (w.has("limit")) args["limit"] = number(w.one("limit"), "--limit");
+  if (w.has("after")) args["after"] = w.one("after");
+}
+
 // Turns the command line into an op and its args.
 std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
   if (cmd.empty()) usage_error("no command given");
@@ -175,7 +184,9 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
       return {"volume.create", args};
     }
     if (verb == "list") {
-      expect_positional(split(rest, {}, {}), 0, "no arguments to volume list");
+      auto w = split(rest, {"limit", "after"}, {});
+      expect_positional(w, 0, "only --limit N and --after NAME");
+      put_page(args, w);
       return {"volume.list", args};
     }
     if (verb == "delete") {
@@ -193,11 +204,12 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
       return {"snapshot.create", args};
     }
     if (verb == "list") {
-      auto w = split(rest, {"volume", "pipeline", "run", "step"}, {});
-      expect_positional(w, 0, "only --volume, --pipeline, --run, --step");
+      auto w = split(rest, {"volume", "pipeline", "run", "step", "limit", "after"}, {});
+      expect_positional(w, 0, "only --volume, --pipeline, --run, --step, --limit, --after");
       for (const char* f : {"volume", "pipeline", "run", "step"}) {
         if (w.has(f)) args[f] = w.one(f);
       }
+      put_page(args, w);
       return {"snapshot.list", args};
     }
     if (verb == "send") {
@@ -281,10 +293,11 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
     return {"run.clone", args};
   } else if (group == "events") {
     std::vector<std::string> words(cmd.begin() + 1, cmd.end());
-    auto w = split(words, {"since"}, {"follow"});
-    expect_positional(w, 0, "only --follow and --since N");
+    auto w = split(words, {"since", "limit"}, {"follow"});
+    expect_positional(w, 0, "only --follow, --since N and --limit N");
     args["follow"] = w.has("follow");
     if (w.has("since")) args["since"] = number(w.one("since"), "--since");
+    if (w.has("limit")) args["limit"] = number(w.one("limit"), "--limit");
     return {"events.subscribe", args};
   }
   usage_error("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\"");
@@ -410,14 +423,21 @@ int run(int argc, char** argv) {
       if (auto v = client->request("volume.list", json::object())) names = agent::device_names(*v);
     }
     std::cout << agent::format_result(op, result, names);
+    if (result.contains("next_after")) {
+      std::cerr << "stepsnapctl: more follow; the next page: --after "
+                << result["next_after"].get<std::string>() << "\n";
+    }
     return 0;
   }
   // Events: one per line until the stream ends (follow=false) or the daemon goes.
   const bool follow = args.value("follow", false);
   std::uint64_t last_seq = result.value("last_seq", std::uint64_t{0});
   std::uint64_t seen = args.value("since", last_seq);
+  const std::uint64_t limit = args.value("limit", std::uint64_t{0});
+  std::uint64_t shown = 0;
   for (;;) {
     if (!follow && seen >= last_seq) return 0;
+    if (limit && shown == limit) return 0;
     auto line = client->read();
     if (!line) {
       if (!follow) return 0;
@@ -434,6 +454,7 @@ int run(int argc, char** argv) {
     }
     const json& e = (*line)["event"];
     seen = e.value("seq", seen);
+    ++shown;
     std::cout << (as_json ? e.dump() : agent::format_event(e)) << std::endl;
   }
 }

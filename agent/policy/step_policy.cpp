@@ -742,6 +742,7 @@ void StepPolicy::on_event(const bpf::Event& e) {
               "pre-snapshot; killed";
         s.pid = e.tgid;
         s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
+        s.hold = {.exec = s.exec_mono_ns, .seen = bpf::monotonic_ns()};
         s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
@@ -835,11 +836,15 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
     case StepAction::release:
     case StepAction::mark_started: {
       s.started_ns = now_ns();
+      std::optional<HoldParts> hold;
       if (t.action == StepAction::release && s.exec_mono_ns != 0) {
-        s.held_ns = static_cast<std::int64_t>(bpf::monotonic_ns() - s.exec_mono_ns);
+        s.hold.release = bpf::monotonic_ns();
+        hold = hold_parts(s.hold);
+        s.held_ns = hold->held_ns;
       }
       json data = step_ref(s.args);
       data["held_ns"] = s.held_ns;
+      if (hold) data["hold"] = to_json(*hold);
       data["pid"] = s.pid;
       data["cgroup"] = s.args.cgroup;
       data["pre_snapshots"] = s.pre_snapshots;
@@ -918,6 +923,7 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
                     s.args.command,  phase == Phase::post ? exit_status_of(s.exit) : std::nullopt};
     labels = s.args.labels;
   }
+  const std::uint64_t started = bpf::monotonic_ns();
   json extra = {{"step",
                  {{"pipeline", info.pipeline},
                   {"run", info.run},
@@ -948,6 +954,7 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     }
   }
   auto group = volumes_.snapshot_group(volumes, info, labels, extra);
+  const std::uint64_t made = bpf::monotonic_ns();
   std::lock_guard lock(mutex_);
   auto it = steps_.find(key);
   if (it == steps_.end()) {
@@ -971,6 +978,12 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     apply(key, s, phase == Phase::pre ? StepInput::pre_failed : StepInput::post_failed);
     if (phase == Phase::post) apply(key, s, StepInput::step_end);  // failed -> finish
     return;
+  }
+  if (phase == Phase::pre) {
+    s.hold.snapshot_start = started;
+    s.hold.snapshot_end = made;
+    s.hold.flush = group->flush;
+    s.hold.pause = group->pause;
   }
   auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
   for (const auto& d : group->snapshots) names.push_back(d.name);

@@ -38,6 +38,7 @@
 
 #include "agent/catalog/catalog.h"
 #include "agent/events/event_log.h"
+#include "agent/policy/hold_times.h"
 #include "agent/policy/step_cgroup.h"
 #include "agent/policy/step_records.h"
 #include "agent/policy/step_state.h"
@@ -158,6 +159,8 @@ class StepPolicy {
     std::optional<bpf::ExitStatus> exit;
     std::uint32_t pid = 0;
     std::uint64_t exec_mono_ns = 0;
+    // The pre-snapshot hold's stamps, reported in step.started.
+    HoldStamps hold;
     // While holding: when the policy gives up on the pre-snapshot.
     std::chrono::steady_clock::time_point hold_deadline{};
     // While registered: when the registration expires if its cgroup is

@@ -32,16 +32,10 @@ Result<DeviceRecord> RunClones::source_snapshot(const std::string& volume,
     return fail("clone for a run", volume, EINVAL,
                 "it is a snapshot; name a volume, and the snapshot with \"snapshot\"");
   }
-  auto snaps = volumes_.list({.kind = DeviceKind::snapshot, .origin_id = origin->id});
-  if (!snaps) return tl::unexpected(snaps.error());
-  const DeviceRecord* newest = nullptr;
-  for (const auto& s : *snaps) {
-    if (s.state != DeviceState::created) continue;
-    // Thin ids only grow, so the highest is the newest even when two
-    // snapshots share a clock tick.
-    if (!newest || s.thin_id > newest->thin_id) newest = &s;
-  }
-  if (newest) return *newest;
+  // One indexed row, not the volume's every snapshot (there may be 100,000).
+  auto newest = volumes_.newest_snapshot(origin->id);
+  if (!newest) return tl::unexpected(newest.error());
+  if (*newest) return **newest;
   return volumes_.snapshot(volume, std::nullopt, {});
 }
 

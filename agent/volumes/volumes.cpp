@@ -115,6 +115,21 @@ Result<std::vector<DeviceRecord>> Volumes::list(DeviceFilter filter) {
   return catalog_.list_devices(filter);
 }
 
+Result<DeviceRecord> Volumes::get(std::int64_t id) {
+  auto d = catalog_.get_device(id);
+  if (d && d->pool_id != record_.id)
+    return fail("find device", "#" + std::to_string(id), ENOENT, "it is in another pool");
+  return d;
+}
+
+Result<std::optional<DeviceRecord>> Volumes::newest_snapshot(std::int64_t origin_id) {
+  return catalog_.newest_snapshot(origin_id);
+}
+
+Result<std::vector<std::string>> Volumes::lineage(std::int64_t id, std::size_t max) {
+  return catalog_.lineage(id, max);
+}
+
 Result<json> Volumes::pool_json() {
   std::lock_guard lock(kernel_mutex_);
   auto st = pool_.status();

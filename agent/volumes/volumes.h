@@ -162,6 +162,12 @@ class Volumes {
   // labels); nullopt when the run has none.
   Result<std::optional<DeviceRecord>> find_run_clone(const RunCloneKey& key);
   Result<std::vector<DeviceRecord>> list(DeviceFilter filter);
+  // By catalog id (an origin_id or parent_id); ENOENT for another pool's.
+  Result<DeviceRecord> get(std::int64_t id);
+  // The volume's newest created snapshot, if it has one.
+  Result<std::optional<DeviceRecord>> newest_snapshot(std::int64_t origin_id);
+  // The names of a snapshot's earlier versions, nearest first, at most max.
+  Result<std::vector<std::string>> lineage(std::int64_t id, std::size_t max);
   Result<nlohmann::json> pool_json();
 
  private:

@@ -36,6 +36,23 @@ TEST(Request, VolumeCreate) {
   EXPECT_EQ(a.labels.at("team"), "ml");
 }
 
+TEST(Request, ListsArePagedWithABoundedDefault) {
+  auto r = accepted(req("snapshot.list", {{"run", "r1"}, {"limit", 20}, {"after", "ws-snap-7"}}));
+  const auto& a = std::get<SnapshotListArgs>(r.args);
+  EXPECT_EQ(a.page.limit, 20u);
+  EXPECT_EQ(a.page.after, "ws-snap-7");
+  EXPECT_EQ(std::get<VolumeListArgs>(accepted(req("volume.list", json::object())).args).page.limit,
+            kDefaultPageSize);
+  EXPECT_EQ(rejected(req("snapshot.list", {{"limit", 0}})).code, code::invalid_value);
+  auto big = rejected(req("volume.list", {{"limit", kMaxPageSize + 1}}));
+  EXPECT_EQ(big.code, code::invalid_value);
+  EXPECT_NE(big.message.find("after"), std::string::npos) << big.message;
+  EXPECT_EQ(rejected(req("snapshot.list", {{"after", "../x"}})).code, code::invalid_value);
+  auto e = accepted(req("events.subscribe", {{"since", 5}, {"limit", 100}, {"follow", false}}));
+  EXPECT_EQ(std::get<EventsSubscribeArgs>(e.args).limit, 100u);
+  EXPECT_EQ(rejected(req("events.subscribe", {{"limit", 0}})).code, code::invalid_value);
+}
+
 TEST(Request, VolumeCreateFilesystemIsExt4OrXfs) {
   auto r =
       accepted(req("volume.create", {{"name", "ws"}, {"size_bytes", 512}, {"filesystem", "xfs"}}));

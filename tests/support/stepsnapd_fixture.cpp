@@ -121,7 +121,7 @@ void StepsnapdFixture::start_daemon() {
   addr.sun_family = AF_UNIX;
   std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", notify.c_str());
   ASSERT_EQ(::bind(n.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-  timeval tv{60, 0};
+  timeval tv{ready_timeout_s_, 0};
   ::setsockopt(n.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   pid_ = launch(notify);
   ASSERT_GE(pid_, 0);

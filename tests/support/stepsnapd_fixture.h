@@ -42,6 +42,9 @@ class StepsnapdFixture : public ::testing::Test {
   // Replaces the loop-file pool flags (--pool-loop-dir and sizes), e.g. with
   // --pool-data-device and --pool-metadata-device.
   std::vector<std::string> pool_args_;
+  // How long start_daemon waits for READY=1 (a bench's big catalog takes
+  // its recovery longer than a test's).
+  int ready_timeout_s_ = 60;
 
   std::string log_path() const { return dir_ + "/stepsnapd.log"; }
   // Starts stepsnapd and waits for READY=1 on our NOTIFY_SOCKET.

@@ -1,0 +1,54 @@
+// The parts of a hold reported in step.started (pure arithmetic on the
+// stamps): they add up to the whole, and a missing stamp gives 0, never a
+// negative or wrapped-around part.
+#include "agent/policy/hold_times.h"
+
+#include <gtest/gtest.h>
+
+namespace stepsnap::agent {
+namespace {
+
+using std::chrono::nanoseconds;
+
+TEST(HoldTimes, PartsAddUpToTheHeldTime) {
+  HoldStamps s{.exec = 1'000,
+               .seen = 1'300,
+               .snapshot_start = 1'500,
+               .snapshot_end = 9'500,
+               .release = 9'900,
+               .flush = nanoseconds(2'000),
+               .pause = nanoseconds(5'000)};
+  HoldParts p = hold_parts(s);
+  EXPECT_EQ(p.held_ns, 8'900);
+  EXPECT_EQ(p.wake_ns, 300);
+  EXPECT_EQ(p.queue_ns, 200);
+  EXPECT_EQ(p.flush_ns, 2'000);
+  EXPECT_EQ(p.pause_ns, 5'000);
+  EXPECT_EQ(p.group_other_ns, 1'000);
+  EXPECT_EQ(p.release_ns, 400);
+  EXPECT_EQ(p.wake_ns + p.queue_ns + p.flush_ns + p.pause_ns + p.group_other_ns + p.release_ns,
+            p.held_ns);
+  auto j = to_json(p);
+  EXPECT_EQ(j["group_other_ns"], 1'000);
+  EXPECT_EQ(j.size(), 6u);
+}
+
+TEST(HoldTimes, AMissingOrOutOfOrderStampGivesZeroNotANegativePart) {
+  // An agent restarted mid-hold knows the exec but never saw it handled.
+  HoldParts p = hold_parts({.exec = 5'000, .release = 9'000});
+  EXPECT_EQ(p.held_ns, 4'000);
+  EXPECT_EQ(p.wake_ns, 0);
+  EXPECT_EQ(p.queue_ns, 0);
+  EXPECT_EQ(p.release_ns, 0);
+  // dm/'s own times larger than the group's span (different clocks' rounding).
+  HoldParts q = hold_parts({.exec = 1,
+                            .snapshot_start = 10,
+                            .snapshot_end = 20,
+                            .release = 30,
+                            .flush = nanoseconds(8),
+                            .pause = nanoseconds(8)});
+  EXPECT_EQ(q.group_other_ns, 0);
+}
+
+}  // namespace
+}  // namespace stepsnap::agent
