@@ -294,6 +294,15 @@ Result<DeviceRecord> Catalog::fill(DeviceRecord record) {
   return record;
 }
 
+Result<std::optional<DeviceRecord>> Catalog::first_device(Statement& st) {
+  auto row = st.step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row) return std::optional<DeviceRecord>();
+  auto d = fill(read_device(st));
+  if (!d) return tl::unexpected(d.error());
+  return std::optional<DeviceRecord>(std::move(*d));
+}
+
 Result<DeviceRecord> Catalog::get_device(std::int64_t id) {
   std::lock_guard lock(db_->mutex());
   auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns + " FROM devices WHERE id = ?");
@@ -333,12 +342,7 @@ Result<std::optional<DeviceRecord>> Catalog::find_device_by(std::int64_t pool_id
                          " FROM devices WHERE pool_id = ? AND " + column + " = ?");
   if (!st) return tl::unexpected(st.error());
   st->bind(1, pool_id).bind(2, value);
-  auto row = st->step();
-  if (!row) return tl::unexpected(row.error());
-  if (!*row) return std::optional<DeviceRecord>();
-  auto d = fill(read_device(*st));
-  if (!d) return tl::unexpected(d.error());
-  return std::optional<DeviceRecord>(std::move(*d));
+  return first_device(*st);
 }
 
 Result<std::optional<DeviceRecord>> Catalog::find_device_by_uuid(std::int64_t pool_id,
@@ -425,12 +429,7 @@ Result<std::optional<DeviceRecord>> Catalog::newest_snapshot(std::int64_t origin
                          "'created' ORDER BY id DESC LIMIT 1");
   if (!st) return tl::unexpected(st.error());
   st->bind(1, origin_id);
-  auto row = st->step();
-  if (!row) return tl::unexpected(row.error());
-  if (!*row) return std::optional<DeviceRecord>();
-  auto d = fill(read_device(*st));
-  if (!d) return tl::unexpected(d.error());
-  return std::optional<DeviceRecord>(std::move(*d));
+  return first_device(*st);
 }
 
 Result<std::vector<std::string>> Catalog::lineage(std::int64_t device_id, std::size_t max) {
@@ -462,12 +461,7 @@ Result<std::optional<DeviceRecord>> Catalog::find_run_clone(std::int64_t pool_id
                          " FROM devices WHERE pool_id = ? AND run_clone = ?");
   if (!st) return tl::unexpected(st.error());
   st->bind(1, pool_id).bind(2, key.text());
-  auto row = st->step();
-  if (!row) return tl::unexpected(row.error());
-  if (!*row) return std::optional<DeviceRecord>();
-  auto d = fill(read_device(*st));
-  if (!d) return tl::unexpected(d.error());
-  return std::optional<DeviceRecord>(std::move(*d));
+  return first_device(*st);
 }
 
 Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeline,

@@ -342,6 +342,9 @@ class Catalog {
   Result<Labels> load_labels(std::int64_t device_id);
   Result<std::optional<StepInfo>> load_step(std::int64_t device_id);
   Result<DeviceRecord> fill(DeviceRecord record);
+  // The device in the first row of a query over kDeviceColumns (none when
+  // it has no row), filled with its labels and step.
+  Result<std::optional<DeviceRecord>> first_device(Statement& st);
   Result<std::vector<StepRecord>> query_steps(const std::string& where,
                                               const std::vector<std::string>& args);
   Status set_operation(std::int64_t operation_id, OperationState state, const std::string& detail);
