@@ -316,5 +316,43 @@ TEST_F(PodStepVm, PodRemovedBeforeItsContainerCameExpiresTheRegistration) {
       << st.dump();
 }
 
+// --step-cgroup-root: the agent trusts the kubelet's pods' cgroup (here a
+// stand-in beneath stepsnap/, where vm tests keep their cgroups) and nothing
+// else, stepsnap/ included.
+class PodStepKubeletRootVm : public PodStepVm {
+ protected:
+  PodStepKubeletRootVm() {
+    root_ = runner::cgroup2_mount_point().value_or("/sys/fs/cgroup") + "/stepsnap/kubepods-" +
+            std::to_string(::getpid()) + ".slice";
+    extra_args_ = {"--step-cgroup-root", root_};
+  }
+  std::string root_;
+};
+
+TEST_F(PodStepKubeletRootVm, PodsBeneathTheGivenRootRegisterAndNothingElseDoes) {
+  ASSERT_NO_FATAL_FAILURE(make_workspace());
+  auto pod = PodCgroups::make("abababab_0000_4000_8000_000000000004");
+  ASSERT_TRUE(pod);
+  ASSERT_EQ(pod->kubepods->path(), root_);
+  auto elsewhere = runner::Cgroup::create("stepsnap/not-kubepods-" + std::to_string(::getpid()));
+  ASSERT_TRUE(elsewhere) << elsewhere.error().message();
+  json r = register_pod("outside", elsewhere->path(), 0);
+  EXPECT_EQ(code_of(r), "forbidden") << r.dump();
+
+  json reg = register_pod("inside", pod->pod->path(), 0);
+  ASSERT_EQ(code_of(reg), "ok") << reg.dump();
+  auto main_cg = pod->container("main3");
+  ASSERT_TRUE(main_cg);
+  auto main = spawn_step(*main_cg, "echo done > " + ws_ + "/done");
+  ASSERT_GT(main.pid, 0);
+  ASSERT_EQ(::write(main.go, "g", 1), 1);
+  ::close(main.go);
+  EXPECT_EQ(exit_code(main.pid), 0);
+  json st = wait_step_over("kfp", "run-1", "inside");
+  ASSERT_EQ(st.value("state", ""), "finished") << st.dump(2) << "\n" << read_file(log_path());
+  EXPECT_EQ(st["pre_snapshots"].size(), 1u);
+  EXPECT_EQ(st["post_snapshots"].size(), 1u);
+}
+
 }  // namespace
 }  // namespace stepsnap::agent
