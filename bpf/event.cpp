@@ -1,5 +1,6 @@
 #include "bpf/event.h"
 
+#include <errno.h>
 #include <linux/types.h>
 #include <string.h>
 #include <time.h>
@@ -34,6 +35,8 @@ std::string_view to_string(EventType type) {
       return "escape";
     case EventType::untracked:
       return "untracked";
+    case EventType::container:
+      return "container";
   }
   return "unknown";
 }
@@ -115,6 +118,9 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
     case STEP_REC_UNTRACKED:
       e.type = EventType::untracked;
       break;
+    case STEP_REC_CONTAINER:
+      e.type = EventType::container;
+      break;
     default:
       e.type = EventType::lost;
       break;
@@ -142,6 +148,11 @@ Event decode(const step_record& r, std::int64_t wall_offset) {
   }
   if (e.type == EventType::exit) e.exit = ExitStatus::from_wait_status(r.exit_code);
   if (e.type == EventType::untracked) e.error = static_cast<int>(r.exit_code);
+  if (e.type == EventType::container) {
+    std::size_t flen = std::min<std::size_t>(r.filename_len, sizeof(r.filename));
+    e.filename = bounded_string(r.filename, flen);  // from the hierarchy's root
+    if (r.flags & STEP_F_NOT_WATCHED) e.error = ENOSPC;
+  }
   if (e.type == EventType::step_end) {
     e.main_pid = r.main_tgid;
     if (r.flags & STEP_F_MAIN_EXITED) e.exit = ExitStatus::from_wait_status(r.main_exit_code);
@@ -194,6 +205,11 @@ nlohmann::json to_json(const Event& e) {
       break;
     case EventType::untracked:
       j["errno"] = e.error;
+      break;
+    case EventType::container:
+      j["container_cgroup_id"] = e.task_cgroup_id;
+      j["container_cgroup"] = e.filename;
+      if (e.error) j["errno"] = e.error;
       break;
     default:
       break;

@@ -27,6 +27,8 @@ enum class EventType {
   lost,           // records the ring buffer had no room for
   escape,         // a counted process moved to a cgroup outside the watch (still counted)
   untracked,      // a process of the step could not be counted (map full): fail closed
+  container,      // a pod watch picked its container cgroup (task_cgroup_id, filename); error
+                  // set: it could not be watched (ENOSPC: no room; ENOENT: already gone)
 };
 
 std::string_view to_string(EventType type);
@@ -64,7 +66,8 @@ struct Event {
   std::uint64_t mono_ns = 0;            // CLOCK_MONOTONIC when it happened
   std::uint64_t wall_ns = 0;            // CLOCK_REALTIME when it happened
   std::uint64_t lost = 0;               // lost: how many records
-  int error = 0;                        // untracked: the process map's errno
+  int error = 0;                        // untracked: the process map's errno; container: why
+                                        // it is not watched
   std::string source = "bpf";           // "bpf", "user" or "cgroup.events"
 };
 

@@ -50,6 +50,14 @@ struct {
   __type(value, struct step_held);
 } held SEC(".maps");
 
+// Pods waiting for their step's container cgroup, by the pod's cgroup id.
+struct {
+  __uint(type, BPF_MAP_TYPE_HASH);
+  __uint(max_entries, 1024);
+  __type(key, __u64);
+  __type(value, struct step_pod);
+} pods SEC(".maps");
+
 struct {
   __uint(type, BPF_MAP_TYPE_RINGBUF);
   __uint(max_entries, 1024 * 1024);
@@ -445,6 +453,48 @@ int BPF_PROG(on_attach, struct cgroup* dst, const char* path, struct task_struct
   if (!w) return 0;
   int err = track(task, watched_id, w);
   if (err < 0) report_untracked(task, watched_id, w, err);
+  return 0;
+}
+
+// A cgroup made under a pod's cgroup: the kubelet's runtime makes one child
+// per container (the sandbox's pause, each init container, each container)
+// in an order the pod spec fixes, before it puts the container's first
+// process there. The child after `skip` others is the step's: it goes into
+// the watched map here, in the mkdir itself, so no process of it can exec
+// unwatched, while every other child stays unwatched (never held, never
+// counted).
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(on_mkdir, struct cgroup* cgrp, const char* path) {
+  if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) return 0;  // v2 only
+  struct cgroup* parent = BPF_CORE_READ(cgrp, self.parent, cgroup);
+  if (!parent) return 0;
+  __u64 pod_id = cgroup_id(parent);
+  struct step_pod* pod = bpf_map_lookup_elem(&pods, &pod_id);
+  if (!pod) return 0;
+  // Atomic: of two children made at once, exactly one is number `skip`.
+  if (__sync_fetch_and_add(&pod->seen, 1) != pod->skip) return 0;
+  __u64 child_id = cgroup_id(cgrp);
+  struct step_watch w = {.flags = pod->watch_flags};
+  __u32 flags = 0;
+  if (bpf_map_update_elem(&watched, &child_id, &w, BPF_NOEXIST) != 0) {
+    pod->state = STEP_POD_FAILED;
+    flags = STEP_F_NOT_WATCHED;
+  } else {
+    pod->state = STEP_POD_PICKED;
+  }
+  pod->child_id = child_id;
+  // A record that does not fit is counted in drops; user space then reads
+  // the pick from this map.
+  struct step_record* r = reserve();
+  if (!r) return 0;
+  r->type = STEP_REC_CONTAINER;
+  r->flags = flags;
+  r->cgroup_id = pod_id;
+  r->task_cgroup_id = child_id;
+  r->mono_ns = bpf_ktime_get_ns();
+  long n = bpf_probe_read_kernel_str(r->filename, sizeof(r->filename), path);
+  r->filename_len = n > 0 ? n : 0;
+  bpf_ringbuf_submit(r, 0);
   return 0;
 }
 

@@ -39,6 +39,11 @@ enum step_record_type {
   /* A process of a watched step could not be entered in the procs map (full):
    * its exit would go unseen. Fail closed: user space ends the step. */
   STEP_REC_UNTRACKED = 8,
+  /* A pod watch picked its container (cgroup_mkdir): cgroup_id is the pod's
+   * cgroup, task_cgroup_id the new child's, filename its path from the
+   * hierarchy's root. The child is in the watched map from this moment, before
+   * any process can be in it, unless STEP_F_NOT_WATCHED (no room). */
+  STEP_REC_CONTAINER = 9,
 };
 
 /* step_record.flags */
@@ -46,6 +51,7 @@ enum step_record_type {
 #define STEP_F_MAIN (1u << 1) /* the record is about the step's main process */
 #define STEP_F_MAIN_EXITED (1u << 2) /* step end: main_exit_code is valid */
 #define STEP_F_KILLED (1u << 3)      /* hold broken: the kernel side sent SIGKILL */
+#define STEP_F_NOT_WATCHED (1u << 4) /* container: the watched map had no room for it */
 
 /* One event, kernel -> user, through the ring buffer. */
 struct step_record {
@@ -126,6 +132,23 @@ struct step_held {
                             * restarted agent can check a pidfd is this task */
   __u32 released;          /* 1: user space released it; a SIGCONT is its to send */
   __u32 pad;
+};
+
+/* pods map: a pod's cgroup id -> step_pod. The pod's own cgroup is not
+ * watched (its pause and init containers are none of the step's business);
+ * the kernel side picks one child cgroup as it is created, the one after
+ * `skip` others, and watches it as a step with watch_flags. User space
+ * creates the entry with skip and watch_flags set, the rest zero. */
+#define STEP_POD_WAITING 0
+#define STEP_POD_PICKED 1
+#define STEP_POD_FAILED 2 /* picked, but the watched map had no room */
+
+struct step_pod {
+  __u32 skip;        /* child cgroups created before the one picked */
+  __u32 watch_flags; /* STEP_WATCH_* of the picked child's watch */
+  __u32 seen;        /* child cgroups created since the entry was made */
+  __u32 state;       /* STEP_POD_* */
+  __u64 child_id;    /* the picked child's cgroup id, once picked */
 };
 
 #endif /* STEPSNAP_BPF_STEP_TRACER_H */

@@ -33,7 +33,10 @@ constexpr const char* kAbout =
     "Start it before putting processes into the cgroup. With --hold, the first process\n"
     "to exec in the cgroup is stopped before it runs a single instruction (exec event\n"
     "with \"held\": true) and resumed after --release-after seconds, or at the latest\n"
-    "after --hold-timeout seconds (hold_timeout event). Needs root and a kernel with BTF.\n"
+    "after --hold-timeout seconds (hold_timeout event). With --pod-skip N, PATH is a\n"
+    "pod's cgroup (one child cgroup per container): only the child cgroup made after\n"
+    "N others is watched (a container event names it), nothing else of the pod.\n"
+    "Needs root and a kernel with BTF.\n"
     "\n"
     "Options";
 
@@ -56,6 +59,8 @@ int main(int argc, char** argv) {
       "boundaries-only",
       "print only the step's boundaries (main exec and exit, holds, step end), as the "
       "agent watches; every process is still counted")(
+      "pod-skip", po::value<unsigned>()->value_name("N"),
+      "PATH is a pod: watch the child cgroup made after N others")(
       "debug", "log libbpf messages and the verifier log to stderr");
   po::variables_map vm;
   try {
@@ -88,7 +93,10 @@ int main(int argc, char** argv) {
   // A debugging aid: an unreleased hold lets the process go on (the agent
   // kills instead).
   wopts.on_hold_timeout = stepsnap::bpf::HoldExpiry::release;
-  auto id = tracer->watch(cgroup, wopts);
+  auto id = vm.count("pod-skip")
+                ? tracer->watch_pod(
+                      cgroup, {.skip_children = vm["pod-skip"].as<unsigned>(), .container = wopts})
+                : tracer->watch(cgroup, wopts);
   if (!id) {
     std::cerr << "stepsnap-trace: " << id.error().message() << "\n";
     return 1;
@@ -103,6 +111,8 @@ int main(int argc, char** argv) {
     auto polled = tracer->poll(milliseconds(100), [&](const Event& e) {
       std::cout << stepsnap::bpf::to_json(e).dump() << "\n" << std::flush;
       if (e.type == EventType::step_end) ended = true;
+      // From here the pod's container is the watch that holds.
+      if (e.type == EventType::container && e.error == 0) *id = e.task_cgroup_id;
       if (e.type == EventType::exec && e.held && release_after)
         release_at =
             steady_clock::now() + duration_cast<milliseconds>(duration<double>(*release_after));

@@ -17,6 +17,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <mutex>
@@ -124,10 +125,10 @@ std::optional<unsigned long long> proc_start_ticks(pid_t pid) {
 
 // The pins of one tracer under TracerOptions::pin_dir. Maps and links by the
 // names below: a complete set is re-adopted, none means load fresh.
-constexpr const char* kMapPins[] = {"map_watched", "map_procs", "map_held", "map_events",
-                                    "map_drops"};
+constexpr const char* kMapPins[] = {"map_watched", "map_procs", "map_held",
+                                    "map_events",  "map_drops", "map_pods"};
 constexpr const char* kCoreLinkPins[] = {"link_on_fork", "link_on_exec", "link_on_exit",
-                                         "link_on_attach"};
+                                         "link_on_attach", "link_on_mkdir"};
 // One of these, after the hold guard the first tracer could load.
 constexpr const char* kGuardLinkPins[] = {"link_on_signal_return", "link_on_signal_kill",
                                           "link_on_signal"};
@@ -170,11 +171,13 @@ Result<int> inspect_pins(const std::string& dir) {
     unpin_all(dir);
     return -1;
   }
-  if (links == 4 && guards == 1 && maps == 5) return guard;
+  constexpr int all_links = std::size(kCoreLinkPins), all_maps = std::size(kMapPins);
+  if (links == all_links && guards == 1 && maps == all_maps) return guard;
   return fail("adopt pinned step tracer", dir, EUCLEAN,
-              "an incomplete set of pins (" + std::to_string(links + guards) + " of 5 links, " +
-                  std::to_string(maps) +
-                  " of 5 maps); when no step is running, remove the directory and start again");
+              "an incomplete set of pins (" + std::to_string(links + guards) + " of " +
+                  std::to_string(all_links + 1) + " links, " + std::to_string(maps) + " of " +
+                  std::to_string(all_maps) +
+                  " maps); when no step is running, remove the directory and start again");
 }
 }  // namespace
 
@@ -199,6 +202,12 @@ struct WatchState {
   std::optional<Event> deferred_end;
 };
 
+// A pod waiting for its step's container cgroup (watch_pod()).
+struct PodState {
+  std::string dir;
+  WatchOptions container;
+};
+
 namespace {
 
 // cgroup.events says no process is left in the cgroup (or in a descendant).
@@ -218,7 +227,8 @@ struct StepTracer::Impl {
   UniqueFd inotify;
   UniqueFd epoll;
   std::map<std::uint64_t, WatchState> watches;
-  std::vector<Event> pending;  // made outside poll(), delivered by the next one
+  std::map<std::uint64_t, PodState> pods;  // by the pod's cgroup id
+  std::vector<Event> pending;              // made outside poll(), delivered by the next one
   std::uint64_t drops_reported = 0;
   std::string pin_dir;   // empty: nothing pinned
   bool adopted = false;  // the programs and maps are an earlier tracer's, re-adopted
@@ -322,6 +332,79 @@ struct StepTracer::Impl {
     w.held_pidfd = std::move(fd);
   }
 
+  // A watch's user-side state: the cgroup.events notification and the
+  // options. The kernel side's entry is the caller's.
+  Result<WatchState> watch_state(const std::string& dir, const WatchOptions& options) {
+    WatchState w;
+    w.dir = dir;
+    w.options = options;
+    w.events_wd = inotify_add_watch(inotify.get(), (dir + "/cgroup.events").c_str(), IN_MODIFY);
+    if (w.events_wd < 0) return fail_errno("inotify_add_watch", dir + "/cgroup.events");
+    auto populated = cgroup_populated(dir);
+    w.seen_running = populated && *populated;
+    return w;
+  }
+
+  // The kernel side picked a pod's container cgroup (its record, or its
+  // pods map entry after a drop): watched from here like any step's, and
+  // the pod's own entry is used up.
+  void on_container(std::uint64_t pod_id, std::uint64_t child_id, bool watched,
+                    const std::string& source) {
+    auto it = pods.find(pod_id);
+    if (it == pods.end()) return;
+    PodState pod = std::move(it->second);
+    pods.erase(it);
+    bpf_map__delete_elem(skel->maps.pods, &pod_id, sizeof(pod_id), 0);
+    Event e;
+    e.type = EventType::container;
+    e.source = source;
+    e.cgroup_id = pod_id;
+    e.task_cgroup_id = child_id;
+    e.mono_ns = monotonic_ns();
+    e.wall_ns = e.mono_ns + wall_offset_ns();
+    e.filename = child_dir(pod.dir, child_id);
+    if (!watched) e.error = ENOSPC;
+    if (watched && !e.filename.empty()) {
+      auto w = watch_state(e.filename, pod.container);
+      if (w) {
+        watches.emplace(child_id, std::move(*w));
+      } else {
+        log::warn("step tracer: " + w.error().message());
+        e.error = w.error().err;
+      }
+    } else if (watched) {
+      e.error = ENOENT;  // removed before we could look: nothing ran in it
+    }
+    if (e.error != 0 && watched)
+      bpf_map__delete_elem(skel->maps.watched, &child_id, sizeof(child_id), 0);
+    emit(e);
+  }
+
+  // The child directory of pod_dir whose inode is child_id; empty when gone.
+  static std::string child_dir(const std::string& pod_dir, std::uint64_t child_id) {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(pod_dir, ec)) {
+      struct stat st {};
+      if (entry.is_directory(ec) && ::stat(entry.path().c_str(), &st) == 0 && st.st_ino == child_id)
+        return entry.path().string();
+    }
+    return {};
+  }
+
+  // After dropped records: a pick whose record was among them.
+  void find_dropped_picks() {
+    std::vector<std::pair<std::uint64_t, step_pod>> picked;
+    for (const auto& [id, pod] : pods) {
+      step_pod kp{};
+      std::uint64_t key = id;
+      if (bpf_map__lookup_elem(skel->maps.pods, &key, sizeof(key), &kp, sizeof(kp), 0) == 0 &&
+          kp.state != STEP_POD_WAITING)
+        picked.emplace_back(id, kp);
+    }
+    for (const auto& [id, kp] : picked)
+      on_container(id, kp.child_id, kp.state == STEP_POD_PICKED, "bpf.map");
+  }
+
   static int on_record(void* ctx, void* data, size_t size) {
     auto* self = static_cast<Impl*>(ctx);
     if (size < sizeof(step_record)) return 0;
@@ -332,6 +415,10 @@ struct StepTracer::Impl {
   }
 
   void handle(const Event& e) {
+    if (e.type == EventType::container) {
+      on_container(e.cgroup_id, e.task_cgroup_id, e.error == 0, e.source);
+      return;
+    }
     auto it = watches.find(e.cgroup_id);
     if (it == watches.end()) return;  // unwatched since the kernel wrote it
     WatchState& w = it->second;
@@ -477,6 +564,7 @@ struct StepTracer::Impl {
     e.wall_ns = e.mono_ns + wall_offset_ns();
     drops_reported = total;
     emit(e);
+    find_dropped_picks();
     find_failed_holds();
   }
 
@@ -571,7 +659,7 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
     impl->adopted = adopt;
     if (!options.pin_dir.empty()) {
       bpf_map* maps[] = {impl->skel->maps.watched, impl->skel->maps.procs, impl->skel->maps.held,
-                         impl->skel->maps.events, impl->skel->maps.drops};
+                         impl->skel->maps.events,  impl->skel->maps.drops, impl->skel->maps.pods};
       for (std::size_t i = 0; i < std::size(maps); ++i) {
         std::string path = options.pin_dir + "/" + kMapPins[i];
         if (int rc = bpf_map__set_pin_path(maps[i], path.c_str()); rc != 0)
@@ -652,6 +740,7 @@ Result<StepTracer> StepTracer::open(const TracerOptions& options) {
         {impl->skel->progs.on_exit, &impl->skel->links.on_exit, "tp_btf/sched_process_exit", true},
         {impl->skel->progs.on_attach, &impl->skel->links.on_attach, "tp_btf/cgroup_attach_task",
          true},
+        {impl->skel->progs.on_mkdir, &impl->skel->links.on_mkdir, "tp_btf/cgroup_mkdir", true},
         {impl->skel->progs.on_signal_return, &impl->skel->links.on_signal_return,
          "fexit/get_signal", guard == Guard::in_task},
         {impl->skel->progs.on_signal_kill, &impl->skel->links.on_signal_kill,
@@ -733,14 +822,10 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
   std::uint64_t id = st.st_ino;  // what BPF sees as the cgroup id
   if (impl_->watches.count(id)) return fail("watch", cgroup_dir, EEXIST);
 
-  WatchState w;
-  w.dir = cgroup_dir;
-  w.options = options;
-  w.events_wd =
-      inotify_add_watch(impl_->inotify.get(), (cgroup_dir + "/cgroup.events").c_str(), IN_MODIFY);
-  if (w.events_wd < 0) return fail_errno("inotify_add_watch", cgroup_dir + "/cgroup.events");
-  auto populated = cgroup_populated(cgroup_dir);
-  w.seen_running = populated && *populated;
+  if (impl_->pods.count(id)) return fail("watch", cgroup_dir, EEXIST, "it is a watched pod");
+  auto state = impl_->watch_state(cgroup_dir, options);
+  if (!state) return tl::unexpected(state.error());
+  WatchState w = std::move(*state);
 
   step_watch kw{};
   kw.flags = (options.hold_first_exec ? STEP_WATCH_HOLD : 0) |
@@ -753,6 +838,27 @@ Result<std::uint64_t> StepTracer::watch(const std::string& cgroup_dir,
     return e;
   }
   impl_->watches.emplace(id, std::move(w));
+  return id;
+}
+
+Result<std::uint64_t> StepTracer::watch_pod(const std::string& pod_dir,
+                                            const PodWatchOptions& options) {
+  struct statfs fs {};
+  if (::statfs(pod_dir.c_str(), &fs) != 0) return fail_errno("watch pod", pod_dir);
+  if (fs.f_type != CGROUP2_SUPER_MAGIC)
+    return fail("watch pod", pod_dir, EINVAL, "not a cgroup v2 directory");
+  struct stat st {};
+  if (::stat(pod_dir.c_str(), &st) != 0) return fail_errno("watch pod", pod_dir);
+  std::uint64_t id = st.st_ino;
+  if (impl_->pods.count(id) || impl_->watches.count(id)) return fail("watch pod", pod_dir, EEXIST);
+  step_pod kp{};
+  kp.skip = options.skip_children;
+  kp.watch_flags = (options.container.hold_first_exec ? STEP_WATCH_HOLD : 0) |
+                   (options.container.boundaries_only ? STEP_WATCH_BOUNDARIES_ONLY : 0);
+  if (bpf_map__update_elem(impl_->skel->maps.pods, &id, sizeof(id), &kp, sizeof(kp), BPF_NOEXIST) !=
+      0)
+    return fail_errno("add to pods map", pod_dir);
+  impl_->pods.emplace(id, PodState{pod_dir, options.container});
   return id;
 }
 
@@ -856,6 +962,20 @@ Result<AdoptedWatch> StepTracer::adopt(const std::string& cgroup_dir, std::uint6
 
 int StepTracer::drop_unadopted() {
   if (!impl_->adopted) return 0;
+  // A pod still waiting for its container is never adopted (its step is
+  // failed by the caller): its entry goes, and no child of it is watched.
+  {
+    bpf_map* pods = impl_->skel->maps.pods;
+    std::vector<std::uint64_t> waiting;
+    std::uint64_t key = 0, next = 0;
+    std::uint64_t* prev = nullptr;
+    while (bpf_map__get_next_key(pods, prev, &next, sizeof(next)) == 0) {
+      key = next;
+      prev = &key;
+      waiting.push_back(key);
+    }
+    for (std::uint64_t id : waiting) bpf_map__delete_elem(pods, &id, sizeof(id), 0);
+  }
   bpf_map* watched = impl_->skel->maps.watched;
   std::vector<std::uint64_t> stale;
   std::uint64_t key = 0, next = 0;
@@ -885,6 +1005,10 @@ int StepTracer::drop_unadopted() {
 }
 
 Status StepTracer::unwatch(std::uint64_t cgroup_id) {
+  if (impl_->pods.erase(cgroup_id)) {
+    bpf_map__delete_elem(impl_->skel->maps.pods, &cgroup_id, sizeof(cgroup_id), 0);
+    return {};
+  }
   auto it = impl_->watches.find(cgroup_id);
   if (it == impl_->watches.end()) return fail("unwatch", std::to_string(cgroup_id), ENOENT);
   Status resumed = impl_->expire_hold(it->second);

@@ -101,6 +101,15 @@ struct WatchOptions {
   bool boundaries_only = false;
 };
 
+// A pod (the kubelet's pod cgroup, one child cgroup per container): the
+// pod's cgroup itself is not watched; the kernel side picks the child made
+// after skip_children others (counted from watch_pod()) as it is created
+// and watches it with `container`, before any process can be in it.
+struct PodWatchOptions {
+  std::uint32_t skip_children = 0;
+  WatchOptions container;
+};
+
 class StepTracer {
  public:
   using Callback = std::function<void(const Event&)>;
@@ -140,6 +149,13 @@ class StepTracer {
   // inside are not counted by the kernel side, only by the cgroup.events
   // safety net.
   Result<std::uint64_t> watch(const std::string& cgroup_dir, const WatchOptions& options = {});
+  // Watches a pod for its step's container (PodWatchOptions). Returns the
+  // pod's cgroup id; a `container` event (cgroup_id: the pod's,
+  // task_cgroup_id and filename: the picked child's id and directory) says
+  // which child is watched from then on, by its own id. Processes already
+  // in the pod, and every other child, are neither held nor counted.
+  // unwatch(pod id) gives up on a pod still waiting.
+  Result<std::uint64_t> watch_pod(const std::string& pod_dir, const PodWatchOptions& options);
   // Stops watching; a process still held gets the watch's on_hold_timeout
   // (killed, unless the watch said release).
   Status unwatch(std::uint64_t cgroup_id);

@@ -464,6 +464,13 @@ RequestArgs parse_args(Op op, Fields& f) {
         else if (*l != "connection")
           f.fail(code::invalid_value, "lease", shown(*l) + " is not one of connection, time");
       }
+      if (auto n = f.uint64("pod_skip_containers", false)) {
+        if (*n > kMaxPodSkipContainers)
+          f.fail(code::invalid_value, "pod_skip_containers",
+                 std::to_string(*n) + " is more than " + std::to_string(kMaxPodSkipContainers) +
+                     " containers before the step's");
+        a.pod_skip_containers = static_cast<std::uint32_t>(*n);
+      }
       return a;
     }
     case Op::step_unregister: {

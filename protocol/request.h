@@ -154,7 +154,15 @@ struct StepRegisterArgs {
   // (runner keeps its connection open for the whole step). "time": only the
   // agent's --step-lease applies (a one-shot client: stepsnapctl).
   bool lease_connection = true;
+  // A pod step (docs/kubernetes.md): `cgroup` is the pod's cgroup, and the
+  // step is the container whose child cgroup is made after this many others
+  // under it (the sandbox's, the init containers', the containers' before
+  // it in the pod spec). Such a registration is leased to its pod's cgroup,
+  // not to a connection or a time: it ends when that cgroup is removed.
+  std::optional<std::uint32_t> pod_skip_containers;
 };
+// Most child cgroups a pod step's container may come after.
+inline constexpr std::uint64_t kMaxPodSkipContainers = 64;
 struct StepStatusArgs {
   std::string pipeline;
   std::string run;

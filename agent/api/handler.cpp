@@ -372,7 +372,11 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
               .post_snapshot = a.policy == SnapshotPolicy::post || a.policy == SnapshotPolicy::both,
               .command = a.command,
               .labels = a.labels,
-              .connection = a.lease_connection ? peer.connection : 0};
+              // A pod step outlives the connection that registered it
+              // (stepsnap-csi's NodePublishVolume call): its pod's cgroup
+              // is its lease.
+              .connection = a.lease_connection && !a.pod_skip_containers ? peer.connection : 0,
+              .pod_skip_containers = a.pod_skip_containers};
           auto registered = policy_->register_step(spec);
           if (registered) count_step(peer, spec);
           return answer(registered);

@@ -259,6 +259,7 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   policy_options.hold_timeout = std::chrono::seconds(o.hold_timeout_seconds);
   policy_options.step_lease = std::chrono::seconds(o.step_lease_seconds);
   policy_options.tracer.pin_dir = o.bpf_pin_dir;
+  policy_options.cgroup_subtree = o.step_cgroup_root;
   // The policy first: steps whose pinned watch survived are taken over
   // (and their snapshots due taken) before anything else.
   auto policy = StepPolicy::start(*d->volumes_, *d->catalog_, *d->events_, policy_options);
@@ -267,7 +268,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   } else {
     log::error(policy.error().message() + "; step snapshots are off until this is fixed");
   }
-  auto subtree = default_step_cgroup_subtree();
+  Result<std::string> subtree =
+      o.step_cgroup_root.empty() ? default_step_cgroup_subtree() : o.step_cgroup_root;
   if (!subtree) log::warn("step cgroups: " + subtree.error().message());
   static const std::set<std::string> kNone;
   auto steps = fail_interrupted_steps(*d->catalog_, *d->events_, subtree ? *subtree : "",

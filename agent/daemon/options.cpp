@@ -49,6 +49,10 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       po::value(&lease)->value_name("SECONDS")->default_value(std::to_string(o.step_lease_seconds)),
       "how long a registered step's cgroup may stay without a process (1 to 86400); then the "
       "registration expires (an error event, op step.expire) and its name is free again")(
+      "step-cgroup-root", po::value(&o.step_cgroup_root)->value_name("DIR"),
+      "the cgroup v2 directory step cgroups (and pods) must be beneath, instead of "
+      "<cgroup v2 mount>/stepsnap; on a Kubernetes node the kubelet's pods' cgroup, e.g. "
+      "/sys/fs/cgroup/kubepods.slice")(
       "bpf-pin-dir", po::value(&o.bpf_pin_dir)->value_name("DIR")->default_value(o.bpf_pin_dir),
       "where the step tracer's BPF programs and maps are pinned (a bpffs directory), so a held "
       "step stays held across an agent restart and steps under way are taken over; \"\" pins "
@@ -153,6 +157,18 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
                         "\"" + lease + "\" is not a whole number of seconds from 1 to 86400");
     }
     o.step_lease_seconds = seconds;
+  }
+  if (!o.step_cgroup_root.empty()) {
+    // The agent kills what is in a step's cgroup: the root is spelled out
+    // whole, never a relative or dotted path that could mean more.
+    const std::string& r = o.step_cgroup_root;
+    bool dotted = r.find("/./") != std::string::npos || r.find("/../") != std::string::npos ||
+                  r.ends_with("/.") || r.ends_with("/..");
+    if (r[0] != '/' || dotted || r == "/")
+      return flag_error("step-cgroup-root",
+                        "\"" + r + "\" is not an absolute cgroup directory without . or ..");
+    while (o.step_cgroup_root.size() > 1 && o.step_cgroup_root.ends_with('/'))
+      o.step_cgroup_root.pop_back();
   }
   if (auto problem = name_problem(o.pool.name)) {
     return flag_error("pool-name",

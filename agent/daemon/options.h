@@ -51,6 +51,10 @@ struct DaemonOptions {
   // How long a registered step's cgroup may stay empty before the
   // registration expires (its watch slot and name freed, an error event).
   std::uint64_t step_lease_seconds = 60;
+  // The only cgroup subtree step cgroups (and pods) may be registered
+  // beneath (agent/policy/step_cgroup.h). Empty: <cgroup v2 mount>/stepsnap.
+  // On a Kubernetes node: the kubelet's, e.g. /sys/fs/cgroup/kubepods.slice.
+  std::string step_cgroup_root;
   // Where the step tracer's BPF links and maps are pinned (on bpffs), so
   // held steps stay held across a restart and the next start adopts them.
   // Empty: nothing pinned; a stop kills held steps, a restart fails the

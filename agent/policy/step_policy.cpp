@@ -438,6 +438,9 @@ void StepPolicy::enforce_leases() {
       expire(key, s, "step.expire", StepInput::expired);
       continue;
     }
+    // A pod step waits for its container as long as its pod exists: an
+    // image pull may take minutes, and the sandbox keeps the pod populated.
+    if (!s.pod_cgroup.empty()) continue;
     if (now < s.lease_deadline) continue;
     // A process there may still be setting up (mounts) before its exec:
     // the lease only ends a registration nobody is using.
@@ -505,8 +508,11 @@ Result<json> StepPolicy::unregister_step(const std::string& pipeline, const std:
       }
       // A process that has not exec'd yet would run its command unwatched
       // once the watch is gone: the cgroup belongs to the step, so it goes.
+      // Not a pod's own cgroup before its container was picked: that holds
+      // the pod's sandbox and init containers, never the step's.
+      bool pod_waiting = !s.pod_cgroup.empty() && s.args.cgroup == s.pod_cgroup;
       auto populated = s.cgroup ? s.cgroup->populated() : cgroup_populated(s.args.cgroup);
-      if (populated && *populated) {
+      if (!pod_waiting && populated && *populated) {
         if (auto k = kill_step_cgroup(s); !k) {
           return tl::unexpected(k.error().context("unregister step " + key));
         }
@@ -639,7 +645,9 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
   if (!cgroup) return tl::unexpected(cgroup.error().context("register step " + key));
   auto populated = cgroup->populated();
   if (!populated) return tl::unexpected(populated.error().context("register step " + key));
-  if (*populated) {
+  // A pod's cgroup may hold its sandbox already: the step is a container
+  // cgroup yet to be made in it, which is empty when made.
+  if (*populated && !args.pod_skip_containers) {
     return fail("register step " + key, args.cgroup, EBUSY,
                 "the cgroup already has processes; register a step before anything runs in its "
                 "cgroup (runner exec does)");
@@ -670,6 +678,7 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
     s.cgroup = held;
     s.registered_ns = now_ns();
     s.lease_deadline = std::chrono::steady_clock::now() + options_.step_lease;
+    if (args.pod_skip_containers) s.pod_cgroup = args.cgroup;
     s.life = ++lives_;
     steps_[key] = std::move(s);
     by_cgroup_[cgroup_id] = key;
@@ -677,7 +686,10 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
   bpf::WatchOptions w = watch_options(args);
   std::uint64_t id = 0;
   auto watched = on_tracer([&](bpf::StepTracer& t) -> Status {
-    auto r = t.watch(args.cgroup, w);
+    auto r =
+        args.pod_skip_containers
+            ? t.watch_pod(args.cgroup, {.skip_children = *args.pod_skip_containers, .container = w})
+            : t.watch(args.cgroup, w);
     if (!r) return tl::unexpected(r.error());
     id = *r;
     return {};
@@ -707,6 +719,7 @@ Result<json> StepPolicy::register_step(const StepSpec& args) {
             std::string(policy_name(args)) + ")");
   json answer = step_json(s);
   answer["registration"] = s.life;
+  if (!s.pod_cgroup.empty()) answer["pod_cgroup"] = s.pod_cgroup;
   return answer;
 }
 
@@ -789,6 +802,9 @@ void StepPolicy::on_event(const bpf::Event& e) {
                 "), so its end would go unseen; killed";
       apply(k->second, s, StepInput::lost_track);
       break;
+    case bpf::EventType::container:
+      on_container(k->second, s, e);
+      break;
     case bpf::EventType::step_end:
       if (!s.exit) s.exit = e.exit;
       if (s.state == StepState::holding) {
@@ -800,6 +816,35 @@ void StepPolicy::on_event(const bpf::Event& e) {
     default:
       break;
   }
+}
+
+void StepPolicy::on_container(std::string key, Step& s, const bpf::Event& e) {
+  // From here the step is the container's cgroup: its watch is the one to
+  // end, its kill the one to make.
+  by_cgroup_.erase(s.cgroup_id);
+  s.cgroup_id = e.task_cgroup_id;
+  by_cgroup_[s.cgroup_id] = key;
+  if (e.error != 0) {
+    s.error = e.error == ENOSPC
+                  ? "the pod's container cgroup could not be watched (the tracer's watch map is "
+                    "full): the container runs without its snapshots"
+                  : "the pod's container cgroup was removed before it could be watched";
+    expire(key, s, "step.container", StepInput::expired);
+    return;
+  }
+  std::string subtree = options_.cgroup_subtree;
+  if (subtree.empty()) subtree = default_step_cgroup_subtree().value_or("");
+  auto cgroup = StepCgroup::open(e.filename, subtree);
+  if (!cgroup || cgroup->id() != s.cgroup_id) {
+    s.error = "the pod's container cgroup " + e.filename + " could not be held: " +
+              (cgroup ? std::string("it was replaced") : cgroup.error().message());
+    expire(key, s, "step.container", StepInput::expired);
+    return;
+  }
+  s.args.cgroup = e.filename;
+  s.cgroup = std::make_shared<const StepCgroup>(std::move(*cgroup));
+  persist(key, s);
+  log::info("step " + key + ": its container is " + e.filename + " in pod " + s.pod_cgroup);
 }
 
 Status StepPolicy::kill_step_cgroup(const Step& s) {

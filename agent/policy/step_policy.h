@@ -64,6 +64,13 @@ struct StepSpec {
   // The API connection the registration is leased to (0: none): when it
   // closes before a process entered the cgroup, the registration expires.
   std::uint64_t connection = 0;
+  // Set: a pod step. `cgroup` is then the kubelet's pod cgroup, which may
+  // already hold processes (the sandbox's pause); the step is the child
+  // cgroup made after this many others, which the tracer picks in the
+  // kernel as it is made (bpf::PodWatchOptions), and from then on `cgroup`
+  // names that child. Nothing else of the pod is held or counted. Leased to
+  // the pod's cgroup: removed before the step started, it expires.
+  std::optional<std::uint32_t> pod_skip_containers;
 };
 
 // "pre", "post", "both" or "none": the policy's name in the catalog and API.
@@ -180,6 +187,9 @@ class StepPolicy {
     // device the step left open, post_settle.h); empty when it does.
     std::string not_exact;
     bool watching = false;
+    // A pod step: the pod's cgroup (args.cgroup becomes the container's
+    // once picked). Empty for other steps.
+    std::string pod_cgroup;
   };
 
   StepPolicy(Volumes& volumes, Catalog& catalog, EventLog& events, bpf::StepTracer tracer,
@@ -202,6 +212,10 @@ class StepPolicy {
   void post_work(std::function<void()> fn);
 
   void on_event(const bpf::Event& event);
+  // mutex_ held: a pod step's container cgroup was picked (or could not be
+  // watched): the step's cgroup is that child from now on.
+  // `key` by value: the caller's is the by_cgroup_ entry this replaces.
+  void on_container(std::string key, Step& step, const bpf::Event& event);
   // SIGKILL to the step's cgroup through its held fd, if it is still the
   // cgroup registered (same inode).
   static Status kill_step_cgroup(const Step& step);

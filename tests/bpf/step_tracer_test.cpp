@@ -578,6 +578,63 @@ TEST_F(StepTracerTest, ProcessesInDescendantCgroupsCountForTheWatchedAncestor) {
   step.wait();
 }
 
+// A pod (kubelet layout: one child cgroup per container): a sandbox there
+// before the watch, one init container after it, then the step's container.
+// Only that one is watched: held at its first exec, and its end is the
+// step's end while the sandbox still runs.
+TEST_F(StepTracerTest, PodWatchHoldsOnlyTheContainerMadeAfterTheSkippedOnes) {
+  Cgroup pod = make_cgroup("pod");
+  auto child = [&](const std::string& name) {
+    auto cg = Cgroup::create(unique_name("pod") + "/" + name);
+    if (!cg) throw std::runtime_error(cg.error().message());
+    return std::move(*cg);
+  };
+  Cgroup sandbox = child("sandbox");
+  Pending pause = shell("exec sleep 60");
+  pause.go(sandbox);
+  auto pod_id =
+      tracer_->watch_pod(pod.path(), {.skip_children = 1, .container = {.hold_first_exec = true}});
+  ASSERT_TRUE(pod_id) << pod_id.error().message();
+  auto again = tracer_->watch_pod(pod.path(), {});
+  ASSERT_FALSE(again);
+  EXPECT_EQ(again.error().err, EEXIST);
+
+  // The init container's exec is not held: it runs to its end by itself.
+  Cgroup init = child("init");
+  Pending init_step = shell("exit 3");
+  init_step.go(init);
+  auto init_status = init_step.wait_for(10s);
+  ASSERT_TRUE(init_status) << "the init container was held";
+  EXPECT_EQ(WEXITSTATUS(*init_status), 3);
+
+  Cgroup main = child("main");
+  drain();
+  auto picked = of(EventType::container, *pod_id);
+  ASSERT_EQ(picked.size(), 1u);
+  EXPECT_EQ(picked[0].task_cgroup_id, main.id());
+  EXPECT_EQ(picked[0].filename, main.path());
+  EXPECT_EQ(picked[0].error, 0);
+
+  std::string marker = "/tmp/stepsnap-bpf-pod-" + std::to_string(getpid());
+  ::unlink(marker.c_str());
+  Pending step([&] { execl("/usr/bin/touch", "touch", marker.c_str(), nullptr); });
+  step.go(main);
+  ASSERT_TRUE(poll_until([&](auto&) { return count(EventType::exec, main.id()) > 0; }));
+  EXPECT_TRUE(of(EventType::exec, main.id())[0].held);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(exists(marker)) << "the held container ran before it was released";
+  ASSERT_TRUE(tracer_->release(main.id()));
+  ASSERT_TRUE(poll_until_end(main.id()));
+  EXPECT_TRUE(exists(marker));
+  EXPECT_TRUE(WIFEXITED(step.wait()));
+  // Nothing of the pod but its container was reported.
+  for (const auto& e : events_)
+    EXPECT_TRUE(e.cgroup_id == main.id() || e.type == EventType::container) << to_json(e).dump();
+  ::kill(pause.pid(), SIGKILL);
+  pause.wait();
+  ::unlink(marker.c_str());
+}
+
 // Threads: one exit per process, not per thread. The leader leaves first; a
 // later thread ends the process with exit_group(7). The process never execs:
 // it is counted from its move into the cgroup, and named as main by pid.

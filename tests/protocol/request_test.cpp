@@ -227,6 +227,24 @@ TEST(Request, StepRegisterLeaseIsTheConnectionUnlessTimeIsAsked) {
             "args.lease: \"forever\" is not one of connection, time");
 }
 
+TEST(Request, StepRegisterPodSkipContainersMakesAPodStep) {
+  json a = {{"pipeline", "p"}, {"run", "r"}, {"step", "s"}, {"cgroup", "/c"}, {"volumes", {"a"}}};
+  EXPECT_FALSE(std::get<StepRegisterArgs>(accepted(req("step.register", a)).args)
+                   .pod_skip_containers.has_value());
+  a["pod_skip_containers"] = 3;
+  EXPECT_EQ(std::get<StepRegisterArgs>(accepted(req("step.register", a)).args).pod_skip_containers,
+            3u);
+  a["pod_skip_containers"] = kMaxPodSkipContainers + 1;
+  auto big = rejected(req("step.register", a));
+  EXPECT_EQ(big.code, code::invalid_value);
+  EXPECT_EQ(big.message,
+            "args.pod_skip_containers: 65 is more than 64 containers before the step's");
+  a["pod_skip_containers"] = -1;
+  EXPECT_EQ(rejected(req("step.register", a)).code, code::wrong_type);
+  a["pod_skip_containers"] = "2";
+  EXPECT_EQ(rejected(req("step.register", a)).code, code::wrong_type);
+}
+
 TEST(Request, StepReadyNamesTheStepAndItsRegistration) {
   json a = {{"pipeline", "p"}, {"run", "r1"}, {"step", "train"}, {"registration", 7}};
   auto r = accepted(req("step.ready", a));

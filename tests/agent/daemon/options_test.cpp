@@ -77,6 +77,20 @@ TEST(Options, StepLeaseIsWholeSecondsWithinBounds) {
   }
 }
 
+TEST(Options, StepCgroupRootIsAnAbsolutePathWithoutDots) {
+  EXPECT_EQ(ok(kDevices).step_cgroup_root, "");
+  auto args = kDevices;
+  args.insert(args.end(), {"--step-cgroup-root", "/sys/fs/cgroup/kubepods.slice/"});
+  EXPECT_EQ(ok(args).step_cgroup_root, "/sys/fs/cgroup/kubepods.slice");
+  for (const char* bad : {"kubepods.slice", "/sys/fs/cgroup/../etc", "/sys/fs/cgroup/.", "/"}) {
+    auto a = kDevices;
+    a.insert(a.end(), {"--step-cgroup-root", bad});
+    std::string e = error_of(a);
+    EXPECT_EQ(e.rfind("--step-cgroup-root", 0), 0u) << bad << ": " << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+}
+
 TEST(Options, HoldTimeoutIsWholeSecondsWithinBounds) {
   auto args = kDevices;
   args.insert(args.end(), {"--hold-timeout", "30"});
