@@ -175,7 +175,7 @@ TEST_F(RetentionVm, TwentyPipelinesKeepExactlyWhatTheRulesSay) {
   EXPECT_EQ(runs_in(ok("gc", {{"dry_run", true}})["deleted"]), (std::set<std::string>{"p02/r1"}));
 }
 
-TEST_F(RetentionVm, RulesAreCheckedAndOnlyRootSetsThem) {
+TEST_F(RetentionVm, RulesAreCheckedAndShown) {
   json bad = call("retention.set", {{"pipeline", "p"}, {"keep_runs", 0}});
   EXPECT_EQ(bad["error"].value("code", ""), "invalid_value") << bad.dump();
   Output cli = ctl("retention set p --max-age 7y");
