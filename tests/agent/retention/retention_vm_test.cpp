@@ -6,6 +6,8 @@
 // crossing its low-space threshold.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <map>
@@ -15,6 +17,8 @@
 #include <thread>
 
 #include "dm/thin_pool.h"
+#include "runner/exec/cgroup.h"
+#include "tests/support/step_spawn.h"
 #include "tests/support/stepsnapd_fixture.h"
 
 namespace stepsnap::agent::vmtest {
@@ -187,6 +191,73 @@ TEST_F(RetentionVm, RulesAreCheckedAndShown) {
   cli = ctl("retention clear p");
   ASSERT_EQ(cli.rc, 0) << cli.err;
   EXPECT_EQ(cli.out.find("golden"), std::string::npos) << cli.out;
+}
+
+// Real steps: a run whose step is still running is never swept, and the
+// newest failed run (a step that exited 3) stays by keep-failed-runs;
+// once the step is over its run goes.
+TEST_F(RetentionVm, ARunningStepKeepsItsRunAndAFailedRunIsKept) {
+  ok("volume.create", {{"name", "ws"}, {"size_bytes", 16 << 20}});
+  const std::string tag = std::to_string(::getpid());
+  auto cg1 = runner::Cgroup::create("stepsnap/retention-test/failed-" + tag);
+  auto cg2 = runner::Cgroup::create("stepsnap/retention-test/running-" + tag);
+  ASSERT_TRUE(cg1 && cg2);
+
+  make_run("p", "r1");
+  ok("step.register", {{"pipeline", "p"},
+                       {"run", "r1"},
+                       {"step", "a"},
+                       {"cgroup", cg1->path()},
+                       {"volumes", {"p.r1.ws"}},
+                       {"policy", "both"},
+                       {"command", "exit 3"}});
+  StepProcess failing = spawn_step(*cg1, "exit 3");
+  ASSERT_GT(failing.pid, 0);
+  ASSERT_EQ(::write(failing.go, "g", 1), 1);
+  ::close(failing.go);
+  int status = 0;
+  ::waitpid(failing.pid, &status, 0);
+  ASSERT_EQ(wait_step_over("p", "r1", "a").value("exit_status", -1), 3);
+
+  make_run("p", "r2");
+  const std::string stop = dir_ + "/stop-step";
+  ok("step.register", {{"pipeline", "p"},
+                       {"run", "r2"},
+                       {"step", "b"},
+                       {"cgroup", cg2->path()},
+                       {"volumes", {"p.r2.ws"}},
+                       {"policy", "both"}});
+  StepProcess running = spawn_step(*cg2, "while [ ! -e " + stop + " ]; do sleep 0.2; done");
+  ASSERT_GT(running.pid, 0);
+  ASSERT_EQ(::write(running.go, "g", 1), 1);
+  ::close(running.go);
+  std::string state;
+  for (int i = 0; i < 600 && state != "running"; ++i) {
+    state = ok("step.status", {{"pipeline", "p"}, {"run", "r2"}, {"step", "b"}}).value("state", "");
+    if (state != "running") std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(state, "running");
+
+  make_run("p", "r3");
+  ok("retention.set", {{"pipeline", "p"}, {"keep_runs", 1}, {"keep_failed_runs", 1}});
+  json swept = ok("gc", json::object());
+  EXPECT_TRUE(swept["deleted"].empty()) << swept.dump();
+  std::map<std::string, std::string> why;
+  for (const auto& k : swept["kept"]) why[k.value("run", "")] = k.value("reason", "");
+  EXPECT_NE(why["r1"].find("keep-failed-runs"), std::string::npos) << swept.dump();
+  EXPECT_NE(why["r2"].find("step b is running"), std::string::npos) << swept.dump();
+
+  // The step ends (exit 0, post-snapshots taken): now its run goes, whole.
+  ASSERT_EQ(sh("touch " + stop).rc, 0);
+  ::waitpid(running.pid, &status, 0);
+  json b = wait_step_over("p", "r2", "b");
+  ASSERT_EQ(b.value("state", ""), "finished") << b.dump();
+  swept = ok("gc", json::object());
+  ASSERT_EQ(runs_in(swept["deleted"]), (std::set<std::string>{"p/r2"})) << swept.dump();
+  // Its initial snapshot, clone, pre- and post-snapshot.
+  EXPECT_EQ(swept["deleted"][0]["devices"].size(), 4u) << swept.dump();
+  EXPECT_TRUE(ok("snapshot.list", {{"pipeline", "p"}, {"run", "r2"}})["snapshots"].empty());
+  EXPECT_EQ(ok("snapshot.list", {{"pipeline", "p"}, {"run", "r1"}})["snapshots"].size(), 3u);
 }
 
 class LowSpaceRetentionVm : public RetentionVm {
