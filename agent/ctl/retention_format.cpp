@@ -25,7 +25,8 @@ std::string format_rules(const json& result) {
   std::vector<std::vector<std::string>> rows;
   for (const auto& r : result["rules"]) {
     std::string age = "-";
-    if (r.contains("max_age_seconds") && r["max_age_seconds"].is_number_unsigned())
+    if (r.contains("max_age_seconds") && r["max_age_seconds"].is_number_integer() &&
+        r["max_age_seconds"].get<std::int64_t>() > 0)
       age = format_duration_seconds(r["max_age_seconds"].get<std::uint64_t>());
     std::string keep;
     if (r.contains("keep") && r["keep"].is_array()) {
