@@ -260,6 +260,31 @@ TEST_F(RetentionVm, ARunningStepKeepsItsRunAndAFailedRunIsKept) {
   EXPECT_EQ(ok("snapshot.list", {{"pipeline", "p"}, {"run", "r1"}})["snapshots"].size(), 3u);
 }
 
+class TimerRetentionVm : public RetentionVm {
+ protected:
+  TimerRetentionVm() { extra_args_ = {"--gc-interval", "2", "--retention", "* keep-runs=1"}; }
+};
+
+// --gc-interval: with nobody asking, the sweep comes by itself.
+TEST_F(TimerRetentionVm, TheTimerSweeps) {
+  ok("volume.create", {{"name", "ws"}, {"size_bytes", 8 << 20}});
+  auto first = make_run("p", "r1");
+  auto second = make_run("p", "r2");
+  std::vector<json> swept;
+  for (int i = 0; i < 600; ++i) {
+    swept.clear();
+    for (const auto& e : events_of("retention.swept"))
+      if (e["data"].value("runs_deleted", 0) > 0) swept.push_back(e);
+    if (!swept.empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(swept.size(), 1u) << "no timer sweep deleted r1 within 60 s";
+  EXPECT_EQ(swept[0]["data"].value("trigger", ""), "timer");
+  std::set<std::string> left = catalog_names();
+  for (const auto& n : first) EXPECT_FALSE(left.count(n)) << n;
+  for (const auto& n : second) EXPECT_TRUE(left.count(n)) << n;
+}
+
 class LowSpaceRetentionVm : public RetentionVm {
  protected:
   LowSpaceRetentionVm() {
