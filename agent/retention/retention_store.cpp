@@ -1,6 +1,7 @@
 #include "agent/retention/retention_store.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -15,11 +16,15 @@ using json = nlohmann::json;
 
 Result<RetentionStore> RetentionStore::open(RetentionRules config, std::string file) {
   RetentionStore store(std::move(config), std::move(file));
-  std::ifstream in(store.file_);
-  if (!in) {
+  // stat first: std::ifstream does not say why it failed, and only "no
+  // such file" means "no API rules yet".
+  struct stat st {};
+  if (::stat(store.file_.c_str(), &st) != 0) {
     if (errno == ENOENT) return store;
     return fail("read retention rules", store.file_, errno);
   }
+  std::ifstream in(store.file_);
+  if (!in) return fail("read retention rules", store.file_, EACCES, "cannot open it");
   std::stringstream text;
   text << in.rdbuf();
   json doc = json::parse(text.str(), nullptr, false);
