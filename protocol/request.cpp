@@ -31,6 +31,9 @@ constexpr std::pair<Op, std::string_view> kOps[] = {
     {Op::events_subscribe, "events.subscribe"},
     {Op::snapshot_send, "snapshot.send"},
     {Op::snapshot_receive, "snapshot.receive"},
+    {Op::retention_set, "retention.set"},
+    {Op::retention_show, "retention.show"},
+    {Op::gc, "gc"},
 };
 
 std::string all_ops() {
@@ -534,6 +537,35 @@ RequestArgs parse_args(Op op, Fields& f) {
         f.fail(code::invalid_value, "sources",
                "give one snapshot per volume, in the order of volumes, or none");
       a.plan = run_plan(f);
+      return a;
+    }
+    case Op::retention_set: {
+      RetentionSetArgs a;
+      a.pipeline = f.optional_name("pipeline");
+      a.keep_runs = f.uint64("keep_runs", false);
+      a.keep_failed_runs = f.uint64("keep_failed_runs", false).value_or(0);
+      a.max_age_seconds = f.uint64("max_age_seconds", false);
+      a.keep = f.name_list("keep", kMaxLabels, false);
+      a.clear = f.boolean("clear").value_or(false);
+      if (f.failed()) return a;
+      if (a.keep_runs && *a.keep_runs == 0)
+        f.fail(code::invalid_value, "keep_runs",
+               "0 would delete the run that just finished; give 1 or more, or use "
+               "max_age_seconds");
+      else if (a.max_age_seconds && *a.max_age_seconds == 0)
+        f.fail(code::invalid_value, "max_age_seconds", "0 is no age; give 1 or more seconds");
+      else if (a.clear &&
+               (a.keep_runs || a.max_age_seconds || a.keep_failed_runs || !a.keep.empty()))
+        f.fail(code::invalid_value, "clear",
+               "drops the pipeline's rule; give it alone, or the new limits without it");
+      return a;
+    }
+    case Op::retention_show:
+      return RetentionShowArgs{};
+    case Op::gc: {
+      GcArgs a;
+      a.dry_run = f.boolean("dry_run").value_or(false);
+      a.pipeline = f.optional_name("pipeline");
       return a;
     }
     case Op::events_subscribe: {

@@ -63,6 +63,9 @@ enum class Op {
   events_subscribe,
   snapshot_send,
   snapshot_receive,
+  retention_set,
+  retention_show,
+  gc,
 };
 std::string_view to_string(Op op);
 std::optional<Op> parse_op(std::string_view text);
@@ -238,6 +241,24 @@ struct SnapshotReceiveArgs {
   std::optional<std::string> pool;
   std::optional<std::string> name;  // absent: the sender's name
 };
+// retention.set (docs/retention.md): the rule of one pipeline (absent: the
+// default rule, "*", for pipelines without their own), replacing the one set
+// before over the API; `clear` drops the API rule (the config file's applies
+// again). Limits left out do not apply.
+struct RetentionSetArgs {
+  std::optional<std::string> pipeline;
+  std::optional<std::uint64_t> keep_runs;
+  std::uint64_t keep_failed_runs = 0;
+  std::optional<std::uint64_t> max_age_seconds;
+  std::vector<std::string> keep;  // label keys that pin a run
+  bool clear = false;
+};
+struct RetentionShowArgs {};
+// gc: one retention sweep now; with dry_run only what it would delete.
+struct GcArgs {
+  bool dry_run = false;
+  std::optional<std::string> pipeline;  // only this pipeline's runs
+};
 struct EventsSubscribeArgs {
   // Deliver events with seq > since. Absent: only events from now on.
   std::optional<std::uint64_t> since;
@@ -252,7 +273,8 @@ using RequestArgs =
                  SnapshotListArgs, SnapshotShowArgs, SnapshotDeleteArgs, CloneCreateArgs,
                  RestoreArgs, StepRegisterArgs, StepStatusArgs, RunShowArgs, RunCloneArgs,
                  EventsSubscribeArgs, StepUnregisterArgs, SnapshotLabelArgs, RunCreateArgs,
-                 SnapshotSendArgs, SnapshotReceiveArgs, StepReadyArgs>;
+                 SnapshotSendArgs, SnapshotReceiveArgs, StepReadyArgs, RetentionSetArgs,
+                 RetentionShowArgs, GcArgs>;
 
 struct Request {
   nlohmann::json id;  // string or unsigned integer, echoed in the response

@@ -37,6 +37,11 @@ constexpr std::pair<Op, Access> kTable[] = {
     // snapshot with any step metadata it says: root's.
     {Op::snapshot_send, Access::admin},
     {Op::snapshot_receive, Access::admin},
+    // Rules are for every member to read; setting them and sweeping delete
+    // every user's runs: root's.
+    {Op::retention_show, Access::member},
+    {Op::retention_set, Access::admin},
+    {Op::gc, Access::admin},
 };
 
 std::string who(const PeerCred& peer) { return "uid " + std::to_string(peer.uid); }

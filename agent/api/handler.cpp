@@ -400,6 +400,10 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
           const auto& a = std::get<RunShowArgs>(request.args);
           return answer(policy_->run(a.pipeline, a.run));
         }
+      case Op::retention_set:
+      case Op::retention_show:
+      case Op::gc:
+        return handle_retention(request);
       case Op::events_subscribe:
         break;
     }
@@ -408,6 +412,32 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
     return tl::unexpected(ApiError{"internal", std::string("internal error: ") + e.what()});
   }
   return tl::unexpected(ApiError{"bad_request", "op not handled here"});
+}
+
+tl::expected<json, ApiError> DaemonHandler::handle_retention(const Request& request) {
+  if (!retention_) {
+    return tl::unexpected(ApiError{"internal", "retention is off in this agent"});
+  }
+  if (request.op == Op::retention_show) {
+    return json{{"rules", retention_->store().show()}};
+  }
+  if (request.op == Op::retention_set) {
+    const auto& a = std::get<RetentionSetArgs>(request.args);
+    const std::string pipeline = a.pipeline.value_or(kDefaultRulePipeline);
+    std::optional<RetentionRule> rule;
+    if (!a.clear) {
+      rule = RetentionRule{.keep_runs = a.keep_runs,
+                           .keep_failed_runs = a.keep_failed_runs,
+                           .max_age_seconds = a.max_age_seconds,
+                           .keep_labels = a.keep};
+    }
+    if (auto r = retention_->store().set(pipeline, rule); !r) return api_error(r.error());
+    return json{{"rules", retention_->store().show()}};
+  }
+  const auto& a = std::get<GcArgs>(request.args);
+  auto report = retention_->sweep(a.dry_run, "api", a.pipeline);
+  if (!report) return api_error(report.error());
+  return sweep_json(*report);
 }
 
 tl::expected<void, ApiError> DaemonHandler::subscribe(const Request&,

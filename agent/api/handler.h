@@ -15,6 +15,7 @@
 #include "agent/api/api_server.h"
 #include "agent/events/event_log.h"
 #include "agent/policy/step_policy.h"
+#include "agent/retention/retention_sweep.h"
 #include "agent/volumes/run_clones.h"
 #include "agent/volumes/volumes.h"
 
@@ -36,13 +37,16 @@ class DaemonHandler final : public Handler {
   // policy may be null (no step tracer): step.register and step.unregister
   // then fail with a clear error; step.status and run.show answer from the
   // catalog.
-  DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy, HandlerLimits limits = {})
+  // retention may be null too: retention.* and gc then fail.
+  DaemonHandler(Volumes& volumes, EventLog& events, StepPolicy* policy, HandlerLimits limits = {},
+                RetentionSweeper* retention = nullptr)
       : volumes_(volumes),
         events_(events),
         policy_(policy),
         run_clones_(volumes),
         records_(volumes, volumes.catalog()),
-        limits_(limits) {}
+        limits_(limits),
+        retention_(retention) {}
 
   tl::expected<nlohmann::json, ApiError> handle(const Request& request,
                                                 const PeerCred& peer) override;
@@ -64,11 +68,14 @@ class DaemonHandler final : public Handler {
   // then refuses when peer still has the maximum.
   std::optional<ApiError> check_step_cap(const PeerCred& peer);
   void count_step(const PeerCred& peer, const StepSpec& spec);
+  // retention.set, retention.show and gc.
+  tl::expected<nlohmann::json, ApiError> handle_retention(const Request& request);
 
   StepPolicy* policy_;
   RunClones run_clones_;
   StepRecords records_;  // step reads when there is no policy
   HandlerLimits limits_;
+  RetentionSweeper* retention_;
   const uid_t self_ = ::geteuid();
   std::mutex steps_mutex_;
   // Per uid: the steps it registered that were not over when last looked at.

@@ -365,7 +365,7 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
   std::string sql =
       "SELECT d.id, d.pool_id, d.name, d.kind, d.thin_id, d.origin_id, d.parent_id, "
       "d.state, d.dm_name, d.size_bytes, d.mapped_bytes, d.created_ns, d.fault, d.owner_uid, "
-      "d.run_clone ";
+      "d.run_clone, d.uuid, d.received_from ";
   sql += by_step ? "FROM step_snapshots s CROSS JOIN devices d ON d.id = s.device_id WHERE 1"
                  : "FROM devices d WHERE 1";
   // Each optional filter is one "AND x = ?"; the binding order follows.

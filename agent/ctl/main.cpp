@@ -15,6 +15,8 @@
 #include <vector>
 
 #include "agent/ctl/ctl_format.h"
+#include "agent/ctl/retention_format.h"
+#include "common/duration.h"
 #include "common/size.h"
 #include "common/unique_fd.h"
 #include "protocol/api_client.h"
@@ -56,6 +58,12 @@ commands:
                                               the run's writable clone of VOLUME (made on first ask)
   events [--follow] [--since N] [--limit N]   the event stream (--since 0: all retained),
                                               at most N events with --limit
+  retention show                              the retention rules in force, and where from
+  retention set PIPELINE|'*' [--keep-runs N] [--keep-failed-runs N] [--max-age DURATION]
+                [--keep LABEL]...             a pipeline's rule ('*': pipelines without one);
+                                              DURATION like 12h, 7d, 2w
+  retention clear PIPELINE|'*'                drop the rule set over the API (the config's applies)
+  gc [--dry-run] [--pipeline P]               sweep now: delete (or list) the runs the rules let go
 
 options:
   --socket PATH   the daemon's socket
@@ -300,6 +308,46 @@ std::pair<std::string, json> build(const std::vector<std::string>& cmd) {
     if (w.has("limit")) args["limit"] = number(w.one("limit"), "--limit");
     return {"events.subscribe", args};
   }
+  if (group == "retention") {
+    if (verb == "show") {
+      expect_positional(split(rest, {}, {}), 0, "retention show");
+      return {"retention.show", args};
+    }
+    if (verb == "set" || verb == "clear") {
+      auto w = split(rest,
+                     verb == "set" ? std::vector<std::string>{"keep-runs", "keep-failed-runs",
+                                                              "max-age", "keep"}
+                                   : std::vector<std::string>{},
+                     {});
+      expect_positional(w, 1, "retention " + verb + " PIPELINE (or '*' for the default rule)");
+      if (w.positional[0] != "*") args["pipeline"] = w.positional[0];
+      if (verb == "clear") {
+        args["clear"] = true;
+        return {"retention.set", args};
+      }
+      if (w.has("keep-runs")) args["keep_runs"] = number(w.one("keep-runs"), "--keep-runs");
+      if (w.has("keep-failed-runs"))
+        args["keep_failed_runs"] = number(w.one("keep-failed-runs"), "--keep-failed-runs");
+      if (w.has("max-age")) {
+        auto s = parse_duration_seconds(w.one("max-age"));
+        if (!s)
+          usage_error("--max-age \"" + w.one("max-age") + "\" is not a duration like 12h, 7d, 2w");
+        args["max_age_seconds"] = *s;
+      }
+      json keep = json::array();
+      for (auto [it, end] = w.flags.equal_range("keep"); it != end; ++it)
+        keep.push_back(it->second);
+      if (!keep.empty()) args["keep"] = keep;
+      return {"retention.set", args};
+    }
+  } else if (group == "gc") {
+    std::vector<std::string> words(cmd.begin() + 1, cmd.end());
+    auto w = split(words, {"pipeline"}, {"dry-run"});
+    expect_positional(w, 0, "only --dry-run and --pipeline P");
+    args["dry_run"] = w.has("dry-run");
+    if (w.has("pipeline")) args["pipeline"] = w.one("pipeline");
+    return {"gc", args};
+  }
   usage_error("unknown command \"" + group + (verb.empty() ? "" : " " + verb) + "\"");
 }
 
@@ -422,7 +470,12 @@ int run(int argc, char** argv) {
     if (op == "snapshot.list" || op == "run.show" || op == "step.status") {
       if (auto v = client->request("volume.list", json::object())) names = agent::device_names(*v);
     }
-    std::cout << agent::format_result(op, result, names);
+    if (op == "retention.show" || op == "retention.set")
+      std::cout << agent::format_rules(result);
+    else if (op == "gc")
+      std::cout << agent::format_sweep(result);
+    else
+      std::cout << agent::format_result(op, result, names);
     if (result.contains("next_after")) {
       std::cerr << "stepsnapctl: more follow; the next page: --after "
                 << result["next_after"].get<std::string>() << "\n";

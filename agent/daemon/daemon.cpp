@@ -278,9 +278,12 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   if (steps->repairs + steps->failures) {
     log::info("recovery: " + std::to_string(steps->repairs) + " interrupted steps marked failed");
   }
-  d->handler_ =
-      std::make_unique<DaemonHandler>(*d->volumes_, *d->events_, d->policy_.get(),
-                                      HandlerLimits{.max_steps_per_peer = o.max_steps_per_peer});
+  auto rules = RetentionStore::open(o.retention, o.retention_file());
+  if (!rules) return tl::unexpected(rules.error());
+  d->retention_ = std::make_unique<RetentionSweeper>(*d->volumes_, *d->events_, std::move(*rules));
+  d->handler_ = std::make_unique<DaemonHandler>(
+      *d->volumes_, *d->events_, d->policy_.get(),
+      HandlerLimits{.max_steps_per_peer = o.max_steps_per_peer}, d->retention_.get());
   auto server =
       ApiServer::start({.socket_path = o.socket_path,
                         .group = *group,
@@ -290,6 +293,8 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
   if (!server) return tl::unexpected(server.error().context("serve API"));
   d->server_ = std::move(*server);
   log::info("serving on " + o.socket_path);
+  // The sweep's thread: on its timer, and on every pool.low_space.
+  d->retention_->start(std::chrono::seconds(o.gc_interval_seconds));
   if (o.http) {
     auto view = ViewServer::start(
         {.listen = *o.http,
@@ -320,8 +325,9 @@ Result<std::unique_ptr<Daemon>> Daemon::start(const DaemonOptions& o) {
 void Daemon::stop() {
   if (stopped_) return;
   stopped_ = true;
-  if (view_) view_->stop();       // before the event log it waits on goes
-  if (events_) events_->close();  // wakes followers so the server can end them
+  if (retention_) retention_->stop();  // a sweep under way finishes first
+  if (view_) view_->stop();            // before the event log it waits on goes
+  if (events_) events_->close();       // wakes followers so the server can end them
   if (server_) server_->stop();
   if (policy_) policy_->stop();
   log::info("stopped; volumes stay active");

@@ -19,6 +19,7 @@
 #include "agent/daemon/options.h"
 #include "agent/events/event_log.h"
 #include "agent/policy/step_policy.h"
+#include "agent/retention/retention_sweep.h"
 #include "agent/view/view_server.h"
 #include "agent/volumes/volumes.h"
 #include "common/error.h"
@@ -50,6 +51,7 @@ class Daemon {
   std::optional<PoolRecord> pool_record_;
   std::unique_ptr<Volumes> volumes_;
   std::unique_ptr<StepPolicy> policy_;
+  std::unique_ptr<RetentionSweeper> retention_;
   std::unique_ptr<DaemonHandler> handler_;
   std::unique_ptr<ApiServer> server_;
   std::unique_ptr<ViewServer> view_;

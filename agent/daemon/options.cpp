@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/duration.h"
 #include "common/names.h"
 
 namespace stepsnap::agent {
@@ -19,9 +20,20 @@ tl::unexpected<Error> flag_error(const std::string& flag, const std::string& wha
   return fail("--" + flag, "", 0, what);
 }
 
-po::options_description describe(DaemonOptions& o, std::string& log_level, std::string& block,
-                                 std::string& loop_data, std::string& loop_meta, std::string& hold,
-                                 std::string& lease) {
+// The flags validate() reads as text (see its checks).
+struct TextFlags {
+  std::string log_level, block, loop_data, loop_meta, hold, lease;
+  std::vector<std::string> retention;
+  std::string gc_interval = "1h";
+};
+
+po::options_description describe(DaemonOptions& o, TextFlags& t) {
+  std::string& log_level = t.log_level;
+  std::string& block = t.block;
+  std::string& loop_data = t.loop_data;
+  std::string& loop_meta = t.loop_meta;
+  std::string& hold = t.hold;
+  std::string& lease = t.lease;
   po::options_description general("General");
   general.add_options()("help,h", "print this help and exit")(
       "config,c", po::value(&o.config_file)->value_name("FILE"),
@@ -97,17 +109,51 @@ po::options_description describe(DaemonOptions& o, std::string& log_level, std::
       "format-pool", po::bool_switch(&o.format_pool),
       "format the metadata device even if it already holds a thin pool, destroying every volume "
       "on it (refused without this flag; command line only)");
+  po::options_description retention("Retention (docs/retention.md)");
+  retention.add_options()(
+      "retention", po::value(&t.retention)->value_name("RULE"),
+      "a pipeline's rule: \"PIPELINE [keep-runs=N] [keep-failed-runs=N] [max-age=DURATION] "
+      "[keep=LABEL]...\"; PIPELINE * is the rule of pipelines without their own; repeat for "
+      "more pipelines (in a config file: one retention = ... line each). Rules set over the API "
+      "(retention.set) replace these per pipeline")(
+      "gc-interval",
+      po::value(&t.gc_interval)->value_name("DURATION")->default_value(t.gc_interval),
+      "how often the retention sweep runs on its own (e.g. 30m, 1h, 1d); 0 turns the timer off "
+      "(it still runs on demand, stepsnapctl gc, and when the pool runs low on space)");
   po::options_description all(
       "stepsnapd: the stepsnap node agent. Owns a device-mapper thin pool, snapshots step\n"
       "volumes at process boundaries, and serves the API on a Unix socket.\n"
       "Runs in the foreground as root.\n\nUsage: stepsnapd [options]\n");
-  all.add(general).add(pool);
+  all.add(general).add(pool).add(retention);
   return all;
 }
 
-Status validate(DaemonOptions& o, const std::string& log_level, const std::string& block,
-                const std::string& loop_data, const std::string& loop_meta, const std::string& hold,
-                const std::string& lease) {
+Status validate_retention(DaemonOptions& o, const TextFlags& t) {
+  for (const auto& text : t.retention) {
+    auto rule = parse_rule_text(text);
+    if (!rule) return flag_error("retention", "\"" + text + "\": " + rule.error().detail);
+    if (!o.retention.emplace(rule->pipeline, rule->rule).second) {
+      return flag_error("retention", "pipeline " + rule->pipeline +
+                                         " has two rules; give each pipeline one --retention");
+    }
+  }
+  auto interval = parse_duration_seconds(t.gc_interval);
+  if (!interval) {
+    return flag_error("gc-interval",
+                      "\"" + t.gc_interval + "\" is not a duration such as 30m, 1h or 1d (0: off)");
+  }
+  o.gc_interval_seconds = *interval;
+  return {};
+}
+
+Status validate(DaemonOptions& o, const TextFlags& t) {
+  const std::string& log_level = t.log_level;
+  const std::string& block = t.block;
+  const std::string& loop_data = t.loop_data;
+  const std::string& loop_meta = t.loop_meta;
+  const std::string& hold = t.hold;
+  const std::string& lease = t.lease;
+  if (auto r = validate_retention(o, t); !r) return r;
   if (!log::parse_level(log_level, &o.log_level)) {
     return flag_error("log-level",
                       "\"" + log_level + "\" is not a level; use debug, info, warn or error");
@@ -248,8 +294,8 @@ Status validate(DaemonOptions& o, const std::string& log_level, const std::strin
 
 Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
   DaemonOptions o;
-  std::string log_level, block, loop_data, loop_meta, hold, lease;
-  auto desc = describe(o, log_level, block, loop_data, loop_meta, hold, lease);
+  TextFlags text;
+  auto desc = describe(o, text);
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -284,7 +330,7 @@ Result<ParsedOptions> parse_daemon_options(int argc, const char* const* argv) {
     // Boost's words already name the option ("unrecognised option '--x'").
     return tl::unexpected(fail(e.what(), "", 0, "see stepsnapd --help").value());
   }
-  if (auto r = validate(o, log_level, block, loop_data, loop_meta, hold, lease); !r) {
+  if (auto r = validate(o, text); !r) {
     return tl::unexpected(r.error());
   }
   return ParsedOptions(std::move(o));

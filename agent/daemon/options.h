@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "agent/retention/retention_rules.h"
 #include "agent/view/listen_address.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -74,6 +75,13 @@ struct DaemonOptions {
   // when it is "" (off).
   std::string http_listen = std::string(kDefaultHttpListen);
   std::optional<ListenAddress> http;
+  // Retention (docs/retention.md): the rules of --retention (one per
+  // pipeline, "*" the default), and how often the sweep runs on its own
+  // (0: only on demand and on low space).
+  RetentionRules retention;
+  std::uint64_t gc_interval_seconds = 3600;
+
+  std::string retention_file() const { return state_dir + "/retention.json"; }
 
   std::string catalog_path() const { return state_dir + "/catalog.db"; }
 };

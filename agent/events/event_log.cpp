@@ -31,6 +31,8 @@ constexpr std::pair<EventType, std::string_view> kTypes[] = {
     {EventType::agent_recovered, "agent.recovered"},
     {EventType::error, "error"},
     {EventType::events_lost, "events.lost"},
+    {EventType::retention_deleted, "retention.deleted"},
+    {EventType::retention_swept, "retention.swept"},
 };
 
 Status run(Statement& st) { return st.run(); }

@@ -54,7 +54,9 @@ enum class EventType {
   pool_usage,  // the pool's use moved (agent/volumes check_space)
   agent_recovered,
   error,
-  events_lost,  // a producer (the BPF ring buffer) dropped records: data.count
+  events_lost,        // a producer (the BPF ring buffer) dropped records: data.count
+  retention_deleted,  // the retention sweep deleted one device of a run
+  retention_swept,    // a retention sweep ended (agent/retention)
 };
 
 std::string_view to_string(EventType type);

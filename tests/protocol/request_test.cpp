@@ -446,6 +446,45 @@ TEST(Response, Shapes) {
   EXPECT_NO_THROW(error_response(1, "bad", std::string("\xff\xfe")));
 }
 
+TEST(Request, RetentionOpsAreChecked) {
+  auto set = accepted(req("retention.set", {{"pipeline", "nightly"},
+                                            {"keep_runs", 3},
+                                            {"keep_failed_runs", 1},
+                                            {"max_age_seconds", 86400},
+                                            {"keep", {"pin"}}}));
+  EXPECT_EQ(set.op, Op::retention_set);
+  const auto& a = std::get<RetentionSetArgs>(set.args);
+  EXPECT_EQ(a.pipeline, "nightly");
+  EXPECT_EQ(a.keep_runs, 3u);
+  EXPECT_EQ(a.keep_failed_runs, 1u);
+  EXPECT_EQ(a.max_age_seconds, 86400u);
+  EXPECT_EQ(a.keep, (std::vector<std::string>{"pin"}));
+  EXPECT_FALSE(a.clear);
+  // No pipeline: the default rule.
+  EXPECT_FALSE(
+      std::get<RetentionSetArgs>(accepted(req("retention.set", {{"keep_runs", 1}})).args).pipeline);
+  EXPECT_EQ(rejected(req("retention.set", {{"keep_runs", 0}})).code, "invalid_value");
+  EXPECT_EQ(rejected(req("retention.set", {{"max_age_seconds", 0}})).code, "invalid_value");
+  EXPECT_EQ(rejected(req("retention.set", {{"keep_runs", -1}})).code, "wrong_type");
+  EXPECT_EQ(rejected(req("retention.set", {{"max_age", "7d"}})).code, "unknown_field");
+  EXPECT_EQ(rejected(req("retention.set", {{"keep", {"bad/label"}}})).code, "invalid_value");
+  auto both =
+      rejected(req("retention.set", {{"pipeline", "p"}, {"clear", true}, {"keep_runs", 1}}));
+  EXPECT_EQ(both.code, "invalid_value");
+  EXPECT_EQ(both.message.rfind("args.clear: ", 0), 0u) << both.message;
+  EXPECT_TRUE(std::get<RetentionSetArgs>(
+                  accepted(req("retention.set", {{"pipeline", "p"}, {"clear", true}})).args)
+                  .clear);
+
+  EXPECT_EQ(accepted(req("retention.show", json::object())).op, Op::retention_show);
+  auto gc = accepted(req("gc", {{"dry_run", true}, {"pipeline", "p"}}));
+  EXPECT_EQ(gc.op, Op::gc);
+  EXPECT_TRUE(std::get<GcArgs>(gc.args).dry_run);
+  EXPECT_EQ(std::get<GcArgs>(gc.args).pipeline, "p");
+  EXPECT_FALSE(std::get<GcArgs>(accepted(req("gc", json::object())).args).dry_run);
+  EXPECT_EQ(rejected(req("gc", {{"dry_run", "yes"}})).code, "wrong_type");
+}
+
 TEST(Response, ErrorOfARejectedRequestCarriesItsId) {
   auto e = rejected(R"({"v":1,"id":"abc","op":"nope"})");
   auto line = json::parse(error_response(e));

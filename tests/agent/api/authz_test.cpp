@@ -26,6 +26,18 @@ TEST(AuthzTable, ReadsAndCreatesAreForMembersDestroyingForOwnersStepsForRoot) {
   }
 }
 
+TEST(AuthzTable, RetentionRulesAreReadByMembersSetAndSweptByRoot) {
+  EXPECT_EQ(access_for(Op::retention_show), Access::member);
+  EXPECT_FALSE(check_op(Op::retention_show, kMember, kServer));
+  for (Op op : {Op::retention_set, Op::gc}) {
+    EXPECT_EQ(access_for(op), Access::admin) << protocol::to_string(op);
+    auto refused = check_op(op, kMember, kServer);
+    ASSERT_TRUE(refused) << protocol::to_string(op);
+    EXPECT_EQ(refused->code, "forbidden");
+    EXPECT_FALSE(check_op(op, kRoot, kServer));
+  }
+}
+
 TEST(AuthzTable, EveryOpHasARowOrIsRootOnly) {
   // An op added to protocol/ without a row here is root-only until someone
   // decides: the table fails closed.

@@ -234,3 +234,49 @@ TEST(Options, PerPeerLimits) {
 
 }  // namespace
 }  // namespace stepsnap::agent
+
+namespace stepsnap::agent {
+namespace {
+
+TEST(Options, RetentionRulesFromTheConfigFileAndFlags) {
+  auto o = ok(kDevices);
+  EXPECT_TRUE(o.retention.empty()) << "no rule: nothing is ever deleted";
+  EXPECT_EQ(o.gc_interval_seconds, 3600u);
+  EXPECT_EQ(o.retention_file(), "/var/lib/stepsnap/retention.json");
+
+  testing::TempDir dir;
+  std::string conf = dir.file("stepsnapd.conf");
+  std::ofstream(conf) << "retention = * keep-runs=10 max-age=30d keep=pin\n"
+                         "retention = nightly keep-runs=3 keep-failed-runs=2\n"
+                         "gc-interval = 30m\n";
+  auto args = kDevices;
+  args.insert(args.end(), {"--config", conf});
+  auto file = ok(args);
+  ASSERT_EQ(file.retention.size(), 2u);
+  EXPECT_EQ(file.retention["*"].keep_runs, 10u);
+  EXPECT_EQ(file.retention["*"].max_age_seconds, 30u * 86400);
+  EXPECT_EQ(file.retention["nightly"].keep_failed_runs, 2u);
+  EXPECT_EQ(file.gc_interval_seconds, 1800u);
+
+  // As for every flag, the command line's --retention replaces the file's.
+  args.insert(args.end(), {"--retention", "nightly keep-runs=1", "--gc-interval", "0"});
+  auto flags = ok(args);
+  ASSERT_EQ(flags.retention.size(), 1u);
+  EXPECT_EQ(flags.retention["nightly"].keep_runs, 1u);
+  EXPECT_EQ(flags.gc_interval_seconds, 0u);
+}
+
+TEST(Options, RetentionProblemsAreNamed) {
+  auto with = [](std::vector<std::string> extra) {
+    auto args = kDevices;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return error_of(args);
+  };
+  EXPECT_EQ(with({"--retention", "p keep-runs=0"}).rfind("--retention: ", 0), 0u);
+  EXPECT_NE(with({"--retention", "p keep-runs=1", "--retention", "p max-age=1d"}).find("two rules"),
+            std::string::npos);
+  EXPECT_EQ(with({"--gc-interval", "soon"}).rfind("--gc-interval: ", 0), 0u);
+}
+
+}  // namespace
+}  // namespace stepsnap::agent

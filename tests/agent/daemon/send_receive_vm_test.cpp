@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <iostream>
@@ -407,6 +408,84 @@ TEST_F(SendReceive, KillNineOfReceiverAndSenderMidStream) {
   r = pipe_to_b("s1 --base s0");
   ASSERT_EQ(r.rc, 0) << r.err;
   expect_same("s1");
+}
+
+// Two sends at once: the first holds the pool's one metadata snapshot while
+// its reader stalls; the second, asked meanwhile, either succeeds too or is
+// refused `busy` in one line and leaves no file. Either way, once both are
+// over the metadata snapshot is released and every stream that succeeded
+// is received whole on node B.
+TEST_F(SendReceive, TwoConcurrentSendsAndTheMetadataSnapshotIsReleased) {
+  start_b();
+  make_workspace();
+  ok("snapshot.create", {{"volume", "ws"}, {"name", "s0"}});
+  auto held_root = [&] { return sh("dmsetup status " + pool_ + "-pool | awk '{print $7}'").out; };
+  ASSERT_EQ(held_root(), "-\n");
+
+  // The first send writes into a FIFO nobody reads yet: it blocks mid-stream.
+  const std::string fifo = dir_ + "/fifo", first = dir_ + "/first.stream";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  int rd = ::open(fifo.c_str(), O_RDONLY | O_NONBLOCK);
+  ASSERT_GE(rd, 0);
+  Output first_send;
+  auto sending = std::thread(
+      [&] { first_send = sh(kCtl + " --socket " + socket_ + " snapshot send s0 > " + fifo); });
+  bool held = false;
+  for (int i = 0; i < 300 && !held; ++i) {
+    auto f = held_root();
+    held = !f.empty() && f != "-\n" && f != "\n";
+    if (!held) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(held) << "the first send never held the metadata snapshot";
+
+  // The second, while the first holds it. Bounded: if it waited for the
+  // first, the first's reader must start before it can end.
+  const std::string second = dir_ + "/second.stream";
+  Output second_send;
+  auto sending2 = std::thread([&] { second_send = send_to_file("s0", second); });
+  std::this_thread::sleep_for(std::chrono::seconds(5));
+  // Now read the first stream to its end.
+  int flags = ::fcntl(rd, F_GETFL);
+  ASSERT_EQ(::fcntl(rd, F_SETFL, flags & ~O_NONBLOCK), 0);
+  {
+    int out = ::open(first.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    ASSERT_GE(out, 0);
+    char buf[1 << 16];
+    for (;;) {
+      ssize_t n = ::read(rd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      ASSERT_EQ(::write(out, buf, static_cast<std::size_t>(n)), n);
+    }
+    ::close(out);
+  }
+  ::close(rd);
+  sending.join();
+  sending2.join();
+  ASSERT_EQ(first_send.rc, 0) << first_send.err;
+  if (second_send.rc != 0) {
+    EXPECT_NE(second_send.err.find("busy"), std::string::npos) << second_send.err;
+    EXPECT_EQ(std::count(second_send.err.begin(), second_send.err.end(), '\n'), 1)
+        << second_send.err;
+    EXPECT_FALSE(std::filesystem::exists(second)) << "a refused send left its file";
+  }
+  std::cout << "second send: "
+            << (second_send.rc == 0 ? "succeeded" : "refused: " + second_send.err) << std::endl;
+  EXPECT_EQ(held_root(), "-\n") << "the metadata snapshot is still held after both sends";
+
+  // Every stream that succeeded is whole: B receives it and holds the same data.
+  auto r = sh(b_->ctl_cmd() + " snapshot receive -i " + first);
+  ASSERT_EQ(r.rc, 0) << r.err;
+  expect_same("s0");
+  // A second whole stream of the same snapshot is as long as the first (B
+  // already holds that snapshot's uuid, so it would refuse to receive it).
+  if (second_send.rc == 0) {
+    EXPECT_EQ(std::filesystem::file_size(second), std::filesystem::file_size(first));
+  }
+  // And a send after both works.
+  r = send_to_file("s0", dir_ + "/third.stream");
+  EXPECT_EQ(r.rc, 0) << r.err;
+  EXPECT_EQ(held_root(), "-\n");
 }
 
 }  // namespace
