@@ -548,6 +548,7 @@ Result<json> StepPolicy::step_ready(const std::string& pipeline, const std::stri
                 "the step is " + std::string(to_string(s.state)) +
                     "; step.ready comes once, before any process of the step exec'd");
   }
+  s.hold = {.gate = bpf::monotonic_ns()};
   apply(key, s, StepInput::gate_ready);
   const std::uint64_t life = s.life;
   // Answered from memory: the step cannot leave it before it is over, and
@@ -742,7 +743,11 @@ void StepPolicy::on_event(const bpf::Event& e) {
               "pre-snapshot; killed";
         s.pid = e.tgid;
         s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
-        s.hold = {.exec = s.exec_mono_ns, .seen = bpf::monotonic_ns()};
+        // At runner's gate the pre-snapshot's stamps are taken already;
+        // they stay, and this exec's hold is added to them.
+        if (s.state != StepState::armed) s.hold = {};
+        s.hold.exec = s.exec_mono_ns;
+        s.hold.seen = bpf::monotonic_ns();
         s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
@@ -850,9 +855,14 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       data["pre_snapshots"] = s.pre_snapshots;
       emit(EventType::step_started, data);
       if (t.action == StepAction::release) {
-        post_tracer([cgroup_id, key](bpf::StepTracer& tr) {
+        post_tracer([cgroup_id, key, exec = s.exec_mono_ns](bpf::StepTracer& tr) {
           if (auto r = tr.release(cgroup_id); !r) {
             log::warn("step " + key + ": release: " + r.error().message());
+          } else if (exec != 0) {
+            // held_ns ends where the release was decided; this is when the
+            // tracer thread sent it (scripts/bench-hold reads it).
+            log::info("step " + key + ": released " +
+                      std::to_string((bpf::monotonic_ns() - exec) / 1000) + " us after its exec");
           }
         });
       }
@@ -1000,6 +1010,8 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     apply(key, s, StepInput::post_done);
     finish_step(key, s);
   }
+  // step.ready answers from here on (it waits for this lock).
+  if (phase == Phase::pre && s.state == StepState::armed) s.hold.armed = bpf::monotonic_ns();
 }
 
 void StepPolicy::finish_step(const std::string& key, Step& s) {
