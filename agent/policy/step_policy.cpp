@@ -965,7 +965,19 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   }
   auto group = volumes_.snapshot_group(volumes, info, labels, extra);
   const std::uint64_t made = bpf::monotonic_ns();
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
+  // What the group left for after the release (mapped bytes, the pool's
+  // space), run once the step is released and this lock is given up.
+  struct Settle {
+    Volumes& volumes;
+    const Result<GroupSnapshot>& group;
+    std::unique_lock<std::mutex>& lock;
+    ~Settle() {
+      if (!group) return;
+      if (lock.owns_lock()) lock.unlock();
+      volumes.settle_group(*group);
+    }
+  } settle{volumes_, group, lock};
   auto it = steps_.find(key);
   if (it == steps_.end()) {
     // The step ended meanwhile and left memory (killed while this group
@@ -997,9 +1009,14 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   }
   auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
   for (const auto& d : group->snapshots) names.push_back(d.name);
-  // Recorded even when the step was given up on meanwhile (a hold timeout
+  // One commit for the step's snapshot names, its new state and the event
+  // that says so (step.started, or step.finished), where there were two:
+  // the held step waits for this commit and no more. The names are
+  // recorded even when the step was given up on meanwhile (a hold timeout
   // while this group waited for the pool): the snapshots exist, and the
   // transition below would then change nothing and write nothing.
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
   persist(key, s);
   log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, flush " +
             std::to_string(group->flush.count() / 1000) + " us, pause " +
@@ -1009,6 +1026,9 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   } else {
     apply(key, s, StepInput::post_done);
     finish_step(key, s);
+  }
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
   }
   // step.ready answers from here on (it waits for this lock).
   if (phase == Phase::pre && s.state == StepState::armed) s.hold.armed = bpf::monotonic_ns();
