@@ -174,13 +174,17 @@ Result<PoolStatus> ThinPool::status() const {
 Status ThinPool::check_usable() const {
   auto st = status();
   if (!st) return tl::unexpected(st.error());
-  ErrorKind kind = trouble(*st);
+  return usable(*st);
+}
+
+Status ThinPool::usable(const PoolStatus& st) const {
+  ErrorKind kind = trouble(st);
   if (kind == ErrorKind::none) return {};
   int err = (kind == ErrorKind::out_of_data_space || kind == ErrorKind::out_of_metadata_space)
                 ? ENOSPC
                 : EROFS;
   return fail_kind(kind, "use pool", name_, err,
-                   std::string(to_string(kind)) + ": " + space_words(*st));
+                   std::string(to_string(kind)) + ": " + space_words(st));
 }
 
 Error ThinPool::classify(Error error) const {
@@ -215,11 +219,13 @@ Status ThinPool::bump_txn(std::uint64_t next) {
 }
 
 Result<ThinId> ThinPool::reserve_id() {
+  // One status read for both checks (each read of a pool's status makes
+  // dm-thin commit its metadata, and this runs while a step is held).
   // Usable first: a failed pool reports no transaction id (0), and "resync
   // the catalog" would send its operator the wrong way.
-  if (auto r = check_usable(); !r) return tl::unexpected(r.error());
   auto st = status();
   if (!st) return tl::unexpected(st.error());
+  if (auto r = usable(*st); !r) return tl::unexpected(r.error());
   if (st->transaction_id != txn_) {
     return fail_kind(ErrorKind::stale_view, "change pool", name_, 0,
                      "transaction id is " + std::to_string(st->transaction_id) + ", expected " +

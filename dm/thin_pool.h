@@ -117,6 +117,8 @@ class ThinPool {
   // kind out_of_data_space, out_of_metadata_space, needs_check, read_only or
   // pool_failed, naming the pool and its numbers.
   Status check_usable() const;
+  // The same check on a status already read.
+  Status usable(const PoolStatus& st) const;
 
   // A new, empty thin id.
   Result<ThinId> create_thin(const BeforeCreate& before = {});

@@ -169,6 +169,17 @@ struct Intent {
   std::optional<std::uint32_t> origin_thin_id;
 };
 
+// What start-up recovery reads of a device row (Catalog::device_rows,
+// reconcile.h): the columns the planner decides on, no labels, no step row.
+struct DeviceRow {
+  std::int64_t id = 0;
+  std::uint32_t thin_id = 0;
+  DeviceKind kind = DeviceKind::volume;
+  DeviceState state = DeviceState::creating;
+  std::string name;
+  std::string dm_name;
+};
+
 struct OperationRecord {
   std::int64_t id = 0;
   std::int64_t pool_id = 0;
@@ -305,6 +316,12 @@ class Catalog {
   Status set_labels(std::int64_t device_id, const Labels& labels);
 
   // Used by recovery (reconcile.h actions).
+  // Every device row of the pool as recovery needs it, in id order: one
+  // query of six columns (device_rows.cpp). list_devices would read each
+  // row's labels and step row too, two more queries a row: at 100,000
+  // snapshots that read was most of a 340 s start and of the daemon's peak
+  // memory (docs/benchmarks.md).
+  Result<std::vector<DeviceRow>> device_rows(std::int64_t pool_id);
   Result<std::vector<OperationRecord>> pending_operations(std::int64_t pool_id);
   Status close_operation(std::int64_t operation_id, OperationState state,
                          const std::string& detail);

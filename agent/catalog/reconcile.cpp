@@ -45,12 +45,12 @@ std::vector<RepairAction> plan_reconcile(const ReconcileInput& in) {
                        .reason = "pool " + in.pool_dm_name + " was left suspended"});
   }
 
-  std::vector<const DeviceRecord*> devices;
+  std::vector<const DeviceRow*> devices;
   for (const auto& d : in.devices) devices.push_back(&d);
   std::sort(devices.begin(), devices.end(),
-            [](const DeviceRecord* a, const DeviceRecord* b) { return a->id < b->id; });
+            [](const DeviceRow* a, const DeviceRow* b) { return a->id < b->id; });
 
-  for (const DeviceRecord* d : devices) {
+  for (const DeviceRow* d : devices) {
     known.insert(d->thin_id);
     const bool here = present.count(d->thin_id) > 0;
     const std::string who = std::string(to_string(d->kind)) + " " + d->name + " (thin id " +
@@ -150,7 +150,7 @@ std::vector<RepairAction> plan_reconcile(const ReconcileInput& in) {
       } else {
         // The device row moved on (created/faulty) but the close was lost.
         auto dev = std::find_if(in.devices.begin(), in.devices.end(),
-                                [&](const DeviceRecord& d) { return d.id == *op->device_id; });
+                                [&](const DeviceRow& d) { return d.id == *op->device_id; });
         if (dev != in.devices.end() && dev->state == DeviceState::created) {
           outcome = OperationState::done;
           why = "device is created";

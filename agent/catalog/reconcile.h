@@ -37,7 +37,7 @@ namespace stepsnap::agent {
 struct ReconcileInput {
   std::string pool_dm_name;                  // the pool's own dm device
   std::uint32_t next_thin_id = 1;            // the catalog's counter for this pool
-  std::vector<DeviceRecord> devices;         // the pool's rows, every state
+  std::vector<DeviceRow> devices;            // the pool's rows, every state (no labels)
   std::vector<OperationRecord> pending;      // operations still `pending`
   std::vector<std::uint32_t> pool_thin_ids;  // what the pool has (thin_dump / dm/ list)
   std::vector<std::string> suspended;        // dm names currently suspended

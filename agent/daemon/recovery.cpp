@@ -37,9 +37,9 @@ Result<ReconcileInput> gather(Catalog& catalog, dm::ThinPool& pool, const PoolRe
   ReconcileInput in;
   in.pool_dm_name = pool.name();
   in.next_thin_id = record.next_thin_id;
-  auto devices = catalog.list_devices({.pool_id = record.id});
+  auto devices = catalog.device_rows(record.id);
   if (!devices) return tl::unexpected(devices.error());
-  in.devices = *devices;
+  in.devices = std::move(*devices);
   auto pending = catalog.pending_operations(record.id);
   if (!pending) return tl::unexpected(pending.error());
   in.pending = *pending;
@@ -233,11 +233,14 @@ Result<RecoveryResult> recover(Catalog& catalog, EventLog& events, dm::ThinPool&
     if (auto c = sp->commit(); !c) return tl::unexpected(c.error());
   }
 
-  // Created volumes and clones that should be active and are not.
-  auto devices = catalog.list_devices({.pool_id = record.id});
+  // Created volumes and clones that should be active and are not. Only
+  // those kinds are read: a pool's snapshots (100,000 at scale) stay
+  // inactive and are not loaded.
+  auto devices = catalog.list_devices(
+      {.pool_id = record.id, .kinds = {DeviceKind::volume, DeviceKind::clone}});
   if (!devices) return tl::unexpected(devices.error());
   for (const auto& d : *devices) {
-    if (d.state != DeviceState::created || d.kind == DeviceKind::snapshot) continue;
+    if (d.state != DeviceState::created) continue;
     std::string name = d.dm_name.empty() ? volume_dm_name(record.name, d.name) : d.dm_name;
     // A device made but never given its table (a crash inside an earlier
     // reactivation) is removed and made again.

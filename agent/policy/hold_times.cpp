@@ -15,24 +15,40 @@ std::int64_t between(std::uint64_t from, std::uint64_t to) {
 
 HoldParts hold_parts(const HoldStamps& s) {
   HoldParts p;
-  p.held_ns = between(s.exec, s.release);
   p.wake_ns = between(s.exec, s.seen);
-  p.queue_ns = between(s.seen, s.snapshot_start);
   p.flush_ns = s.flush.count();
   p.pause_ns = s.pause.count();
   p.group_other_ns = std::max<std::int64_t>(
       0, between(s.snapshot_start, s.snapshot_end) - p.flush_ns - p.pause_ns);
+  if (s.gate != 0) {
+    // The snapshot was taken at the gate, before CMD existed; the exec
+    // hold after it only waits for the release.
+    p.gated = true;
+    p.gate_ns = between(s.gate, s.armed);
+    p.exec_ns = between(s.exec, s.release);
+    p.held_ns = p.gate_ns + p.exec_ns;
+    p.queue_ns = between(s.gate, s.snapshot_start);
+    p.release_ns = between(s.snapshot_end, s.armed) + between(s.seen, s.release);
+    return p;
+  }
+  p.held_ns = between(s.exec, s.release);
+  p.queue_ns = between(s.seen, s.snapshot_start);
   p.release_ns = between(s.snapshot_end, s.release);
   return p;
 }
 
 nlohmann::json to_json(const HoldParts& p) {
-  return {{"wake_ns", p.wake_ns},
-          {"queue_ns", p.queue_ns},
-          {"flush_ns", p.flush_ns},
-          {"pause_ns", p.pause_ns},
-          {"group_other_ns", p.group_other_ns},
-          {"release_ns", p.release_ns}};
+  nlohmann::json j = {{"wake_ns", p.wake_ns},
+                      {"queue_ns", p.queue_ns},
+                      {"flush_ns", p.flush_ns},
+                      {"pause_ns", p.pause_ns},
+                      {"group_other_ns", p.group_other_ns},
+                      {"release_ns", p.release_ns}};
+  if (p.gated) {
+    j["gate_ns"] = p.gate_ns;
+    j["exec_ns"] = p.exec_ns;
+  }
+  return j;
 }
 
 }  // namespace stepsnap::agent

@@ -11,7 +11,14 @@
 
 namespace stepsnap::agent {
 
+// A step started through runner's gate (step.ready) is held twice: at the
+// gate, where its init waits to fork CMD while the agent takes the
+// pre-snapshots, and then at CMD's exec, until the agent releases it. Its
+// held time is the sum of both; runner's own work in between (reading the
+// answer, the fork) is not the agent's and is left out.
 struct HoldStamps {
+  std::uint64_t gate = 0;            // step.ready asked (0: not a gated step)
+  std::uint64_t armed = 0;           // its pre-snapshots recorded: step.ready answers
   std::uint64_t exec = 0;            // BPF: the task stopped at its exec
   std::uint64_t seen = 0;            // the policy handled the held exec
   std::uint64_t snapshot_start = 0;  // the worker began the pre-snapshot group
@@ -24,16 +31,24 @@ struct HoldStamps {
 };
 
 struct HoldParts {
-  std::int64_t held_ns = 0;   // exec to release: the whole hold
-  std::int64_t wake_ns = 0;   // exec to seen: ring buffer, tracer thread
-  std::int64_t queue_ns = 0;  // seen to snapshot_start: the policy's worker queue
+  // Exec to release: the whole hold; for a gated step gate_ns + exec_ns.
+  std::int64_t held_ns = 0;
+  bool gated = false;
+  std::int64_t gate_ns = 0;  // gated: step.ready asked to answered
+  std::int64_t exec_ns = 0;  // gated: exec to release
+  std::int64_t wake_ns = 0;  // exec to seen: ring buffer, tracer thread
+  // Seen (gated: step.ready asked) to snapshot_start: the policy's worker
+  // queue.
+  std::int64_t queue_ns = 0;
   std::int64_t flush_ns = 0;
   std::int64_t pause_ns = 0;
   // The rest of the group call: waiting for the pool (another step's
   // snapshot), catalog intents and results, events, thin-id bookkeeping,
   // the pool's status.
   std::int64_t group_other_ns = 0;
-  std::int64_t release_ns = 0;  // snapshot_end to release: the step's own record
+  // snapshot_end to release: the step's own record and step.started
+  // (gated: snapshot_end to armed, and seen to release).
+  std::int64_t release_ns = 0;
 };
 
 // Parts from the stamps; a stamp left at 0 (or out of order) gives 0 for

@@ -554,6 +554,7 @@ Result<json> StepPolicy::step_ready(const std::string& pipeline, const std::stri
                 "the step is " + std::string(to_string(s.state)) +
                     "; step.ready comes once, before any process of the step exec'd");
   }
+  s.hold = {.gate = bpf::monotonic_ns()};
   apply(key, s, StepInput::gate_ready);
   const std::uint64_t life = s.life;
   // Answered from memory: the step cannot leave it before it is over, and
@@ -755,7 +756,11 @@ void StepPolicy::on_event(const bpf::Event& e) {
               "pre-snapshot; killed";
         s.pid = e.tgid;
         s.exec_mono_ns = e.mono_ns ? e.mono_ns : bpf::monotonic_ns();
-        s.hold = {.exec = s.exec_mono_ns, .seen = bpf::monotonic_ns()};
+        // At runner's gate the pre-snapshot's stamps are taken already;
+        // they stay, and this exec's hold is added to them.
+        if (s.state != StepState::armed) s.hold = {};
+        s.hold.exec = s.exec_mono_ns;
+        s.hold.seen = bpf::monotonic_ns();
         s.hold_deadline = std::chrono::steady_clock::now() + options_.hold_timeout;
         apply(k->second, s, StepInput::held_exec);
       } else if (e.main) {
@@ -895,9 +900,14 @@ void StepPolicy::apply(const std::string& key, Step& s, StepInput input) {
       data["pre_snapshots"] = s.pre_snapshots;
       emit(EventType::step_started, data);
       if (t.action == StepAction::release) {
-        post_tracer([cgroup_id, key](bpf::StepTracer& tr) {
+        post_tracer([cgroup_id, key, exec = s.exec_mono_ns](bpf::StepTracer& tr) {
           if (auto r = tr.release(cgroup_id); !r) {
             log::warn("step " + key + ": release: " + r.error().message());
+          } else if (exec != 0) {
+            // held_ns ends where the release was decided; this is when the
+            // tracer thread sent it (scripts/bench-hold reads it).
+            log::info("step " + key + ": released " +
+                      std::to_string((bpf::monotonic_ns() - exec) / 1000) + " us after its exec");
           }
         });
       }
@@ -1000,7 +1010,19 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   }
   auto group = volumes_.snapshot_group(volumes, info, labels, extra);
   const std::uint64_t made = bpf::monotonic_ns();
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
+  // What the group left for after the release (mapped bytes, the pool's
+  // space), run once the step is released and this lock is given up.
+  struct Settle {
+    Volumes& volumes;
+    const Result<GroupSnapshot>& group;
+    std::unique_lock<std::mutex>& lock;
+    ~Settle() {
+      if (!group) return;
+      if (lock.owns_lock()) lock.unlock();
+      volumes.settle_group(*group);
+    }
+  } settle{volumes_, group, lock};
   auto it = steps_.find(key);
   if (it == steps_.end()) {
     // The step ended meanwhile and left memory (killed while this group
@@ -1032,9 +1054,14 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
   }
   auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
   for (const auto& d : group->snapshots) names.push_back(d.name);
-  // Recorded even when the step was given up on meanwhile (a hold timeout
+  // One commit for the step's snapshot names, its new state and the event
+  // that says so (step.started, or step.finished), where there were two:
+  // the held step waits for this commit and no more. The names are
+  // recorded even when the step was given up on meanwhile (a hold timeout
   // while this group waited for the pool): the snapshots exist, and the
   // transition below would then change nothing and write nothing.
+  auto sp = Savepoint::begin(catalog_.db());
+  if (!sp) log::error("step " + key + ": " + sp.error().message());
   persist(key, s);
   log::info("step " + key + ": " + std::string(to_string(phase)) + "-snapshots taken, flush " +
             std::to_string(group->flush.count() / 1000) + " us, pause " +
@@ -1045,6 +1072,11 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     apply(key, s, StepInput::post_done);
     finish_step(key, s);
   }
+  if (sp) {
+    if (auto c = sp->commit(); !c) log::error("step " + key + ": " + c.error().message());
+  }
+  // step.ready answers from here on (it waits for this lock).
+  if (phase == Phase::pre && s.state == StepState::armed) s.hold.armed = bpf::monotonic_ns();
 }
 
 void StepPolicy::finish_step(const std::string& key, Step& s) {

@@ -235,7 +235,8 @@ Result<DeviceRecord> Volumes::origin_for(const std::string& name, bool want_snap
 template <typename SpecFn, typename OpFn, typename EventFn>
 Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view op,
                                                               SpecFn&& spec_for, OpFn&& kernel_op,
-                                                              EventFn&& event_for) {
+                                                              EventFn&& event_for,
+                                                              bool check_space_now) {
   std::vector<Intent> intents;
   auto before = [&](dm::ThinId id) -> Status {
     auto spec = spec_for(intents.size(), id);
@@ -266,7 +267,7 @@ Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view o
     return {};
   });
   if (!st) return tl::unexpected(st.error());
-  check_space();
+  if (check_space_now) check_space();
   return records;
 }
 
@@ -397,9 +398,9 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
         call = std::chrono::duration_cast<std::chrono::nanoseconds>(
             std::chrono::steady_clock::now() - t0);
         if (!ids) return tl::unexpected(ids.error());
-        std::vector<Made> out;
-        for (const auto& o : origins) out.push_back({"", mapped_bytes_of(o.dm_name)});
-        return out;
+        // Mapped bytes are read later, by settle_group: a status ioctl per
+        // volume the held step need not wait for.
+        return std::vector<Made>(origins.size());
       },
       [&](std::size_t k, const DeviceRecord& d) {
         json data = device_json(d, origins[k].name);
@@ -407,9 +408,30 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
         data["group_size"] = origins.size();
         if (event_extra.is_object()) data.update(event_extra);
         return std::pair{EventType::snapshot_created, data};
-      });
+      },
+      /*check_space_now=*/false);
   if (!made) return tl::unexpected(made.error());
-  return GroupSnapshot{std::move(*made), times.frozen, times.flush};
+  GroupSnapshot group{std::move(*made), times.frozen, times.flush, {}};
+  for (const auto& o : origins) group.origin_dm_names.push_back(o.dm_name);
+  return group;
+}
+
+void Volumes::settle_group(const GroupSnapshot& group) {
+  std::lock_guard lock(kernel_mutex_);
+  // The ioctls first: the catalog's lock is not held across them.
+  std::vector<std::uint64_t> mapped;
+  for (std::size_t k = 0; k < group.snapshots.size() && k < group.origin_dm_names.size(); ++k)
+    mapped.push_back(mapped_bytes_of(group.origin_dm_names[k]));
+  auto st = in_transaction(catalog_.db(), [&]() -> Status {
+    for (std::size_t k = 0; k < mapped.size(); ++k) {
+      if (mapped[k] == 0) continue;  // unknown: the row keeps 0
+      // A snapshot deleted meanwhile has no row to update: nothing to say.
+      (void)catalog_.set_mapped_bytes(group.snapshots[k].id, mapped[k]);
+    }
+    return {};
+  });
+  if (!st) log::warn("record mapped bytes of a step's snapshots: " + st.error().message());
+  check_space();
 }
 
 Result<DeviceRecord> Volumes::clone(const std::string& snapshot, const std::string& name,

@@ -44,6 +44,9 @@ struct GroupSnapshot {
   std::chrono::nanoseconds pause{0};
   // The flush before it, while the volumes still ran.
   std::chrono::nanoseconds flush{0};
+  // The volumes' dm names, in the same order: settle_group reads their
+  // mapped bytes.
+  std::vector<std::string> origin_dm_names;
 };
 
 // What run.create made (Volumes::create_run).
@@ -115,6 +118,13 @@ class Volumes {
   Result<GroupSnapshot> snapshot_group(const std::vector<std::string>& volumes,
                                        const StepInfo& step, const Labels& labels,
                                        const nlohmann::json& event_extra);
+  // What snapshot_group leaves out so that a held step goes as soon as its
+  // snapshots are recorded (docs/agent.md, the hold): each snapshot's
+  // mapped bytes (its origin's thin status read now, after the step was
+  // released: an upper bound, as any reading after the resume is) and the
+  // pool's space check (pool.usage, pool.low_space). Call it once the
+  // step is released. Failures are logged: the snapshots stand.
+  void settle_group(const GroupSnapshot& group);
   // clone.create (kind clone) and restore (kind volume): a new active device
   // from a snapshot.
   Result<DeviceRecord> clone(const std::string& snapshot, const std::string& name,
@@ -188,10 +198,13 @@ class Volumes {
     std::string dm_name;
     std::uint64_t mapped_bytes = 0;
   };
-  // Intent, kernel operation, finish with events: see volumes.cpp.
+  // Intent, kernel operation, finish with events: see volumes.cpp. The
+  // pool's space is checked after a success unless the caller does it
+  // later (settle_group).
   template <typename SpecFn, typename OpFn, typename EventFn>
   Result<std::vector<DeviceRecord>> create_with_intent(std::string_view op, SpecFn&& spec_for,
-                                                       OpFn&& kernel_op, EventFn&& event_for);
+                                                       OpFn&& kernel_op, EventFn&& event_for,
+                                                       bool check_space_now = true);
 
   Catalog& catalog_;
   EventLog& events_;

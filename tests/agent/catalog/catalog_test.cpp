@@ -408,6 +408,42 @@ TEST_F(CatalogTest, NestedTransactionRollsBackEverything) {
   EXPECT_EQ(catalog_->get_pool(pool_.id)->next_thin_id, 1u);
 }
 
+TEST_F(CatalogTest, DeviceRowsAreEveryRowOfThePoolWithWhatRecoveryDecidesOn) {
+  auto vol = make("vol", DeviceKind::volume);
+  auto snap = make("snap", DeviceKind::snapshot, vol.id);
+  ASSERT_TRUE(catalog_->set_labels(snap.id, {{"k", "v"}}));
+  auto creating = catalog_->begin_create({.pool_id = pool_.id,
+                                          .name = "half",
+                                          .kind = DeviceKind::clone,
+                                          .origin_id = snap.id,
+                                          .dm_name = "stepsnap-half"});
+  ASSERT_TRUE(creating) << creating.error().message();
+  auto gone = make("gone", DeviceKind::snapshot, vol.id);
+  ASSERT_TRUE(catalog_->mark_faulty(gone.id, "missing"));
+  auto other = catalog_->add_pool({"pool1", "/dev/loop2", "/dev/loop3", 65536});
+  ASSERT_TRUE(other);
+  auto theirs = catalog_->begin_create(
+      {.pool_id = other->id, .name = "theirs", .kind = DeviceKind::volume, .size_bytes = 1});
+  ASSERT_TRUE(theirs);
+
+  auto rows = catalog_->device_rows(pool_.id);
+  ASSERT_TRUE(rows) << rows.error().message();
+  ASSERT_EQ(rows->size(), 4u);  // not the other pool's
+  const auto& r = *rows;
+  EXPECT_EQ(r[0].id, vol.id);
+  EXPECT_EQ(r[0].kind, DeviceKind::volume);
+  EXPECT_EQ(r[0].state, DeviceState::created);
+  EXPECT_EQ(r[0].dm_name, "stepsnap-vol");
+  EXPECT_EQ(r[1].name, "snap");
+  EXPECT_EQ(r[1].kind, DeviceKind::snapshot);
+  EXPECT_EQ(r[1].thin_id, snap.thin_id);
+  EXPECT_EQ(r[2].id, creating->device_id);
+  EXPECT_EQ(r[2].state, DeviceState::creating);
+  EXPECT_EQ(r[2].thin_id, creating->thin_id);
+  EXPECT_EQ(r[2].dm_name, "stepsnap-half");
+  EXPECT_EQ(r[3].state, DeviceState::faulty);
+}
+
 TEST_F(CatalogTest, SetMappedBytesAndDmName) {
   auto vol = make("ws", DeviceKind::volume);
   ASSERT_TRUE(catalog_->set_mapped_bytes(vol.id, 77));

@@ -7,10 +7,9 @@ namespace {
 
 using K = RepairAction::Kind;
 
-DeviceRecord dev(std::int64_t id, std::uint32_t thin, DeviceState state, std::string dm_name = {}) {
-  DeviceRecord d;
+DeviceRow dev(std::int64_t id, std::uint32_t thin, DeviceState state, std::string dm_name = {}) {
+  DeviceRow d;
   d.id = id;
-  d.pool_id = 1;
   d.name = "d" + std::to_string(id);
   d.thin_id = thin;
   d.state = state;

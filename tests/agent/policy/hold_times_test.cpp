@@ -33,6 +33,32 @@ TEST(HoldTimes, PartsAddUpToTheHeldTime) {
   EXPECT_EQ(j.size(), 6u);
 }
 
+TEST(HoldTimes, AGatedStepIsHeldAtTheGateAndAtItsExecAndThePartsAddUp) {
+  HoldStamps s{.gate = 1'000,
+               .armed = 10'000,
+               .exec = 50'000,
+               .seen = 50'300,
+               .snapshot_start = 1'200,
+               .snapshot_end = 9'200,
+               .release = 50'700,
+               .flush = nanoseconds(2'000),
+               .pause = nanoseconds(5'000)};
+  HoldParts p = hold_parts(s);
+  EXPECT_TRUE(p.gated);
+  EXPECT_EQ(p.gate_ns, 9'000);
+  EXPECT_EQ(p.exec_ns, 700);
+  // runner's 40,000 ns between the answer and the exec are not a hold.
+  EXPECT_EQ(p.held_ns, 9'700);
+  EXPECT_EQ(p.queue_ns, 200);
+  EXPECT_EQ(p.group_other_ns, 1'000);
+  EXPECT_EQ(p.release_ns, 800 + 400);
+  EXPECT_EQ(p.wake_ns + p.queue_ns + p.flush_ns + p.pause_ns + p.group_other_ns + p.release_ns,
+            p.held_ns);
+  auto j = to_json(p);
+  EXPECT_EQ(j["gate_ns"], 9'000);
+  EXPECT_EQ(j["exec_ns"], 700);
+}
+
 TEST(HoldTimes, AMissingOrOutOfOrderStampGivesZeroNotANegativePart) {
   // An agent restarted mid-hold knows the exec but never saw it handled.
   HoldParts p = hold_parts({.exec = 5'000, .release = 9'000});
