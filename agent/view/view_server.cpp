@@ -4,6 +4,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 
 #include "agent/view/html.h"
 #include "agent/view/pages.h"
@@ -16,6 +18,7 @@
 namespace stepsnap::agent {
 
 using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -122,6 +125,21 @@ Result<std::unique_ptr<ViewServer>> ViewServer::start(ViewOptions options) {
   v->http_->set_read_timeout(std::chrono::seconds(10));
   v->http_->set_write_timeout(std::chrono::seconds(10));
   v->routes();
+  // Server-Timing (W3C): how long the handler took to build the answer,
+  // before a byte was sent, so a client (scripts/bench-view, a browser's
+  // network panel) can tell the server's part of a request from the
+  // transfer's. Each request is one thread's from routing to writing.
+  static thread_local Clock::time_point started;
+  v->http_->set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    started = Clock::now();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  v->http_->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    char value[48];
+    std::snprintf(value, sizeof value, "app;dur=%.3f", ms);
+    res.set_header("Server-Timing", value);
+  });
   const ListenAddress& a = v->options_.listen;
   if (a.port == 0) {
     v->port_ = v->http_->bind_to_any_port(a.host);
@@ -200,6 +218,17 @@ std::uint64_t ViewServer::wait_newer(std::uint64_t since, std::chrono::milliseco
   std::unique_lock lock(seen_mutex_);
   seen_changed_.wait_for(lock, timeout, [&] { return seen_seq_ > since || stopping_; });
   return seen_seq_;
+}
+
+void ViewServer::wait_event(std::uint64_t pos, std::chrono::milliseconds slice) {
+  if (options_.wait_for_event && !stopping_) {
+    const auto t0 = Clock::now();
+    options_.wait_for_event(pos, slice);
+    // A closed log (the daemon stopping) answers at once, every time: rest
+    // on the tail's signal then, which stop() wakes, rather than spin.
+    if (Clock::now() - t0 >= std::chrono::milliseconds(1)) return;
+  }
+  wait_newer(pos, slice);
 }
 
 // ---- the pool -------------------------------------------------------------
@@ -428,7 +457,8 @@ void ViewServer::routes() {
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, pos = since, first = true](std::size_t, httplib::DataSink& sink) mutable -> bool {
+        [this, pos = since, first = true, last_write = Clock::now()](
+            std::size_t, httplib::DataSink& sink) mutable -> bool {
           if (stopping_) {
             sink.done();
             return true;
@@ -459,10 +489,16 @@ void ViewServer::routes() {
             pos = e.seq;
           }
           if (out.empty()) {
-            if (wait_newer(pos, std::chrono::seconds(15)) <= pos && !stopping_)
-              out = ": keepalive\n\n";  // lets a dead client be noticed
+            if (Clock::now() - last_write < std::chrono::seconds(15)) {
+              // A short slice: stop() can not wake the daemon's signal,
+              // so a stream notices it within one.
+              wait_event(pos, std::chrono::milliseconds(250));
+              return true;  // httplib calls again: read what came
+            }
+            out = ": keepalive\n\n";  // lets a dead client be noticed
           }
-          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+          if (!sink.write(out.data(), out.size())) return false;
+          last_write = Clock::now();
           return true;
         });
   });

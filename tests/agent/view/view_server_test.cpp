@@ -150,6 +150,10 @@ TEST_F(ViewServerTest, RunsListNamesTheRunWithItsOutcome) {
   EXPECT_NE(r->body.find("<td class=\"state failed\">failed</td>"), std::string::npos) << r->body;
   EXPECT_NE(r->get_header_value("Content-Security-Policy").find("script-src 'self';"),
             std::string::npos);
+  // The handler's own time, for clients that tell it from the transfer's.
+  std::string timing = r->get_header_value("Server-Timing");
+  ASSERT_EQ(timing.rfind("app;dur=", 0), 0u) << timing;
+  EXPECT_GE(std::stod(timing.substr(8)), 0.0);
 }
 
 // Steps the runner planned and never registered: after fit failed, evaluate
