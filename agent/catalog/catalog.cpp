@@ -2,9 +2,11 @@
 
 #include <sys/random.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <ctime>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "agent/catalog/catalog_schema.h"
@@ -303,6 +305,53 @@ Result<std::optional<DeviceRecord>> Catalog::first_device(Statement& st) {
   return std::optional<DeviceRecord>(std::move(*d));
 }
 
+// A list of devices gets its labels and step records in two statements per
+// chunk of ids, not two per device: statements, not rows, are what a read
+// costs (a run of 100 steps was 400 of them, most of run.show's time under
+// emulation, docs/benchmarks.md).
+Status Catalog::fill_all(std::vector<DeviceRecord>& rows) {
+  constexpr std::size_t kChunk = 500;  // bound ids per statement, far below SQLite's limit
+  std::map<std::int64_t, DeviceRecord*> by_id;
+  for (auto& d : rows) by_id[d.id] = &d;
+  for (std::size_t start = 0; start < rows.size(); start += kChunk) {
+    const std::size_t n = std::min(kChunk, rows.size() - start);
+    std::string marks;
+    for (std::size_t i = 0; i < n; ++i) marks += i ? ",?" : "?";
+    auto labels = db_->prepare("SELECT device_id, key, value FROM labels WHERE device_id IN (" +
+                               marks + ") ORDER BY device_id, key");
+    auto steps = db_->prepare(
+        "SELECT device_id, pipeline, run, step, phase, command, exit_status FROM step_snapshots "
+        "WHERE device_id IN (" +
+        marks + ")");
+    if (!labels) return tl::unexpected(labels.error());
+    if (!steps) return tl::unexpected(steps.error());
+    for (std::size_t i = 0; i < n; ++i) {
+      labels->bind(static_cast<int>(i + 1), rows[start + i].id);
+      steps->bind(static_cast<int>(i + 1), rows[start + i].id);
+    }
+    for (;;) {
+      auto row = labels->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      by_id[labels->int64(0)]->labels.emplace(labels->text(1), labels->text(2));
+    }
+    for (;;) {
+      auto row = steps->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      StepInfo s;
+      s.pipeline = steps->text(1);
+      s.run = steps->text(2);
+      s.step = steps->text(3);
+      s.phase = parse_phase(steps->text(4)).value_or(Phase::pre);
+      s.command = steps->text(5);
+      if (auto e = steps->opt_int64(6)) s.exit_status = static_cast<int>(*e);
+      by_id[steps->int64(0)]->step = std::move(s);
+    }
+  }
+  return {};
+}
+
 Result<DeviceRecord> Catalog::get_device(std::int64_t id) {
   std::lock_guard lock(db_->mutex());
   auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns + " FROM devices WHERE id = ?");
@@ -414,11 +463,7 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
     if (!*row) break;
     rows.push_back(read_device(*st));
   }
-  for (auto& d : rows) {
-    auto filled = fill(std::move(d));
-    if (!filled) return tl::unexpected(filled.error());
-    d = std::move(*filled);
-  }
+  if (auto filled = fill_all(rows); !filled) return tl::unexpected(filled.error());
   return rows;
 }
 
@@ -462,6 +507,27 @@ Result<std::optional<DeviceRecord>> Catalog::find_run_clone(std::int64_t pool_id
   if (!st) return tl::unexpected(st.error());
   st->bind(1, pool_id).bind(2, key.text());
   return first_device(*st);
+}
+
+Result<std::vector<DeviceRecord>> Catalog::list_run_clones(const std::string& pipeline,
+                                                           const std::string& run) {
+  std::lock_guard lock(db_->mutex());
+  // run_clone is "<pipeline>/<run>/<volume>" and names never hold '/': the
+  // run's clones are the range ["p/r/", "p/r0") of the run_clone index ('0'
+  // follows '/'), not a scan of every clone.
+  auto st = db_->prepare(std::string("SELECT ") + kDeviceColumns +
+                         " FROM devices WHERE run_clone >= ? AND run_clone < ? ORDER BY id");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, pipeline + "/" + run + "/").bind(2, pipeline + "/" + run + "0");
+  std::vector<DeviceRecord> rows;
+  for (;;) {
+    auto row = st->step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    rows.push_back(read_device(*st));
+  }
+  if (auto filled = fill_all(rows); !filled) return tl::unexpected(filled.error());
+  return rows;
 }
 
 Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeline,
@@ -925,16 +991,34 @@ Result<std::vector<StepRecord>> Catalog::list_steps(const std::string& pipeline,
   return query_steps("pipeline = ? AND run = ?", {pipeline, run});
 }
 
-Result<std::vector<RunKey>> Catalog::list_runs() {
+namespace {
+
+// Every (pipeline, run) with the earliest time recorded for it: a step's
+// registration, a step snapshot's creation, a plan's creation.
+constexpr const char* kRunTimes =
+    "SELECT pipeline, run, registered_ns AS t FROM steps"
+    " UNION ALL SELECT s.pipeline, s.run, d.created_ns FROM step_snapshots s"
+    " JOIN devices d ON d.id = s.device_id"
+    " UNION ALL SELECT pipeline, run, created_ns FROM run_plans";
+
+}  // namespace
+
+Result<std::vector<RunKey>> Catalog::list_runs(const RunFilter& f) {
   std::lock_guard lock(db_->mutex());
-  auto st = db_->prepare(
-      "SELECT pipeline, run, MIN(t) FROM ("
-      " SELECT pipeline, run, registered_ns AS t FROM steps"
-      " UNION ALL SELECT s.pipeline, s.run, d.created_ns FROM step_snapshots s"
-      " JOIN devices d ON d.id = s.device_id"
-      " UNION ALL SELECT pipeline, run, created_ns FROM run_plans)"
-      " GROUP BY pipeline, run ORDER BY MIN(t) DESC, pipeline, run");
+  // Keyset paging in list order (first time descending, then names): the
+  // runs after `after` are the ones that sort after it, whatever was added
+  // or removed elsewhere in the list since.
+  std::string sql =
+      std::string("SELECT pipeline, run, MIN(t) FROM (") + kRunTimes + ") GROUP BY pipeline, run";
+  if (f.after)
+    sql +=
+        " HAVING MIN(t) < ?1 OR (MIN(t) = ?1 AND (pipeline > ?2 OR (pipeline = ?2 AND run > ?3)))";
+  sql += " ORDER BY MIN(t) DESC, pipeline, run";
+  if (f.limit) sql += " LIMIT ?4";
+  auto st = db_->prepare(sql);
   if (!st) return tl::unexpected(st.error());
+  if (f.after) st->bind(1, f.after->first_ns).bind(2, f.after->pipeline).bind(3, f.after->run);
+  if (f.limit) st->bind(4, static_cast<std::int64_t>(*f.limit));
   std::vector<RunKey> out;
   for (;;) {
     auto r = st->step();
@@ -943,6 +1027,47 @@ Result<std::vector<RunKey>> Catalog::list_runs() {
     out.push_back({st->text(0), st->text(1), st->int64(2)});
   }
   return out;
+}
+
+Result<std::optional<RunKey>> Catalog::find_run_key(const std::string& pipeline,
+                                                    const std::string& run) {
+  std::lock_guard lock(db_->mutex());
+  // The same times as list_runs, each part through its index on (pipeline,
+  // run).
+  auto st = db_->prepare(
+      "SELECT MIN(t) FROM ("
+      " SELECT registered_ns AS t FROM steps WHERE pipeline = ?1 AND run = ?2"
+      " UNION ALL SELECT d.created_ns FROM step_snapshots s JOIN devices d ON d.id = s.device_id"
+      " WHERE s.pipeline = ?1 AND s.run = ?2"
+      " UNION ALL SELECT created_ns FROM run_plans WHERE pipeline = ?1 AND run = ?2)");
+  if (!st) return tl::unexpected(st.error());
+  st->bind(1, pipeline).bind(2, run);
+  auto row = st->step();
+  if (!row) return tl::unexpected(row.error());
+  if (!*row || st->is_null(0)) return std::optional<RunKey>();
+  return std::optional<RunKey>(RunKey{pipeline, run, st->int64(0)});
+}
+
+Result<std::map<std::int64_t, std::string>> Catalog::device_names(
+    const std::vector<std::int64_t>& ids) {
+  std::lock_guard lock(db_->mutex());
+  std::map<std::int64_t, std::string> names;
+  constexpr std::size_t kChunk = 500;
+  for (std::size_t start = 0; start < ids.size(); start += kChunk) {
+    const std::size_t n = std::min(kChunk, ids.size() - start);
+    std::string marks;
+    for (std::size_t i = 0; i < n; ++i) marks += i ? ",?" : "?";
+    auto st = db_->prepare("SELECT id, name FROM devices WHERE id IN (" + marks + ")");
+    if (!st) return tl::unexpected(st.error());
+    for (std::size_t i = 0; i < n; ++i) st->bind(static_cast<int>(i + 1), ids[start + i]);
+    for (;;) {
+      auto row = st->step();
+      if (!row) return tl::unexpected(row.error());
+      if (!*row) break;
+      names[st->int64(0)] = st->text(1);
+    }
+  }
+  return names;
 }
 
 Result<std::vector<StepRecord>> Catalog::unfinished_steps() {

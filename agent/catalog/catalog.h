@@ -242,6 +242,13 @@ struct RunKey {
   std::int64_t first_ns = 0;  // earliest registration or snapshot
 };
 
+// A page of list_runs(): the runs that come after `after` in its order, at
+// most limit.
+struct RunFilter {
+  std::optional<RunKey> after;
+  std::optional<std::size_t> limit;
+};
+
 struct DeviceFilter {
   std::optional<std::int64_t> pool_id;
   std::optional<DeviceKind> kind;
@@ -311,6 +318,13 @@ class Catalog {
   // The run's clone of a volume, by the run_clone column alone.
   Result<std::optional<DeviceRecord>> find_run_clone(std::int64_t pool_id, const RunCloneKey& key);
 
+  // Names of the devices with those ids (any kind or state); ids with no
+  // device are left out.
+  Result<std::map<std::int64_t, std::string>> device_names(const std::vector<std::int64_t>& ids);
+  // The run's clones (run.clone's), by the run_clone index, in id order.
+  Result<std::vector<DeviceRecord>> list_run_clones(const std::string& pipeline,
+                                                    const std::string& run);
+
   Status set_mapped_bytes(std::int64_t device_id, std::uint64_t bytes);
   Status set_dm_name(std::int64_t device_id, const std::string& dm_name);
   Status set_labels(std::int64_t device_id, const Labels& labels);
@@ -341,8 +355,12 @@ class Catalog {
   // Every step of a run, by step name.
   Result<std::vector<StepRecord>> list_steps(const std::string& pipeline, const std::string& run);
   // Every (pipeline, run) the catalog knows from a step, a step snapshot or a
-  // plan, newest first by the earliest time recorded for it.
-  Result<std::vector<RunKey>> list_runs();
+  // plan, newest first by the earliest time recorded for it; one page of
+  // them with a RunFilter.
+  Result<std::vector<RunKey>> list_runs(const RunFilter& filter = {});
+  // One run's key as list_runs gives it (a page's `after`); none when the
+  // catalog knows nothing of the run.
+  Result<std::optional<RunKey>> find_run_key(const std::string& pipeline, const std::string& run);
   // A run's plan (run_plans.cpp); none for runs made without one.
   Status save_run_plan(const RunPlanRecord& plan);
   Result<std::optional<RunPlanRecord>> find_run_plan(const std::string& pipeline,
@@ -362,6 +380,9 @@ class Catalog {
   // The device in the first row of a query over kDeviceColumns (none when
   // it has no row), filled with its labels and step.
   Result<std::optional<DeviceRecord>> first_device(Statement& st);
+  // fill() for a whole list, in a few statements (labels and step records
+  // by chunks of ids).
+  Status fill_all(std::vector<DeviceRecord>& rows);
   Result<std::vector<StepRecord>> query_steps(const std::string& where,
                                               const std::vector<std::string>& args);
   Status set_operation(std::int64_t operation_id, OperationState state, const std::string& detail);

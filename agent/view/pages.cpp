@@ -85,7 +85,12 @@ std::string restore_command(const std::string& file, const std::string& run,
          " --restore " + shell_word(run) + " --from-step " + shell_word(step);
 }
 
-std::string runs_page(const json& runs) {
+std::string next_page_link(const std::string& href) {
+  if (href.empty()) return "";
+  return "<p class=\"next\"><a id=\"next-page\" href=\"" + escape(href) + "\">next page</a></p>";
+}
+
+std::string runs_page(const json& runs, const std::string& next_href) {
   std::string b = "<h1>Pipelines and runs</h1>";
   if (runs.empty()) {
     b += "<p>No runs yet. Start one with <code>runner pipeline run FILE</code>.</p>";
@@ -105,7 +110,7 @@ std::string runs_page(const json& runs) {
          std::to_string(num(r, "steps_restored")) + "</td><td>" +
          std::to_string(num(r, "steps_running") + num(r, "steps_pending")) + "</td></tr>";
   }
-  b += "</table>";
+  b += "</table>" + next_page_link(next_href);
   return html::page("Runs", b);
 }
 
@@ -296,7 +301,8 @@ std::string pool_page(const PoolView& v) {
            "</code></td></tr>";
     b += "</table>";
   }
-  b += "<h2>Volumes and clones</h2>" + device_table(v.volumes, true);
+  b += "<h2>Volumes and clones</h2>" + device_table(v.volumes, true) +
+       next_page_link(v.volumes_next_href);
   return html::page("Volumes and pool", b);
 }
 

@@ -4,6 +4,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <chrono>
+#include <cstdio>
 
 #include "agent/view/html.h"
 #include "agent/view/pages.h"
@@ -16,6 +18,7 @@
 namespace stepsnap::agent {
 
 using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
 
 namespace {
 
@@ -35,6 +38,38 @@ std::optional<std::uint64_t> parse_u64(const std::string& text) {
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
   if (ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
   return v;
+}
+
+// Lists page as the socket API does (docs/api.md, Pages): 1000 by default,
+// at most 10000. The HTML lists default to shorter pages a person reads.
+constexpr std::size_t kDefaultPage = 1000;
+constexpr std::size_t kMaxPage = 10000;
+constexpr std::size_t kRunsPerHtmlPage = 50;
+constexpr std::size_t kVolumesPerHtmlPage = 100;
+
+// ?limit=N&after=NAME of a list request; an empty after is none.
+Result<PageSpec> page_of(const httplib::Request& req, std::size_t default_limit) {
+  PageSpec page{.limit = default_limit};
+  if (req.has_param("limit")) {
+    auto v = parse_u64(req.get_param_value("limit"));
+    if (!v || *v == 0 || *v > kMaxPage)
+      return fail("list", req.get_param_value("limit"), EINVAL,
+                  "limit is a page size of 1 to " + std::to_string(kMaxPage));
+    page.limit = static_cast<std::size_t>(*v);
+  }
+  if (std::string after = req.get_param_value("after"); !after.empty()) page.after = after;
+  return page;
+}
+
+// The address of the page after this one: the same path and limit, after
+// its last item (percent-encoded; the page escapes the whole address).
+std::string next_href(const httplib::Request& req, const json& answer) {
+  auto next = answer.find("next_after");
+  if (next == answer.end()) return "";
+  std::string href = req.path + "?";
+  if (req.has_param("limit"))
+    href += "limit=" + html::url_segment(req.get_param_value("limit")) + "&";
+  return href + "after=" + html::url_segment(next->get<std::string>());
 }
 
 std::string api_code(const Error& e) {
@@ -90,6 +125,21 @@ Result<std::unique_ptr<ViewServer>> ViewServer::start(ViewOptions options) {
   v->http_->set_read_timeout(std::chrono::seconds(10));
   v->http_->set_write_timeout(std::chrono::seconds(10));
   v->routes();
+  // Server-Timing (W3C): how long the handler took to build the answer,
+  // before a byte was sent, so a client (scripts/bench-view, a browser's
+  // network panel) can tell the server's part of a request from the
+  // transfer's. Each request is one thread's from routing to writing.
+  static thread_local Clock::time_point started;
+  v->http_->set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+    started = Clock::now();
+    return httplib::Server::HandlerResponse::Unhandled;
+  });
+  v->http_->set_post_routing_handler([](const httplib::Request&, httplib::Response& res) {
+    const double ms = std::chrono::duration<double, std::milli>(Clock::now() - started).count();
+    char value[48];
+    std::snprintf(value, sizeof value, "app;dur=%.3f", ms);
+    res.set_header("Server-Timing", value);
+  });
   const ListenAddress& a = v->options_.listen;
   if (a.port == 0) {
     v->port_ = v->http_->bind_to_any_port(a.host);
@@ -168,6 +218,17 @@ std::uint64_t ViewServer::wait_newer(std::uint64_t since, std::chrono::milliseco
   std::unique_lock lock(seen_mutex_);
   seen_changed_.wait_for(lock, timeout, [&] { return seen_seq_ > since || stopping_; });
   return seen_seq_;
+}
+
+void ViewServer::wait_event(std::uint64_t pos, std::chrono::milliseconds slice) {
+  if (options_.wait_for_event && !stopping_) {
+    const auto t0 = Clock::now();
+    options_.wait_for_event(pos, slice);
+    // A closed log (the daemon stopping) answers at once, every time: rest
+    // on the tail's signal then, which stop() wakes, rather than spin.
+    if (Clock::now() - t0 >= std::chrono::milliseconds(1)) return;
+  }
+  wait_newer(pos, slice);
 }
 
 // ---- the pool -------------------------------------------------------------
@@ -280,12 +341,22 @@ void ViewServer::routes() {
   using Res = httplib::Response;
 
   // Pages.
-  s.Get("/", [this](const Req&, Res& res) {
-    auto runs = store_->runs();
-    if (!runs)
-      return send_html(
-          res, html::page("Error", "<p>" + html::escape(runs.error().message()) + "</p>"), 500);
-    send_html(res, runs_page(*runs));
+  // A list page's error: a bad limit (400) or an after that names nothing
+  // (404, naming it), else the catalog's error (500).
+  auto list_error = [](Res& res, const Error& e) {
+    if (e.err == ENOENT)
+      return send_html(res, not_found_page("list position", e.object, e.detail), 404);
+    send_html(res, html::page("Error", "<p>" + html::escape(e.message()) + "</p>"),
+              e.err == EINVAL ? 400 : 500);
+  };
+  s.Get("/", [this, list_error](const Req& req, Res& res) {
+    auto page = page_of(req, kRunsPerHtmlPage);
+    auto runs = page ? store_->runs(*page) : Result<json>(tl::unexpected(page.error()));
+    if (!runs) {
+      list_error(res, runs.error());
+    } else {
+      send_html(res, runs_page((*runs)["runs"], next_href(req, *runs)));
+    }
     count("page.runs", res.status);
   });
   s.Get(R"(/runs/([^/]+)/([^/]+))", [this](const Req& req, Res& res) {
@@ -316,10 +387,17 @@ void ViewServer::routes() {
     }
     count("page.snapshot", res.status);
   });
-  s.Get("/pool", [this](const Req&, Res& res) {
+  s.Get("/pool", [this, list_error](const Req& req, Res& res) {
     PoolView v;
-    auto vols = store_->volumes();
-    v.volumes = vols ? (*vols)["volumes"] : json::array();
+    auto page = page_of(req, kVolumesPerHtmlPage);
+    auto vols = page ? store_->volumes(*page) : Result<json>(tl::unexpected(page.error()));
+    if (!vols) {
+      list_error(res, vols.error());
+      count("page.pool", res.status);
+      return;
+    }
+    v.volumes = (*vols)["volumes"];
+    v.volumes_next_href = next_href(req, *vols);
     v.pool = pool_json();
     v.low_space_percent = options_.low_space_percent;
     // Both from the event log, newest first through its type index: the
@@ -379,7 +457,8 @@ void ViewServer::routes() {
     res.set_header("X-Accel-Buffering", "no");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, pos = since, first = true](std::size_t, httplib::DataSink& sink) mutable -> bool {
+        [this, pos = since, first = true, last_write = Clock::now()](
+            std::size_t, httplib::DataSink& sink) mutable -> bool {
           if (stopping_) {
             sink.done();
             return true;
@@ -410,10 +489,16 @@ void ViewServer::routes() {
             pos = e.seq;
           }
           if (out.empty()) {
-            if (wait_newer(pos, std::chrono::seconds(15)) <= pos && !stopping_)
-              out = ": keepalive\n\n";  // lets a dead client be noticed
+            if (Clock::now() - last_write < std::chrono::seconds(15)) {
+              // A short slice: stop() can not wake the daemon's signal,
+              // so a stream notices it within one.
+              wait_event(pos, std::chrono::milliseconds(250));
+              return true;  // httplib calls again: read what came
+            }
+            out = ": keepalive\n\n";  // lets a dead client be noticed
           }
-          if (!out.empty() && !sink.write(out.data(), out.size())) return false;
+          if (!sink.write(out.data(), out.size())) return false;
+          last_write = Clock::now();
           return true;
         });
   });
@@ -436,8 +521,10 @@ void ViewServer::routes() {
       count(op, res.status);
     });
   };
-  api("/api/v1/volumes", "volume.list", [this](const Req&) -> Result<json> {
-    auto v = store_->volumes();
+  api("/api/v1/volumes", "volume.list", [this](const Req& req) -> Result<json> {
+    auto page = page_of(req, kDefaultPage);
+    if (!page) return tl::unexpected(page.error());
+    auto v = store_->volumes(*page);
     if (v) (*v)["pool"] = pool_json();
     return v;
   });
@@ -447,15 +534,21 @@ void ViewServer::routes() {
     if (req.has_param("pipeline")) f.pipeline = req.get_param_value("pipeline");
     if (req.has_param("run")) f.run = req.get_param_value("run");
     if (req.has_param("step")) f.step = req.get_param_value("step");
-    return store_->snapshots(f, req.get_param_value("volume"));
+    auto page = page_of(req, kDefaultPage);
+    if (!page) return tl::unexpected(page.error());
+    return store_->snapshots(f, req.get_param_value("volume"), *page);
   });
   api(R"(/api/v1/snapshots/([^/]+))", "snapshot.show",
       [this](const Req& req) { return store_->snapshot(req.matches[1]); });
-  api("/api/v1/pipelines", "pipeline.list", [this](const Req&) { return store_->pipelines(); });
-  api("/api/v1/runs", "run.list", [this](const Req&) -> Result<json> {
-    auto r = store_->runs();
-    if (!r) return r;
-    return json{{"runs", *r}};
+  api("/api/v1/pipelines", "pipeline.list", [this](const Req& req) -> Result<json> {
+    auto page = page_of(req, kDefaultPage);
+    if (!page) return tl::unexpected(page.error());
+    return store_->pipelines(*page);
+  });
+  api("/api/v1/runs", "run.list", [this](const Req& req) -> Result<json> {
+    auto page = page_of(req, kDefaultPage);
+    if (!page) return tl::unexpected(page.error());
+    return store_->runs(*page);
   });
   api(R"(/api/v1/runs/([^/]+)/([^/]+))", "run.show",
       [this](const Req& req) { return store_->run(req.matches[1], req.matches[2]); });

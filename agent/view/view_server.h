@@ -4,9 +4,10 @@
 // Read-only by construction: it reads the catalog through its own read-only
 // SQLite connection (view_store.h) and the pool's status with one dm status
 // ioctl, and it registers only GET routes. Its threads (cpp-httplib's pool,
-// one event tail) share no lock with snapshot work: new
-// events are noticed through the hook the daemon passes (EventLog::wait_for,
-// a condition variable held only while a commit publishes its seq).
+// one event tail) share no lock with snapshot work: new events are noticed
+// through the hook the daemon passes (EventLog::wait_for, a condition
+// variable held only while a commit publishes its seq), by the tail (for
+// metrics) and by each /events stream itself.
 #pragma once
 
 #include <atomic>
@@ -65,6 +66,10 @@ class ViewServer {
   void tail_loop();
   // Newest seq the tail has seen, waiting up to timeout for one after since.
   std::uint64_t wait_newer(std::uint64_t since, std::chrono::milliseconds timeout);
+  // What an /events stream waits on for an event after pos, up to slice:
+  // the daemon's commit signal when it passed one (one hop from commit to
+  // stream, as an events.subscribe follower has), else the tail's.
+  void wait_event(std::uint64_t pos, std::chrono::milliseconds slice);
   nlohmann::json pool_json();
   void count(const std::string& op, int status);
   std::string metrics_text();

@@ -86,13 +86,63 @@ Result<std::optional<PoolRecord>> ViewStore::pool() {
   return catalog_.find_pool(name);
 }
 
-Result<std::vector<DeviceRecord>> ViewStore::devices(const DeviceFilter& filter) {
-  return catalog_.list_devices(filter);
+Result<json> ViewStore::device_page(DeviceFilter f, const PageSpec& page, const char* key,
+                                    bool with_origin_names) {
+  auto p = pool();
+  if (!p) return tl::unexpected(p.error());
+  if (!*p) return json{{key, json::array()}};
+  // With the pool's id the kind filters are a SEARCH of (pool_id, kind).
+  f.pool_id = (*p)->id;
+  if (page.after) {
+    auto last = catalog_.find_device((*p)->id, *page.after);
+    if (!last) return tl::unexpected(last.error());
+    if (!*last)
+      return fail("list", *page.after, ENOENT,
+                  "after names no device (deleted since?); list from the start again without "
+                  "after");
+    f.after_id = (*last)->id;
+  }
+  f.limit = page.limit + 1;  // one more: does another page follow?
+  auto rows = catalog_.list_devices(f);
+  if (!rows) return tl::unexpected(rows.error());
+  const bool more = rows->size() > page.limit;
+  if (more) rows->resize(page.limit);
+  std::map<std::int64_t, std::string> origins;
+  if (with_origin_names) {
+    std::vector<std::int64_t> ids;
+    for (const auto& d : *rows)
+      if (d.origin_id) ids.push_back(*d.origin_id);
+    auto names = catalog_.device_names(ids);
+    if (!names) return tl::unexpected(names.error());
+    origins = std::move(*names);
+  }
+  json list = json::array();
+  for (const auto& d : *rows) {
+    auto o = d.origin_id ? origins.find(*d.origin_id) : origins.end();
+    list.push_back(device_json(d, o != origins.end() ? o->second : std::string()));
+  }
+  json out = {{key, std::move(list)}};
+  if (more) out["next_after"] = rows->back().name;
+  return out;
 }
 
-Result<json> ViewStore::runs() {
-  auto keys = catalog_.list_runs();
+Result<json> ViewStore::runs(const PageSpec& page) {
+  RunFilter filter{.limit = page.limit + 1};
+  if (page.after) {
+    auto slash = page.after->find('/');
+    if (slash == std::string::npos)
+      return fail("list runs", *page.after, EINVAL, "after is PIPELINE/RUN, a run's next_after");
+    auto key = catalog_.find_run_key(page.after->substr(0, slash), page.after->substr(slash + 1));
+    if (!key) return tl::unexpected(key.error());
+    if (!*key)
+      return fail("list runs", *page.after, ENOENT,
+                  "after names no run the catalog knows; list from the start again without after");
+    filter.after = **key;
+  }
+  auto keys = catalog_.list_runs(filter);
   if (!keys) return tl::unexpected(keys.error());
+  const bool more = keys->size() > page.limit;
+  if (more) keys->resize(page.limit);
   json out = json::array();
   for (const auto& k : *keys) {
     auto steps = catalog_.list_steps(k.pipeline, k.run);
@@ -111,37 +161,40 @@ Result<json> ViewStore::runs() {
     }
     out.push_back(summary);
   }
-  return out;
+  json answer = {{"runs", std::move(out)}};
+  if (more) answer["next_after"] = keys->back().pipeline + "/" + keys->back().run;
+  return answer;
 }
 
-Result<json> ViewStore::pipelines() {
-  auto all = runs();
+Result<json> ViewStore::pipelines(const PageSpec& page) {
+  auto all = runs(page);
   if (!all) return all;
   std::map<std::string, json> by_name;
-  for (auto& r : *all) {
+  for (auto& r : (*all)["runs"]) {
     auto& p = by_name[r["pipeline"].get<std::string>()];
     if (p.is_null()) p = {{"name", r["pipeline"]}, {"runs", json::array()}};
     p["runs"].push_back(r);
   }
   json out = json::array();
   for (auto& [name, p] : by_name) out.push_back(std::move(p));
-  return json{{"pipelines", out}};
+  json answer = {{"pipelines", std::move(out)}};
+  if (all->contains("next_after")) answer["next_after"] = (*all)["next_after"];
+  return answer;
 }
 
 Result<json> ViewStore::run(const std::string& pipeline, const std::string& run) {
   auto read = read_run(catalog_, pipeline, run);
   if (!read) return read;
   json out = std::move(*read);
-  json clones = json::array();
-  auto all_clones = devices({.kind = DeviceKind::clone});
-  if (!all_clones) return tl::unexpected(all_clones.error());
-  for (const auto& d : *all_clones) {
-    if (d.run_clone && d.run_clone->pipeline == pipeline && d.run_clone->run == run)
-      clones.push_back(device_json(d));
-  }
-  out["run_clones"] = clones;
+  // The run's clones through the run_clone index, not a list of every clone.
+  auto clones = catalog_.list_run_clones(pipeline, run);
+  if (!clones) return tl::unexpected(clones.error());
+  out["run_clones"] = json::array();
+  for (const auto& d : *clones) out["run_clones"].push_back(device_json(d));
   // Execution order: by start, steps that never started last, then by name.
-  std::vector<json> ordered(out["steps"].begin(), out["steps"].end());
+  std::vector<json> ordered;
+  ordered.reserve(out["steps"].size());
+  for (auto& s : out["steps"]) ordered.push_back(std::move(s));
   std::stable_sort(ordered.begin(), ordered.end(), [](const json& a, const json& b) {
     auto key = [](const json& j) {
       std::int64_t t = j.value("started_ns", std::int64_t{0});
@@ -149,7 +202,7 @@ Result<json> ViewStore::run(const std::string& pipeline, const std::string& run)
     };
     return key(a) < key(b);
   });
-  out["steps"] = ordered;
+  out["steps"] = std::move(ordered);
   out["summary"] = run_summary(out);
   return out;
 }
@@ -182,29 +235,26 @@ Result<json> ViewStore::snapshot(const std::string& name) {
   if (origin_source) {
     if (auto o = catalog_.get_device(*origin_source)) j["origin_snapshot"] = o->name;
   }
-  json lineage = json::array();
-  auto parent = snap.parent_id;
-  std::optional<DeviceRecord> parent_record;
-  for (int hops = 0; parent && hops < 1000; ++hops) {
-    auto x = catalog_.get_device(*parent);
-    if (!x) break;
-    if (hops == 0) {
-      j["parent"] = x->name;
-      parent_record = *x;
+  // The lineage in one indexed walk (as snapshot.show), not a read per hop.
+  auto lineage = snap.parent_id ? catalog_.lineage(snap.id, kMaxLineage)
+                                : Result<std::vector<std::string>>(std::vector<std::string>{});
+  if (!lineage) return tl::unexpected(lineage.error());
+  j["lineage"] = *lineage;  // nearest first, as snapshot.show
+  if (snap.parent_id) {
+    if (auto parent = catalog_.get_device(*snap.parent_id)) {
+      j["parent"] = parent->name;
+      // Both snapshots record their origin's mapped bytes when they were
+      // taken, so the difference is what the origin newly mapped in
+      // between: a lower bound on what changed (a rewrite of an already
+      // mapped block adds none).
+      if (snap.mapped_bytes && parent->mapped_bytes)
+        j["mapped_bytes_added"] = static_cast<std::int64_t>(snap.mapped_bytes) -
+                                  static_cast<std::int64_t>(parent->mapped_bytes);
     }
-    lineage.push_back(x->name);
-    parent = x->parent_id;
-  }
-  j["lineage"] = lineage;  // nearest first, as snapshot.show
-  // Both snapshots record their origin's mapped bytes when they were taken,
-  // so the difference is what the origin newly mapped in between: a lower
-  // bound on what changed (a rewrite of an already mapped block adds none).
-  if (parent_record && snap.mapped_bytes && parent_record->mapped_bytes) {
-    j["mapped_bytes_added"] = static_cast<std::int64_t>(snap.mapped_bytes) -
-                              static_cast<std::int64_t>(parent_record->mapped_bytes);
   }
   json children = json::array();
-  auto made = devices({.origin_id = snap.id});
+  auto made =
+      catalog_.list_devices({.pool_id = (*p)->id, .origin_id = snap.id, .limit = kMaxChildren});
   if (made) {
     for (const auto& c : *made) children.push_back({{"name", c.name}, {"kind", to_string(c.kind)}});
   }
@@ -212,7 +262,8 @@ Result<json> ViewStore::snapshot(const std::string& name) {
   return j;
 }
 
-Result<json> ViewStore::snapshots(const DeviceFilter& filter, const std::string& volume) {
+Result<json> ViewStore::snapshots(const DeviceFilter& filter, const std::string& volume,
+                                  const PageSpec& page) {
   DeviceFilter f = filter;
   f.kind = DeviceKind::snapshot;
   if (!volume.empty()) {
@@ -227,25 +278,11 @@ Result<json> ViewStore::snapshots(const DeviceFilter& filter, const std::string&
     if (!v) return fail("list snapshots", volume, ENOENT, "no volume of that name");
     f.origin_id = v->id;
   }
-  auto list = devices(f);
-  if (!list) return tl::unexpected(list.error());
-  json out = json::array();
-  for (const auto& d : *list) out.push_back(device_json(d));
-  return json{{"snapshots", out}};
+  return device_page(f, page, "snapshots", false);
 }
 
-Result<json> ViewStore::volumes() {
-  auto all = devices({});
-  if (!all) return tl::unexpected(all.error());
-  std::map<std::int64_t, std::string> names;
-  for (const auto& d : *all) names[d.id] = d.name;
-  json out = json::array();
-  for (const auto& d : *all) {
-    if (d.kind == DeviceKind::snapshot) continue;
-    out.push_back(device_json(
-        d, d.origin_id && names.count(*d.origin_id) ? names[*d.origin_id] : std::string()));
-  }
-  return json{{"volumes", out}};
+Result<json> ViewStore::volumes(const PageSpec& page) {
+  return device_page({.kinds = {DeviceKind::volume, DeviceKind::clone}}, page, "volumes", true);
 }
 
 Result<EventBatch> ViewStore::events(std::uint64_t since, std::size_t max) {

@@ -20,16 +20,28 @@
 
 namespace stepsnap::agent {
 
+// One page of a list: at most `limit` items after the one named `after`
+// (a device's name; for runs "PIPELINE/RUN"), as the socket API pages
+// (docs/api.md, Pages). The answer names its last item in `next_after` when
+// more follow.
+struct PageSpec {
+  std::optional<std::string> after;
+  std::size_t limit = 1000;
+};
+
 class ViewStore {
  public:
   static Result<std::unique_ptr<ViewStore>> open(const std::string& catalog_path);
 
-  // {"pipelines":[{"name","runs":[run summary]}]}
-  Result<nlohmann::json> pipelines();
-  // [run summary]: pipeline, run, state, started, finished, duration_ns,
+  // {"pipelines":[{"name","runs":[run summary]}]}: one page of runs (as
+  // runs()), grouped by pipeline; next_after as runs().
+  Result<nlohmann::json> pipelines(const PageSpec& page);
+  // {"runs":[run summary], "next_after"?}: one page of runs, newest first.
+  // A run summary: pipeline, run, state, started, finished, duration_ns,
   // steps_total and steps by outcome (ok, failed, skipped, restored,
   // running, pending; the last four need the run's plan, step_json.h).
-  Result<nlohmann::json> runs();
+  // An `after` the catalog does not know: ENOENT.
+  Result<nlohmann::json> runs(const PageSpec& page);
   // run.show's shape (read_run, step_json.h: steps with their snapshots,
   // labels, `after`, exactness and metrics; planned steps that never ran;
   // initial_snapshots; metrics) plus run_clones and the run's summary, steps
@@ -38,24 +50,35 @@ class ViewStore {
   // step.status's shape with the step's snapshots.
   Result<nlohmann::json> step(const std::string& pipeline, const std::string& run,
                               const std::string& step);
-  // snapshot.show's shape plus children (snapshots and clones made from it)
-  // and mapped_bytes_added (growth of the origin's mapped bytes since the
-  // parent snapshot). ENOENT: unknown; EINVAL: the name is not a snapshot.
+  // snapshot.show's shape plus children (snapshots and clones made from it,
+  // at most kMaxChildren) and mapped_bytes_added (growth of the origin's
+  // mapped bytes since the parent snapshot). ENOENT: unknown; EINVAL: the
+  // name is not a snapshot.
   Result<nlohmann::json> snapshot(const std::string& name);
-  // snapshot.list's shape; filters as its args (empty: any).
-  Result<nlohmann::json> snapshots(const DeviceFilter& filter, const std::string& volume);
-  // volume.list's devices (volumes and clones), without the live pool.
-  Result<nlohmann::json> volumes();
+  // snapshot.list's shape, one page; filters as its args (empty: any).
+  Result<nlohmann::json> snapshots(const DeviceFilter& filter, const std::string& volume,
+                                   const PageSpec& page);
+  // volume.list's devices (volumes and clones, each with its origin's
+  // name), one page, without the live pool.
+  Result<nlohmann::json> volumes(const PageSpec& page);
   // The pool's catalog record: name, block_bytes, dm name. none: no pool yet.
   Result<std::optional<PoolRecord>> pool();
   Result<EventBatch> events(std::uint64_t since, std::size_t max);
 
   Database& db() { return *db_; }
 
+  // A snapshot page names at most this many devices made from it, and this
+  // many earlier versions (as snapshot.show).
+  static constexpr std::size_t kMaxChildren = 1000;
+  static constexpr std::size_t kMaxLineage = 1000;
+
  private:
   ViewStore(std::shared_ptr<Database> db, Catalog catalog)
       : db_(std::move(db)), catalog_(std::move(catalog)) {}
-  Result<std::vector<DeviceRecord>> devices(const DeviceFilter& filter);
+  // One page of devices: `after` resolved to its id, one row more than
+  // asked to know whether another page follows.
+  Result<nlohmann::json> device_page(DeviceFilter filter, const PageSpec& page, const char* key,
+                                     bool with_origin_names);
 
   std::shared_ptr<Database> db_;
   Catalog catalog_;

@@ -144,5 +144,48 @@ TEST_F(CatalogPagingTest, LineageIsTheParentChainNearestFirstAndBounded) {
   EXPECT_EQ((*catalog_->newest_snapshot(ws.id))->name, "v4");
 }
 
+// The view's runs list pages by position, not id: newest first by the
+// earliest time of each run, ties by pipeline then run. Runs with the same
+// time straddle a page boundary and still come once each; a run added
+// before the position since does not shift the pages after it.
+TEST_F(CatalogPagingTest, RunsPageNewestFirstWithTiesBrokenByName) {
+  auto step = [&](const std::string& pipeline, const std::string& run, std::int64_t t) {
+    StepRecord r;
+    r.pipeline = pipeline;
+    r.run = run;
+    r.step = "s";
+    r.cgroup = "/x";
+    r.state = "finished";
+    r.registered_ns = t;
+    ASSERT_TRUE(catalog_->save_step(r));
+  };
+  step("p", "a", 30);
+  step("p", "b", 20);
+  step("q", "a", 20);
+  step("p", "c", 20);
+  step("p", "d", 10);
+  // A plan's time counts as the run's too: p/e's plan is older than its step.
+  ASSERT_TRUE(catalog_->save_run_plan({.pipeline = "p", .run = "e"}));
+  std::vector<std::string> seen;
+  RunFilter f{.limit = 2};
+  for (int pages = 0; pages < 10; ++pages) {
+    auto page = catalog_->list_runs(f);
+    ASSERT_TRUE(page) << page.error().message();
+    if (page->empty()) break;
+    EXPECT_LE(page->size(), 2u);
+    for (const auto& k : *page) seen.push_back(k.pipeline + "/" + k.run);
+    auto key = catalog_->find_run_key(page->back().pipeline, page->back().run);
+    ASSERT_TRUE(key && *key);
+    EXPECT_EQ((*key)->first_ns, page->back().first_ns);
+    f.after = **key;
+    if (pages == 0) step("z", "new", 40);  // newer than the position: not on later pages
+  }
+  // p/e's plan was made now (created_ns is the clock), the newest of all.
+  EXPECT_EQ(seen, (std::vector<std::string>{"p/e", "p/a", "p/b", "p/c", "q/a", "p/d"}));
+  auto none = catalog_->find_run_key("p", "nope");
+  ASSERT_TRUE(none);
+  EXPECT_FALSE(*none);
+}
+
 }  // namespace
 }  // namespace stepsnap::agent

@@ -1,6 +1,7 @@
 // The reads a client can page through at scale (snapshot.list of a run, of a
 // volume or of the pool, volume.list, snapshot.show, run.show's steps, events
-// after a seq) never SCAN a big table: each statement the catalog and the
+// after a seq, the view's run clones, run position and names) never SCAN a
+// big table: each statement the catalog and the
 // event log really prepare for them is recorded and its EXPLAIN QUERY PLAN
 // checked. No ANALYZE, as in the daemon: these are the plans it gets.
 #include <gtest/gtest.h>
@@ -107,9 +108,13 @@ TEST(QueryPlan, PagedListsShowLineageAndEventReadsSearchIndexes) {
   ASSERT_TRUE(catalog->list_steps("p", "r1"));
   ASSERT_TRUE(catalog->find_step("p", "r1", "s"));
   ASSERT_TRUE((*log)->read_since(5, 1000));
+  // The view's reads of one run and of names (agent/view/view_store.h).
+  ASSERT_TRUE(catalog->list_run_clones("p", "r1"));
+  ASSERT_TRUE(catalog->find_run_key("p", "r1"));
+  ASSERT_TRUE(catalog->device_names({ws, last}));
   db->on_prepare({});
 
-  ASSERT_GE(statements.size(), 13u);
+  ASSERT_GE(statements.size(), 16u);
   for (const auto& sql : statements) {
     if (sql.rfind("SELECT", 0) != 0 && sql.rfind("WITH", 0) != 0) continue;
     auto plan = plan_of(*db, sql);
