@@ -11,8 +11,10 @@
 #include <cstring>
 #include <filesystem>
 
+#include "common/cgroup_files.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "csi/kube_https_reader.h"
 
 namespace stepsnap::csi {
 
@@ -41,19 +43,64 @@ Status clear_stale_socket(const std::string& path) {
 
 }  // namespace
 
-CsiServer::CsiServer(const CsiOptions& options)
+// Where step pods are read from, when there is an API server to read them.
+struct PodSource {
+  std::unique_ptr<KubeReader> reader;
+  CgroupDriver driver = CgroupDriver::systemd;
+  std::string kubepods_parent;
+};
+
+namespace {
+
+Result<std::optional<PodSource>> pod_source(const CsiOptions& options) {
+  std::string url = options.kube_api.empty() ? in_cluster_api_url() : options.kube_api;
+  if (url.empty()) {
+    log::info(
+        "stepsnap-csi: no API server (not in a pod, no --kube-api): step pods are not "
+        "registered");
+    return std::nullopt;
+  }
+  auto reader = KubeHttpsReader::make({url, options.kube_token_file, options.kube_ca_file});
+  if (!reader) return tl::unexpected(reader.error());
+  PodSource source{
+      std::move(*reader),
+      options.cgroup_driver == "cgroupfs" ? CgroupDriver::cgroupfs : CgroupDriver::systemd,
+      options.kubepods_parent};
+  if (source.kubepods_parent.empty()) {
+    auto mount = cgroup2_mount_point();
+    if (!mount) return tl::unexpected(mount.error().context("find the kubelet's cgroups"));
+    source.kubepods_parent = *mount;
+  }
+  log::info("stepsnap-csi: step pods read from " + url + ", their cgroups under " +
+            source.kubepods_parent + " (" + options.cgroup_driver + " driver)");
+  return source;
+}
+
+std::unique_ptr<PodRegistrar> make_registrar(const AgentLink& agent,
+                                             std::optional<PodSource> source) {
+  if (!source) return nullptr;
+  return std::make_unique<PodRegistrar>(agent, std::move(source->reader), source->driver,
+                                        std::move(source->kubepods_parent));
+}
+
+}  // namespace
+
+CsiServer::CsiServer(const CsiOptions& options, std::optional<PodSource> pods)
     : options_(options),
       agent_(options.agent_socket),
+      pods_(make_registrar(agent_, std::move(pods))),
       identity_(agent_),
       controller_(agent_, options.node_id),
-      node_(agent_, options.node_id, options.kubelet_dir) {}
+      node_(agent_, options.node_id, options.kubelet_dir, pods_.get()) {}
 
 Result<std::unique_ptr<CsiServer>> CsiServer::start(const CsiOptions& options) {
   const std::string& path = options.endpoint;
   std::error_code ec;
   std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
   if (auto r = clear_stale_socket(path); !r) return tl::unexpected(r.error());
-  std::unique_ptr<CsiServer> s(new CsiServer(options));
+  auto pods = pod_source(options);
+  if (!pods) return tl::unexpected(pods.error());
+  std::unique_ptr<CsiServer> s(new CsiServer(options, std::move(*pods)));
   grpc::ServerBuilder builder;
   int bound = 0;
   builder.AddListeningPort("unix://" + path, grpc::InsecureServerCredentials(), &bound);

@@ -6,6 +6,7 @@
 #include <grpcpp/server.h>
 
 #include <memory>
+#include <optional>
 
 #include "common/error.h"
 #include "csi/agent_link.h"
@@ -13,8 +14,12 @@
 #include "csi/identity_service.h"
 #include "csi/node_service.h"
 #include "csi/options.h"
+#include "csi/pod_registrar.h"
 
 namespace stepsnap::csi {
+
+// Where step pods are read from (csi_server.cpp).
+struct PodSource;
 
 class CsiServer {
  public:
@@ -24,9 +29,10 @@ class CsiServer {
   ~CsiServer() { stop(); }
 
  private:
-  explicit CsiServer(const CsiOptions& options);
+  CsiServer(const CsiOptions& options, std::optional<PodSource> pods);
   CsiOptions options_;
   AgentLink agent_;
+  std::unique_ptr<PodRegistrar> pods_;  // before node_, which points at it
   IdentityService identity_;
   ControllerService controller_;
   NodeService node_;

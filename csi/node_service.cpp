@@ -5,6 +5,7 @@
 #include <sys/sysmacros.h>
 
 #include <filesystem>
+#include <map>
 #include <system_error>
 
 #include "common/log.h"
@@ -166,6 +167,15 @@ CsiResult<void> NodeService::publish(const NodePublishVolumeRequest& in) {
         "target_path " + *target + " is published already, " +
             (same ? std::string("with another read-only setting") : "with another volume") +
             "; unpublish it first");
+  }
+
+  // A step pod's step is registered before its first volume is in place,
+  // and surely before this call answers: the kubelet starts the pod's
+  // sandbox only once every volume is published. Refused: nothing mounted.
+  if (pods_) {
+    std::map<std::string, std::string> context(in.volume_context().begin(),
+                                               in.volume_context().end());
+    if (auto r = pods_->on_publish(in.volume_id(), context); !r) return r;
   }
 
   std::error_code ec;

@@ -3,21 +3,29 @@
 // path, NodePublish binds it (or, in block mode, the device node) into the
 // pod's folder, read-only when asked; the Un- calls undo each. Every call
 // is idempotent: a repeat of a done call finds the mount and succeeds.
-// Paths outside --kubelet-dir are refused.
+// Paths outside --kubelet-dir are refused. A publish for a step pod
+// registers its step first (csi/pod_registrar.h).
 #pragma once
 
 #include <mutex>
 
 #include "csi/agent_link.h"
 #include "csi/csi.grpc.pb.h"
+#include "csi/pod_registrar.h"
 #include "csi/status_map.h"
 
 namespace stepsnap::csi {
 
 class NodeService final : public ::csi::v1::Node::Service {
  public:
-  NodeService(const AgentLink& agent, std::string node_id, std::string kubelet_dir)
-      : agent_(agent), node_id_(std::move(node_id)), kubelet_dir_(std::move(kubelet_dir)) {}
+  // pods: registers step pods at publish (csi/pod_registrar.h); null when
+  // there is no API server to read pods from.
+  NodeService(const AgentLink& agent, std::string node_id, std::string kubelet_dir,
+              PodRegistrar* pods = nullptr)
+      : agent_(agent),
+        node_id_(std::move(node_id)),
+        kubelet_dir_(std::move(kubelet_dir)),
+        pods_(pods) {}
 
   grpc::Status NodeStageVolume(grpc::ServerContext*, const ::csi::v1::NodeStageVolumeRequest* in,
                                ::csi::v1::NodeStageVolumeResponse*) override;
@@ -55,6 +63,7 @@ class NodeService final : public ::csi::v1::Node::Service {
   const AgentLink& agent_;
   const std::string node_id_;
   const std::string kubelet_dir_;
+  PodRegistrar* const pods_;
   // One mount change at a time: "is it mounted" and "mount it" must not
   // interleave with a CO's retry of the same call.
   std::mutex mutex_;

@@ -46,7 +46,19 @@ Result<std::variant<CsiOptions, HelpRequested>> parse_csi_options(int argc,
       "kubelet-dir", po::value(&o.kubelet_dir)->default_value(o.kubelet_dir),
       "publish and stage only to paths under this directory")(
       "log-level", po::value(&o.log_level)->default_value(o.log_level),
-      "debug, info, warn or error");
+      "debug, info, warn or error")(
+      "kube-api", po::value(&o.kube_api),
+      "the API server, https://HOST[:PORT], for step pods (default in a pod: "
+      "KUBERNETES_SERVICE_HOST and _PORT; none: no pod steps)")(
+      "kube-token-file", po::value(&o.kube_token_file)->default_value(o.kube_token_file),
+      "the bearer token for the API server (read at every request)")(
+      "kube-ca-file", po::value(&o.kube_ca_file)->default_value(o.kube_ca_file),
+      "the API server's CA certificate (PEM)")(
+      "cgroup-driver", po::value(&o.cgroup_driver)->default_value(o.cgroup_driver),
+      "the kubelet's cgroup driver: systemd or cgroupfs")(
+      "kubepods-parent", po::value(&o.kubepods_parent),
+      "the cgroup v2 directory holding the kubelet's kubepods tree, as stepsnapd sees it "
+      "(default: the cgroup2 mount)");
   po::variables_map vm;
   try {
     po::store(po::command_line_parser(argc, argv).options(desc).run(), vm);
@@ -76,6 +88,17 @@ Result<std::variant<CsiOptions, HelpRequested>> parse_csi_options(int argc,
   if (o.kubelet_dir == "/")
     return fail("parse options", "--kubelet-dir /", EINVAL,
                 "the whole file system is not a kubelet directory");
+  if (o.cgroup_driver != "systemd" && o.cgroup_driver != "cgroupfs")
+    return fail("parse options", "--cgroup-driver " + o.cgroup_driver, EINVAL,
+                "give systemd or cgroupfs, as the kubelet's --cgroup-driver");
+  if (!o.kubepods_parent.empty()) {
+    if (o.kubepods_parent[0] != '/')
+      return fail("parse options", "--kubepods-parent " + o.kubepods_parent, EINVAL,
+                  "give an absolute path");
+    o.kubepods_parent = std::filesystem::path(o.kubepods_parent).lexically_normal().string();
+    while (o.kubepods_parent.size() > 1 && o.kubepods_parent.back() == '/')
+      o.kubepods_parent.pop_back();
+  }
   log::Level level;
   if (!log::parse_level(o.log_level, &level))
     return fail("parse options", "--log-level " + o.log_level, EINVAL,

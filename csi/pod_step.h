@@ -3,8 +3,8 @@
 // annotations, the kubelet's cgroup for it, and how many container cgroups
 // the runtime makes in it before the step's (step.register's
 // pod_skip_containers; docs/kubernetes.md). Pure: unit-tested on pod JSON
-// (tests/csi/pod_step_test.cpp). Reading the pod from the API server and
-// registering at NodePublishVolume are not built.
+// (tests/csi/pod_step_test.cpp). Called at NodePublishVolume by
+// csi/pod_registrar.h with the pod the API server returned.
 #pragma once
 
 #include <cstdint>

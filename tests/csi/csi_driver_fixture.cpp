@@ -44,6 +44,7 @@ pid_t CsiDriverFixture::start_driver(const std::string& endpoint, const std::str
         "stepsnap-csi", "--endpoint", "unix://" + endpoint, "--agent-socket", agent_socket,
         "--node-id",    node_,        "--kubelet-dir",      kubelet_,         "--log-level",
         "debug"};
+    args.insert(args.end(), driver_args_.begin(), driver_args_.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -76,6 +77,8 @@ void CsiDriverFixture::SetUp() {
   kubelet_ = dir_ + "/kubelet";
   std::filesystem::create_directories(kubelet_ + "/pods");
   endpoint_ = dir_ + "/csi/csi.sock";
+  before_driver();
+  if (HasFatalFailure()) return;
   driver_ = start_driver(endpoint_, socket_, dir_ + "/csi.log");
   ASSERT_TRUE(exists(endpoint_)) << "stepsnap-csi made no socket; its log:\n"
                                  << read_file(dir_ + "/csi.log");

@@ -10,6 +10,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "csi/csi.grpc.pb.h"
 #include "tests/support/stepsnapd_fixture.h"
@@ -73,6 +74,11 @@ class CsiDriverFixture : public StepsnapdFixture {
   // Stages and publishes volume `id` read-write into pod `pod`; returns the
   // published folder.
   std::string stage_and_publish(const std::string& id, const std::string& pod);
+
+  // Run after stepsnapd is up and before the driver starts (e.g. a stand-in
+  // API server the driver's arguments name).
+  virtual void before_driver() {}
+  std::vector<std::string> driver_args_;  // more arguments for stepsnap-csi
 
   std::string kubelet_;   // --kubelet-dir
   std::string endpoint_;  // the driver's socket

@@ -52,5 +52,24 @@ TEST(CsiOptions, HelpListsEveryOption) {
     EXPECT_NE(text.find(o), std::string::npos) << o;
 }
 
+TEST(CsiOptions, StepPodOptionsAreCheckedAndNormalised) {
+  auto r = parse({"--endpoint", "unix:///csi.sock", "--node-id", "n", "--kube-api",
+                  "https://10.0.0.1:6443", "--cgroup-driver", "cgroupfs", "--kubepods-parent",
+                  "/sys/fs/cgroup/"});
+  ASSERT_TRUE(r) << r.error().message();
+  const auto& o = std::get<CsiOptions>(*r);
+  EXPECT_EQ(o.kube_api, "https://10.0.0.1:6443");
+  EXPECT_EQ(o.cgroup_driver, "cgroupfs");
+  EXPECT_EQ(o.kubepods_parent, "/sys/fs/cgroup");
+  EXPECT_EQ(o.kube_token_file, "/var/run/secrets/kubernetes.io/serviceaccount/token");
+  auto driver = parse({"--endpoint", "unix:///csi.sock", "--node-id", "n", "--cgroup-driver", "x"});
+  ASSERT_FALSE(driver);
+  EXPECT_NE(driver.error().message().find("--cgroup-driver"), std::string::npos);
+  auto parent =
+      parse({"--endpoint", "unix:///csi.sock", "--node-id", "n", "--kubepods-parent", "sys"});
+  ASSERT_FALSE(parent);
+  EXPECT_NE(parent.error().message().find("--kubepods-parent"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace stepsnap::csi

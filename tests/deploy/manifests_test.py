@@ -53,6 +53,32 @@ class Manifests(unittest.TestCase):
         for name in ("csi-provisioner", "csi-snapshotter"):
             self.assertIn("--node-deployment=true", containers[name]["args"], name)
 
+    def test_step_pods_can_be_read_and_registered(self):
+        # stepsnap-csi reads a published pod, its claims and their PVs; the
+        # node's service account must be allowed get on all three, and the
+        # pods' cgroups must be where stepsnapd and stepsnap-csi look.
+        _, ds = first(self.docs, "DaemonSet")
+        account = ds["spec"]["template"]["spec"]["serviceAccountName"]
+        roles = {d["metadata"]["name"]: d for _, d in self.docs
+                 if isinstance(d, dict) and d.get("kind") == "ClusterRole"}
+        granted = set()
+        for _, d in self.docs:
+            if not isinstance(d, dict) or d.get("kind") != "ClusterRoleBinding":
+                continue
+            if not any(s.get("kind") == "ServiceAccount" and s.get("name") == account
+                       for s in d.get("subjects", [])):
+                continue
+            for rule in roles[d["roleRef"]["name"]]["rules"]:
+                if "" in rule.get("apiGroups", []) and "get" in rule.get("verbs", []):
+                    granted.update(rule.get("resources", []))
+        for resource in ("pods", "persistentvolumeclaims", "persistentvolumes"):
+            self.assertIn(resource, granted)
+        containers = {c["name"]: c for c in ds["spec"]["template"]["spec"]["containers"]}
+        self.assertIn("--step-cgroup-root=/sys/fs/cgroup/kubepods.slice",
+                      containers["stepsnapd"]["args"])
+        self.assertIn("--cgroup-driver=systemd", containers["stepsnap-csi"]["args"])
+        self.assertIn("--kubepods-parent=/sys/fs/cgroup", containers["stepsnap-csi"]["args"])
+
     def broken(self, mutate):
         docs = copy.deepcopy(self.docs)
         mutate(docs)
