@@ -41,6 +41,12 @@ Status run(Statement& st) { return st.run(); }
 
 std::string_view to_string(EventType type) { return name_of(type, kTypes, "error"); }
 
+std::vector<std::string_view> event_type_names() {
+  std::vector<std::string_view> names;
+  for (const auto& [type, name] : kTypes) names.push_back(name);
+  return names;
+}
+
 std::optional<EventType> parse_event_type(std::string_view text) {
   return parse_enum(text, kTypes);
 }

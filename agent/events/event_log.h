@@ -61,6 +61,8 @@ enum class EventType {
 
 std::string_view to_string(EventType type);
 std::optional<EventType> parse_event_type(std::string_view text);
+// Every type's name, in declaration order (the view's live page listens for each).
+std::vector<std::string_view> event_type_names();
 
 struct Event {
   std::uint64_t seq = 0;

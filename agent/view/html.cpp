@@ -2,6 +2,8 @@
 
 #include <cstdio>
 
+#include "agent/events/event_log.h"
+
 namespace stepsnap::agent::html {
 
 std::string escape(std::string_view text) {
@@ -113,7 +115,10 @@ svg text{font-family:system-ui,sans-serif;font-size:12px}
 #events li{font-family:monospace;font-size:12px}
 )css";
 
-const std::string_view kLiveScript = R"js(
+std::string live_script() {
+  std::string types = "'events.truncated'";
+  for (auto name : event_type_names()) types += ", '" + std::string(name) + "'";
+  return R"js(
 (function () {
   var list = document.getElementById('events');
   var status = document.getElementById('status');
@@ -121,9 +126,8 @@ const std::string_view kLiveScript = R"js(
   source.onopen = function () { status.textContent = 'connected'; };
   source.onerror = function () { status.textContent = 'reconnecting'; };
   source.onmessage = function (m) { add(m); };
-  ['step.started', 'step.finished', 'snapshot.created', 'snapshot.deleted', 'clone.created',
-   'volume.created', 'volume.deleted', 'pool.low_space', 'pool.out_of_space',
-   'agent.recovered', 'error', 'events.lost', 'events.truncated'].forEach(function (t) {
+  [)js" + types +
+         R"js(].forEach(function (t) {
     source.addEventListener(t, add);
   });
   function add(m) {
@@ -134,5 +138,6 @@ const std::string_view kLiveScript = R"js(
   }
 })();
 )js";
+}
 
 }  // namespace stepsnap::agent::html

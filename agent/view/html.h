@@ -26,6 +26,9 @@ std::string bytes(std::uint64_t n);
 // The view's stylesheet and the live-events script, compiled in: nodes are
 // often offline, so nothing is fetched from elsewhere.
 extern const std::string_view kStylesheet;
-extern const std::string_view kLiveScript;
+// The script listens for every event type the log has, and the stream's own
+// events.truncated: an SSE message with an `event:` name reaches only a
+// listener for that name.
+std::string live_script();
 
 }  // namespace stepsnap::agent::html

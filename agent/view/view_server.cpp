@@ -424,7 +424,7 @@ void ViewServer::routes() {
     count("page.live", res.status);
   });
   s.Get("/static/live.js", [](const Req&, Res& res) {
-    res.set_content(std::string(html::kLiveScript), "text/javascript");
+    res.set_content(html::live_script(), "text/javascript");
   });
 
   // Server-Sent Events: the id of each is its seq, so EventSource's

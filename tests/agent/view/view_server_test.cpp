@@ -219,6 +219,17 @@ TEST_F(ViewServerTest, PoolChartComesFromTheEventLog) {
   EXPECT_NE(page->body.find("id=\"use-chart\""), std::string::npos);
 }
 
+// An SSE message named `event: T` reaches only a listener for T: the live
+// page's script must name every type the log has, new ones included.
+TEST_F(ViewServerTest, TheLiveScriptListensForEveryEventType) {
+  start_view();
+  auto script = get("/static/live.js");
+  ASSERT_TRUE(script);
+  for (auto name : event_type_names())
+    EXPECT_NE(script->body.find("'" + std::string(name) + "'"), std::string::npos) << name;
+  EXPECT_NE(script->body.find("'events.truncated'"), std::string::npos);
+}
+
 TEST_F(ViewServerTest, RunPageDrawsTheGraphAndGivesRestoreCommands) {
   start_view();
   auto r = get("/runs/train/r1");
