@@ -305,6 +305,18 @@ Result<std::optional<DeviceRecord>> Catalog::first_device(Statement& st) {
   return std::optional<DeviceRecord>(std::move(*d));
 }
 
+Result<std::vector<DeviceRecord>> Catalog::all_devices(Statement& st) {
+  std::vector<DeviceRecord> rows;
+  for (;;) {
+    auto row = st.step();
+    if (!row) return tl::unexpected(row.error());
+    if (!*row) break;
+    rows.push_back(read_device(st));
+  }
+  if (auto filled = fill_all(rows); !filled) return tl::unexpected(filled.error());
+  return rows;
+}
+
 // A list of devices gets its labels and step records in two statements per
 // chunk of ids, not two per device: statements, not rows, are what a read
 // costs (a run of 100 steps was 400 of them, most of run.show's time under
@@ -456,15 +468,7 @@ Result<std::vector<DeviceRecord>> Catalog::list_devices(const DeviceFilter& f) {
     else
       st->bind(index, ints[order[i].second]);
   }
-  std::vector<DeviceRecord> rows;
-  for (;;) {
-    auto row = st->step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    rows.push_back(read_device(*st));
-  }
-  if (auto filled = fill_all(rows); !filled) return tl::unexpected(filled.error());
-  return rows;
+  return all_devices(*st);
 }
 
 Result<std::optional<DeviceRecord>> Catalog::newest_snapshot(std::int64_t origin_id) {
@@ -519,15 +523,7 @@ Result<std::vector<DeviceRecord>> Catalog::list_run_clones(const std::string& pi
                          " FROM devices WHERE run_clone >= ? AND run_clone < ? ORDER BY id");
   if (!st) return tl::unexpected(st.error());
   st->bind(1, pipeline + "/" + run + "/").bind(2, pipeline + "/" + run + "0");
-  std::vector<DeviceRecord> rows;
-  for (;;) {
-    auto row = st->step();
-    if (!row) return tl::unexpected(row.error());
-    if (!*row) break;
-    rows.push_back(read_device(*st));
-  }
-  if (auto filled = fill_all(rows); !filled) return tl::unexpected(filled.error());
-  return rows;
+  return all_devices(*st);
 }
 
 Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeline,

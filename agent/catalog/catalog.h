@@ -380,6 +380,8 @@ class Catalog {
   // The device in the first row of a query over kDeviceColumns (none when
   // it has no row), filled with its labels and step.
   Result<std::optional<DeviceRecord>> first_device(Statement& st);
+  // Every device a query over kDeviceColumns gives, filled by fill_all.
+  Result<std::vector<DeviceRecord>> all_devices(Statement& st);
   // fill() for a whole list, in a few statements (labels and step records
   // by chunks of ids).
   Status fill_all(std::vector<DeviceRecord>& rows);

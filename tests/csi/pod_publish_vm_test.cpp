@@ -28,24 +28,6 @@ namespace {
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 
-// The process's exit code; one still there after 60 s (held and never
-// released) is killed and reported as -2.
-int exit_code(pid_t pid) {
-  int status = 0;
-  auto deadline = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0) return -1;
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -2;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 // Starts a process in `cg` running `script` and lets it exec at once.
 StepProcess run_in(const runner::Cgroup& cg, const std::string& script) {

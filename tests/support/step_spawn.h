@@ -4,9 +4,12 @@
 #pragma once
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <string>
+#include <thread>
 
 #include "runner/exec/cgroup.h"
 
@@ -35,6 +38,26 @@ inline StepProcess spawn_step(const runner::Cgroup& cg, const std::string& scrip
     return {};
   }
   return {child, fds[1]};
+}
+
+// The process's exit code (128 + signal when killed); one still there after
+// 60 s (held and never released) is killed and reported as -2, so a failure
+// ends the test instead of hanging it.
+inline int exit_code(pid_t pid) {
+  int status = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  for (;;) {
+    pid_t r = ::waitpid(pid, &status, WNOHANG);
+    if (r == pid) break;
+    if (r < 0) return -1;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return -2;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 }  // namespace stepsnap::testing

@@ -65,24 +65,6 @@ bool wait_for_file(const std::string& path, std::chrono::seconds timeout) {
   return false;
 }
 
-// The process's exit code; a process still there after 60 s (held and
-// never released) is killed and reported as -2, so a failure ends the test.
-int exit_code(pid_t pid) {
-  int status = 0;
-  auto deadline = std::chrono::steady_clock::now() + 60s;
-  for (;;) {
-    pid_t r = ::waitpid(pid, &status, WNOHANG);
-    if (r == pid) break;
-    if (r < 0) return -1;
-    if (std::chrono::steady_clock::now() > deadline) {
-      ::kill(pid, SIGKILL);
-      ::waitpid(pid, &status, 0);
-      return -2;
-    }
-    std::this_thread::sleep_for(20ms);
-  }
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
 
 std::string code_of(const json& answer) {
   return answer.contains("error") ? answer["error"].value("code", "?") : "ok";

@@ -34,6 +34,7 @@
 
 #include "agent/catalog/sqlite_db.h"
 #include "protocol/api_client.h"
+#include "tests/support/bench_stats.h"
 #include "tests/support/stepsnapd_fixture.h"
 
 namespace stepsnap::testing {
@@ -41,17 +42,6 @@ namespace {
 
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
-
-std::size_t env_or(const char* name, std::size_t fallback) {
-  const char* v = std::getenv(name);
-  return v && *v ? static_cast<std::size_t>(std::stoul(v)) : fallback;
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 std::int64_t realtime_ns() {
   timespec ts{};
