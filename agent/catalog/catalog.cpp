@@ -529,17 +529,21 @@ Result<std::vector<DeviceRecord>> Catalog::list_run_clones(const std::string& pi
 Result<bool> Catalog::run_exists(std::int64_t pool_id, const std::string& pipeline,
                                  const std::string& run) {
   std::lock_guard lock(db_->mutex());
-  // run_clone is "<pipeline>/<run>/<volume>" and names never hold '/', so a
-  // prefix match is exact; substr, not LIKE, since '_' is a LIKE wildcard.
+  // The run's clones are the run_clone index range ["p/r/", "p/r0"), as in
+  // list_run_clones: a search, not a test of every device of the pool.
   auto st = db_->prepare(
-      "SELECT EXISTS (SELECT 1 FROM devices WHERE pool_id = ?1 AND "
-      "substr(run_clone, 1, length(?2)) = ?2) "
+      "SELECT EXISTS (SELECT 1 FROM devices WHERE run_clone >= ?2 AND run_clone < ?5 "
+      "AND pool_id = ?1) "
       "OR EXISTS (SELECT 1 FROM step_snapshots s JOIN devices d ON d.id = s.device_id "
       "WHERE d.pool_id = ?1 AND s.pipeline = ?3 AND s.run = ?4) "
       "OR EXISTS (SELECT 1 FROM steps WHERE pipeline = ?3 AND run = ?4) "
       "OR EXISTS (SELECT 1 FROM run_plans WHERE pipeline = ?3 AND run = ?4)");
   if (!st) return tl::unexpected(st.error());
-  st->bind(1, pool_id).bind(2, pipeline + "/" + run + "/").bind(3, pipeline).bind(4, run);
+  st->bind(1, pool_id)
+      .bind(2, pipeline + "/" + run + "/")
+      .bind(3, pipeline)
+      .bind(4, run)
+      .bind(5, pipeline + "/" + run + "0");
   auto row = st->step();
   if (!row) return tl::unexpected(row.error());
   return st->int64(0) != 0;

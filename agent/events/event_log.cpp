@@ -120,12 +120,12 @@ Result<std::uint64_t> EventLog::append(EventType type, nlohmann::json data) {
   }
 
   std::uint64_t seq = event.seq;
-  db_->after_commit([this, seq, line = std::move(line)] { published(seq, line); });
+  db_->after_commit([this, seq, type, line = std::move(line)] { published(seq, type, line); });
   if (auto c = sp->commit(); !c) return tl::unexpected(c.error().context("append event"));
   return seq;
 }
 
-void EventLog::published(std::uint64_t seq, const std::string& line) {
+void EventLog::published(std::uint64_t seq, EventType type, const std::string& line) {
   if (file_) {
     std::string out = line + "\n";
     // O_APPEND and one write() per line: concurrent readers (tail -f) never
@@ -140,6 +140,8 @@ void EventLog::published(std::uint64_t seq, const std::string& line) {
   {
     std::lock_guard lock(mutex_);
     if (seq > committed_) committed_ = seq;
+    auto& of_type = committed_by_type_[type];
+    if (seq > of_type) of_type = seq;
   }
   changed_.notify_all();
 }
@@ -242,6 +244,12 @@ Result<std::vector<Event>> read_latest_events(Database& db, const std::vector<Ev
 std::uint64_t EventLog::last_seq() const {
   std::lock_guard lock(mutex_);
   return committed_;
+}
+
+std::uint64_t EventLog::last_seq_of(EventType type) const {
+  std::lock_guard lock(mutex_);
+  auto it = committed_by_type_.find(type);
+  return it == committed_by_type_.end() ? 0 : it->second;
 }
 
 std::uint64_t EventLog::wait_for(std::uint64_t since, std::chrono::milliseconds timeout) {

@@ -29,6 +29,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 #include "agent/catalog/sqlite_db.h"
@@ -115,6 +116,10 @@ class EventLog {
   Result<EventBatch> read_since(std::uint64_t since, std::size_t max = 1000);
 
   std::uint64_t last_seq() const;
+  // The newest committed seq of one type since open(), 0 if none: a
+  // watcher of one rare type (retention's pool.low_space) compares it with
+  // what it saw instead of reading every event.
+  std::uint64_t last_seq_of(EventType type) const;
   // Blocks until an event after `since` is committed, the timeout passes, or
   // close() is called. Returns last_seq().
   std::uint64_t wait_for(std::uint64_t since, std::chrono::milliseconds timeout);
@@ -125,7 +130,7 @@ class EventLog {
  private:
   EventLog(std::shared_ptr<Database> db, EventLogOptions options)
       : db_(std::move(db)), options_(std::move(options)) {}
-  void published(std::uint64_t seq, const std::string& line);
+  void published(std::uint64_t seq, EventType type, const std::string& line);
 
   std::shared_ptr<Database> db_;
   EventLogOptions options_;
@@ -133,6 +138,7 @@ class EventLog {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   std::uint64_t committed_ = 0;
+  std::unordered_map<EventType, std::uint64_t> committed_by_type_;
   bool closed_ = false;
   bool file_warned_ = false;
 };

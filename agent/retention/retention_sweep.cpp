@@ -205,22 +205,16 @@ void RetentionSweeper::stop() {
 void RetentionSweeper::loop(std::chrono::seconds interval) {
   using clock = std::chrono::steady_clock;
   std::uint64_t seen = events_.last_seq();
+  std::uint64_t low_space_seen = events_.last_seq_of(EventType::pool_low_space);
   auto next = clock::now() + interval;
   while (!stop_ && !events_.closed()) {
-    // Woken by every new event (to see a pool.low_space), and at least once
-    // a second to notice stop() and the timer.
-    events_.wait_for(seen, std::chrono::seconds(1));
+    // Woken by every new event (a pool.low_space may be among them), and at
+    // least once a second to notice stop() and the timer.
+    seen = events_.wait_for(seen, std::chrono::seconds(1));
     if (stop_ || events_.closed()) return;
-    bool low_space = false;
-    if (auto batch = events_.read_since(seen, 1000)) {
-      for (const auto& e : batch->events) {
-        if (e.type == EventType::pool_low_space) low_space = true;
-        seen = e.seq;
-      }
-      if (batch->events.empty()) seen = batch->last_seq;
-    } else {
-      seen = events_.last_seq();
-    }
+    std::uint64_t low_space_now = events_.last_seq_of(EventType::pool_low_space);
+    bool low_space = low_space_now > low_space_seen;
+    low_space_seen = low_space_now;
     std::string trigger;
     if (low_space) {
       trigger = "low_space";

@@ -112,6 +112,8 @@ TEST(QueryPlan, PagedListsShowLineageAndEventReadsSearchIndexes) {
   ASSERT_TRUE(catalog->list_run_clones("p", "r1"));
   ASSERT_TRUE(catalog->find_run_key("p", "r1"));
   ASSERT_TRUE(catalog->device_names({ws, last}));
+  // run.create's check that a run name is new.
+  ASSERT_TRUE(catalog->run_exists(pool->id, "p", "r1"));
   db->on_prepare({});
 
   ASSERT_GE(statements.size(), 16u);

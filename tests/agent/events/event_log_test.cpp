@@ -131,6 +131,22 @@ TEST_F(EventLogTest, EventCommitsWithTheCallersTransactionOrNotAtAll) {
   EXPECT_EQ(log->last_seq(), 1u);
 }
 
+TEST_F(EventLogTest, LastSeqOfATypeCountsOnlyItsCommittedEvents) {
+  auto log = open();
+  EXPECT_EQ(log->last_seq_of(EventType::pool_low_space), 0u);
+  ASSERT_TRUE(log->append(EventType::volume_created));
+  ASSERT_TRUE(log->append(EventType::pool_low_space, {{"used_percent", 81}}));
+  ASSERT_TRUE(log->append(EventType::volume_created));
+  {
+    auto sp = Savepoint::begin(*db_);
+    ASSERT_TRUE(log->append(EventType::pool_low_space, {{"used_percent", 90}}));
+    // rolled back: never published, so not counted
+  }
+  EXPECT_EQ(log->last_seq_of(EventType::pool_low_space), 2u);
+  EXPECT_EQ(log->last_seq_of(EventType::volume_created), 3u);
+  EXPECT_EQ(log->last_seq_of(EventType::snapshot_created), 0u);
+}
+
 TEST_F(EventLogTest, FollowerIsWokenByACommit) {
   auto log = open();
   std::uint64_t seen = 0;
