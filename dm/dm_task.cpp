@@ -100,9 +100,15 @@ Status ensure_node(const std::string& name, int type) {
   return {};
 }
 
-Result<std::vector<Target>> targets_of(int type, const std::string& name) {
+Result<std::vector<Target>> targets_of(int type, const std::string& name, bool no_flush = false) {
   auto task = make_task(type, name);
   if (!task) return tl::unexpected(task.error());
+  // libdevmapper turns this into DM_NOFLUSH_FLAG on any ioctl (_flatten in
+  // libdm-iface.c), which dm-ioctl's retrieve_status hands the target as
+  // DM_STATUS_NOFLUSH_FLAG.
+  if (no_flush && !dm_task_no_flush(task->get())) {
+    return fail(op_name(type), name, EINVAL, "dm_task_no_flush");
+  }
   if (auto r = run(task->get(), type, name); !r) return tl::unexpected(r.error());
   dm_info di{};
   if (!dm_task_get_info(task->get(), &di) || !di.exists) return fail(op_name(type), name, ENXIO);
@@ -211,8 +217,8 @@ Result<DeviceInfo> info(const std::string& name) {
 
 bool exists(const std::string& name) { return info(name).has_value(); }
 
-Result<std::vector<Target>> status(const std::string& name) {
-  return targets_of(DM_DEVICE_STATUS, name);
+Result<std::vector<Target>> status(const std::string& name, const StatusOptions& options) {
+  return targets_of(DM_DEVICE_STATUS, name, !options.commit_metadata);
 }
 
 Result<std::vector<Target>> table(const std::string& name) {

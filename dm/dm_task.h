@@ -75,8 +75,19 @@ Result<std::string> message(const std::string& name, const std::string& text);
 // ENXIO when the device does not exist.
 Result<DeviceInfo> info(const std::string& name);
 bool exists(const std::string& name);
+struct StatusOptions {
+  // false = DM_NOFLUSH_FLAG on the status ioctl. dm-thin's pool_status
+  // (and dm-cache's, dm-clone's) commits the pool's metadata before
+  // reporting unless that flag is set: a metadata write and a flush of the
+  // metadata device per read. The numbers it reports come from the
+  // in-core metadata either way (the transaction id as last set, the
+  // space maps with this transaction's allocations), so a read that only
+  // wants them needs no commit.
+  bool commit_metadata = true;
+};
+
 // DM_DEVICE_STATUS: one Target per table line, params = the status text.
-Result<std::vector<Target>> status(const std::string& name);
+Result<std::vector<Target>> status(const std::string& name, const StatusOptions& options = {});
 // DM_DEVICE_TABLE: the live table.
 Result<std::vector<Target>> table(const std::string& name);
 // DM_DEVICE_LIST: the names of every device-mapper device.

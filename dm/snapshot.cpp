@@ -31,6 +31,7 @@ Status suspended_for(const std::vector<std::string>& devices, const SnapshotOpti
                      Create&& create) {
   flush_all(devices, options);
   auto t0 = Clock::now();
+  Clock::time_point suspended, created;
   Status result;
   {
     // Every guard resumes its device when this scope ends, by any path.
@@ -44,14 +45,22 @@ Status suspended_for(const std::vector<std::string>& devices, const SnapshotOpti
       }
       guards.push_back(std::move(*guard));
     }
+    suspended = Clock::now();
     if (result) result = create();
+    created = Clock::now();
     // Resume explicitly to report errors; a failed resume stays armed and
     // the guard's destructor tries again.
     for (auto& guard : guards) {
       if (auto r = guard.resume(); !r && result) result = tl::unexpected(r.error());
     }
   }
-  if (options.times) options.times->frozen = Clock::now() - t0;
+  if (options.times) {
+    auto end = Clock::now();
+    options.times->frozen = end - t0;
+    options.times->suspend = suspended - t0;
+    options.times->create_snap = created - suspended;
+    options.times->resume = end - created;
+  }
   if (!result) result.error().context("snapshot");
   return result;
 }

@@ -29,10 +29,23 @@ struct ActiveOrigin {
 
 // What a snapshot cost the volumes: the flush before the suspend (they
 // still run) and the frozen window, from the first suspend's start to the
-// last resume's end (they are paused).
+// last resume's end (they are paused). The other fields say where a
+// snapshot call's time went, part by part (issue 17): the frozen window is
+// suspend + create_snap + resume; ThinPool fills the parts before it.
 struct SnapshotTimes {
   std::chrono::nanoseconds flush{};
   std::chrono::nanoseconds frozen{};
+  // ThinPool, before anything is suspended: the pool's status read (usable,
+  // transaction id unchanged), the set_transaction_id message reserving
+  // the ids, and the caller's BeforeCreate hook (its intent records).
+  std::chrono::nanoseconds status{};
+  std::chrono::nanoseconds txn_message{};
+  std::chrono::nanoseconds before{};
+  // Inside the frozen window: suspending every origin, the create_snap
+  // messages, resuming every origin.
+  std::chrono::nanoseconds suspend{};
+  std::chrono::nanoseconds create_snap{};
+  std::chrono::nanoseconds resume{};
 };
 
 struct SnapshotOptions {

@@ -188,8 +188,11 @@ class ThinPool {
   // Compare-and-swap of the transaction id; EINVAL from the kernel means
   // someone else changed the pool: stale_view.
   Status bump_txn(std::uint64_t next);
-  // check_usable, then a fresh id with the transaction id bumped first.
-  Result<ThinId> reserve_id();
+  // check_usable and the stale-view check (one status read), then `count`
+  // fresh ids with the transaction id bumped past the last of them first
+  // (one set_transaction_id message for all). `times` gets both parts.
+  Result<std::vector<ThinId>> reserve_ids(std::size_t count, SnapshotTimes* times);
+  Result<ThinId> reserve_id(SnapshotTimes* times);
   // Makes a message failure actionable: re-reads the pool's status to say
   // whether space or metadata trouble was the cause.
   Error classify(Error error) const;

@@ -18,6 +18,7 @@ HoldParts hold_parts(const HoldStamps& s) {
   p.wake_ns = between(s.exec, s.seen);
   p.flush_ns = s.flush.count();
   p.pause_ns = s.pause.count();
+  p.group = s.group;
   p.group_other_ns = std::max<std::int64_t>(
       0, between(s.snapshot_start, s.snapshot_end) - p.flush_ns - p.pause_ns);
   if (s.gate != 0) {
@@ -37,13 +38,26 @@ HoldParts hold_parts(const HoldStamps& s) {
   return p;
 }
 
+nlohmann::json to_json(const GroupParts& g) {
+  return {{"lock_wait_ns", g.lock_wait_ns},
+          {"lookup_ns", g.lookup_ns},
+          {"status_ns", g.status_ns},
+          {"txn_ns", g.txn_ns},
+          {"intent_ns", g.intent_ns},
+          {"suspend_ns", g.suspend_ns},
+          {"create_snap_ns", g.create_snap_ns},
+          {"resume_ns", g.resume_ns},
+          {"result_ns", g.result_ns}};
+}
+
 nlohmann::json to_json(const HoldParts& p) {
   nlohmann::json j = {{"wake_ns", p.wake_ns},
                       {"queue_ns", p.queue_ns},
                       {"flush_ns", p.flush_ns},
                       {"pause_ns", p.pause_ns},
                       {"group_other_ns", p.group_other_ns},
-                      {"release_ns", p.release_ns}};
+                      {"release_ns", p.release_ns},
+                      {"group", to_json(p.group)}};
   if (p.gated) {
     j["gate_ns"] = p.gate_ns;
     j["exec_ns"] = p.exec_ns;

@@ -16,6 +16,23 @@ namespace stepsnap::agent {
 // pre-snapshots, and then at CMD's exec, until the agent releases it. Its
 // held time is the sum of both; runner's own work in between (reading the
 // answer, the fork) is not the agent's and is left out.
+// Inside the group call, part by part (Volumes::snapshot_group and
+// dm::SnapshotTimes measure them), so that group_other_ns can be told
+// apart: what of it is the kernel's and what is the agent's own. Copied
+// into step.started's hold as "group".
+struct GroupParts {
+  std::int64_t lock_wait_ns = 0;    // waiting for the pool (another operation)
+  std::int64_t lookup_ns = 0;       // the origins' catalog rows
+  std::int64_t status_ns = 0;       // the pool's status read (usable, transaction id)
+  std::int64_t txn_ns = 0;          // the set_transaction_id message reserving the ids
+  std::int64_t intent_ns = 0;       // the intent records, committed before the suspend
+  std::int64_t suspend_ns = 0;      // suspending every volume (freeze and flush)
+  std::int64_t create_snap_ns = 0;  // the create_snap messages
+  std::int64_t resume_ns = 0;       // resuming every volume
+  std::int64_t result_ns = 0;       // rows made `created` with their events, one commit
+};
+nlohmann::json to_json(const GroupParts& g);
+
 struct HoldStamps {
   std::uint64_t gate = 0;            // step.ready asked (0: not a gated step)
   std::uint64_t armed = 0;           // its pre-snapshots recorded: step.ready answers
@@ -28,6 +45,7 @@ struct HoldStamps {
   // the frozen window (first suspend to last resume).
   std::chrono::nanoseconds flush{0};
   std::chrono::nanoseconds pause{0};
+  GroupParts group;
 };
 
 struct HoldParts {
@@ -49,6 +67,7 @@ struct HoldParts {
   // snapshot_end to release: the step's own record and step.started
   // (gated: snapshot_end to armed, and seen to release).
   std::int64_t release_ns = 0;
+  GroupParts group;  // the group call in parts (flush and pause are above)
 };
 
 // Parts from the stamps; a stamp left at 0 (or out of order) gives 0 for

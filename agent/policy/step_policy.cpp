@@ -1051,6 +1051,16 @@ void StepPolicy::take_snapshots(const std::string& key, Phase phase) {
     s.hold.snapshot_end = made;
     s.hold.flush = group->flush;
     s.hold.pause = group->pause;
+    const dm::SnapshotTimes& k = group->kernel;
+    s.hold.group = GroupParts{.lock_wait_ns = group->lock_wait.count(),
+                              .lookup_ns = group->lookup.count(),
+                              .status_ns = k.status.count(),
+                              .txn_ns = k.txn_message.count(),
+                              .intent_ns = k.before.count(),
+                              .suspend_ns = k.suspend.count(),
+                              .create_snap_ns = k.create_snap.count(),
+                              .resume_ns = k.resume.count(),
+                              .result_ns = group->results.count()};
   }
   auto& names = phase == Phase::pre ? s.pre_snapshots : s.post_snapshots;
   for (const auto& d : group->snapshots) names.push_back(d.name);

@@ -233,10 +233,9 @@ Result<DeviceRecord> Volumes::origin_for(const std::string& name, bool want_snap
 //   kernel_op(before)        -> Result<std::vector<Made>>, one per device
 //   event_for(index, record) -> std::pair<EventType, json>
 template <typename SpecFn, typename OpFn, typename EventFn>
-Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view op,
-                                                              SpecFn&& spec_for, OpFn&& kernel_op,
-                                                              EventFn&& event_for,
-                                                              bool check_space_now) {
+Result<std::vector<DeviceRecord>> Volumes::create_with_intent(
+    std::string_view op, SpecFn&& spec_for, OpFn&& kernel_op, EventFn&& event_for,
+    bool check_space_now, std::chrono::nanoseconds* results_time) {
   std::vector<Intent> intents;
   auto before = [&](dm::ThinId id) -> Status {
     auto spec = spec_for(intents.size(), id);
@@ -253,6 +252,7 @@ Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view o
     return tl::unexpected(made.error());
   }
   std::vector<DeviceRecord> records;
+  const auto results_start = std::chrono::steady_clock::now();
   auto st = in_transaction(catalog_.db(), [&]() -> Status {
     for (std::size_t k = 0; k < intents.size(); ++k) {
       const Made& m = made->at(k);
@@ -266,6 +266,7 @@ Result<std::vector<DeviceRecord>> Volumes::create_with_intent(std::string_view o
     }
     return {};
   });
+  if (results_time) *results_time = std::chrono::steady_clock::now() - results_start;
   if (!st) return tl::unexpected(st.error());
   if (check_space_now) check_space();
   return records;
@@ -352,7 +353,10 @@ Result<DeviceRecord> Volumes::snapshot(const std::string& volume,
 Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& volumes,
                                               const StepInfo& step, const Labels& labels,
                                               const json& event_extra) {
+  using Clock = std::chrono::steady_clock;
+  const auto asked = Clock::now();
   std::lock_guard lock(kernel_mutex_);
+  const auto locked = Clock::now();
   std::vector<DeviceRecord> origins;
   std::vector<dm::ThinVolume> active;
   for (const auto& v : volumes) {
@@ -364,8 +368,9 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
     active.push_back(dm::ThinVolume{o->dm_name, o->thin_id, o->size_bytes / kSector});
     origins.push_back(*o);
   }
+  const auto looked_up = Clock::now();
   dm::SnapshotTimes times;
-  std::chrono::nanoseconds call{};
+  std::chrono::nanoseconds call{}, results{};
   const std::string phase(to_string(step.phase));
   auto made = create_with_intent(
       "step snapshot",
@@ -409,9 +414,16 @@ Result<GroupSnapshot> Volumes::snapshot_group(const std::vector<std::string>& vo
         if (event_extra.is_object()) data.update(event_extra);
         return std::pair{EventType::snapshot_created, data};
       },
-      /*check_space_now=*/false);
+      /*check_space_now=*/false, &results);
   if (!made) return tl::unexpected(made.error());
-  GroupSnapshot group{std::move(*made), times.frozen, times.flush, {}};
+  GroupSnapshot group{.snapshots = std::move(*made),
+                      .pause = times.frozen,
+                      .flush = times.flush,
+                      .origin_dm_names = {},
+                      .lock_wait = locked - asked,
+                      .lookup = looked_up - locked,
+                      .kernel = times,
+                      .results = results};
   for (const auto& o : origins) group.origin_dm_names.push_back(o.dm_name);
   return group;
 }

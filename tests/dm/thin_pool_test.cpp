@@ -218,6 +218,52 @@ TEST_F(ThinPoolTest, BeforeCreateSeesEveryIdFirstAndCanStopTheCreate) {
   EXPECT_GT(group.front(), skipped);
 }
 
+// A group's ids are reserved with one set_transaction_id message (one
+// change of the pool's transaction id, its high-water mark past the
+// group's last id) before any of them is created. A daemon killed after
+// that message and before the creates is what a failing intent hook
+// leaves: no thin device of the group, and a view opened afresh, as at a
+// restart, hands out ids past the whole group, never one of it.
+TEST_F(ThinPoolTest, AGroupReservesAllItsIdsWithOneTransactionChange) {
+  ThinVolume a = ASSERT_OK(pool().create_volume(tp_->name("ga"), kRawBytes)).value();
+  ThinVolume b = ASSERT_OK(pool().create_volume(tp_->name("gb"), kRawBytes)).value();
+  ThinVolume c = ASSERT_OK(pool().create_volume(tp_->name("gc"), kRawBytes)).value();
+  std::vector<std::uint64_t> txns;
+  pool().on_transaction_change([&](std::uint64_t t) { txns.push_back(t); });
+  const std::uint64_t before = pool().transaction_id();
+  auto group = ASSERT_OK(pool().snapshot_group({a, b, c})).value();
+  ASSERT_EQ(group.size(), 3u);
+  EXPECT_EQ(txns.size(), 1u) << "one transaction-id change for the whole group";
+  EXPECT_EQ(decode_txn(pool().transaction_id()).generation, decode_txn(before).generation + 1);
+  EXPECT_GT(decode_txn(pool().transaction_id()).next_id, group.back());
+  EXPECT_EQ(std::set<ThinId>(group.begin(), group.end()).size(), 3u);
+
+  // Killed between the reservation and the creates: the hook fails on the
+  // group's second id, after the message.
+  std::vector<ThinId> shown;
+  auto stopped = pool().snapshot_group({a, b, c}, [&](ThinId id) -> Status {
+    shown.push_back(id);
+    if (shown.size() == 2) return fail("record intent", "catalog", EIO);
+    return {};
+  });
+  ASSERT_FALSE(stopped);
+  ASSERT_EQ(shown.size(), 2u);
+  const std::uint64_t after_stop = ASSERT_OK(pool().status())->transaction_id;
+  // The mark covers all three ids the stopped group reserved, though the
+  // hook saw only two of them.
+  const ThinId mark = decode_txn(after_stop).next_id;
+  EXPECT_GT(mark, shown.back() + 1);
+  for (ThinId id : shown) {
+    EXPECT_FALSE(pool().activate(id, tp_->name("ghost"), kRawBytes))
+        << "thin id " << id << " exists although the group stopped before any create";
+  }
+  for (const auto& v : {a, b, c}) EXPECT_FALSE(ASSERT_OK(info(v.name))->suspended);
+
+  auto restarted = ASSERT_OK(ThinPool::open(pool().name(), after_stop)).value();
+  ThinId next = ASSERT_OK(restarted.snapshot(a)).value();
+  EXPECT_GE(next, mark) << "an id of the stopped group was handed out again";
+}
+
 TEST_F(ThinPoolTest, AChangeBehindOurBackIsAStaleView) {
   std::uint64_t saved = pool().transaction_id();
   auto other = ASSERT_OK(ThinPool::open(pool().name()));

@@ -30,7 +30,43 @@ TEST(HoldTimes, PartsAddUpToTheHeldTime) {
             p.held_ns);
   auto j = to_json(p);
   EXPECT_EQ(j["group_other_ns"], 1'000);
-  EXPECT_EQ(j.size(), 6u);
+  EXPECT_EQ(j.size(), 7u);
+}
+
+TEST(HoldTimes, TheGroupCallsPartsAreReportedAsMeasured) {
+  HoldStamps s{.exec = 1'000,
+               .seen = 1'300,
+               .snapshot_start = 1'500,
+               .snapshot_end = 9'500,
+               .release = 9'900,
+               .flush = nanoseconds(2'000),
+               .pause = nanoseconds(5'000),
+               .group = GroupParts{.lock_wait_ns = 10,
+                                   .lookup_ns = 20,
+                                   .status_ns = 30,
+                                   .txn_ns = 40,
+                                   .intent_ns = 50,
+                                   .suspend_ns = 1'000,
+                                   .create_snap_ns = 3'000,
+                                   .resume_ns = 1'000,
+                                   .result_ns = 60}};
+  auto j = to_json(hold_parts(s));
+  ASSERT_TRUE(j.contains("group"));
+  const auto& g = j["group"];
+  EXPECT_EQ(g["lock_wait_ns"], 10);
+  EXPECT_EQ(g["lookup_ns"], 20);
+  EXPECT_EQ(g["status_ns"], 30);
+  EXPECT_EQ(g["txn_ns"], 40);
+  EXPECT_EQ(g["intent_ns"], 50);
+  EXPECT_EQ(g["suspend_ns"], 1'000);
+  EXPECT_EQ(g["create_snap_ns"], 3'000);
+  EXPECT_EQ(g["resume_ns"], 1'000);
+  EXPECT_EQ(g["result_ns"], 60);
+  // The frozen window is suspend + create_snap + resume; the parts before
+  // and after it are inside group_other_ns.
+  EXPECT_EQ(g["suspend_ns"].get<std::int64_t>() + g["create_snap_ns"].get<std::int64_t>() +
+                g["resume_ns"].get<std::int64_t>(),
+            j["pause_ns"].get<std::int64_t>());
 }
 
 TEST(HoldTimes, AGatedStepIsHeldAtTheGateAndAtItsExecAndThePartsAddUp) {
