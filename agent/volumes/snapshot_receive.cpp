@@ -19,6 +19,7 @@
 #include <cstring>
 #include <memory>
 
+#include "agent/volumes/phase_clock.h"
 #include "agent/volumes/send_stream.h"
 #include "agent/volumes/volumes.h"
 #include "common/log.h"
@@ -79,9 +80,11 @@ Labels labels_from(const json& j) {
 Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std::string>& name,
                                                 const Ownership& who) {
   const std::string op = "receive snapshot";
+  PhaseClock clock;
   StreamDecoder dec([in](std::span<std::uint8_t> b) { return read_some(in, b); });
   auto header = dec.header();
   if (!header) return tl::unexpected(header.error().context(op));
+  clock.mark("header (waits for the sender)");
   const json& meta = header->snapshot;
   const std::string uuid = meta["uuid"].get<std::string>();
   const std::string snap_name = name.value_or(meta["name"].get<std::string>());
@@ -117,6 +120,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
   const std::uint64_t need_bytes = header->data_blocks * header->block_bytes;
   {
     std::lock_guard lock(kernel_mutex_);
+    clock.mark("checks");
     auto st = pool_.status();
     if (!st) return tl::unexpected(st.error().context(op));
     const std::uint64_t free_bytes = st->free_data_blocks() * pool_.block_bytes();
@@ -131,6 +135,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       e.kind = "out_of_data_space";
       return tl::unexpected(e);
     }
+    clock.mark("pool status");
   }
 
   json from = {{"node", header->source.value("node", "")},
@@ -204,12 +209,14 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       return tl::unexpected(id.error().context(op + " " + snap_name));
     }
     thin_id = *id;
+    clock.mark(base ? "snapshot of the base" : "create thin");
     auto active = pool_.activate(thin_id, dm_name, header->volume_bytes);
     if (!active) {
       rollback.why = active.error();
       return tl::unexpected(active.error().context(op + " " + snap_name));
     }
     device = *active;
+    clock.mark("activate");
   }
 
   auto failed = [&](Error e) -> tl::unexpected<Error> {
@@ -244,8 +251,10 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       }
     }
   }
+  clock.mark("records");
   if (::fsync(dev.get()) != 0) return failed(fail_errno("flush", path).value());
   dev.reset();
+  clock.mark("flush");
 
   ReceiveResult result;
   result.bytes = dec.bytes_read();
@@ -254,6 +263,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
   {
     std::lock_guard lock(kernel_mutex_);
     if (auto r = pool_.deactivate(dm_name); !r) return failed(r.error());
+    clock.mark("deactivate");
     auto st = in_transaction(catalog_.db(), [&]() -> Status {
       if (auto r = catalog_.finish_create(*intent, "", header->incremental() ? 0 : need_bytes); !r)
         return r;
@@ -270,8 +280,12 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
     });
     if (!st) return failed(st.error());
     rollback.armed = false;
+    clock.mark("catalog");
   }
   check_space();
+  clock.mark("space check");
+  log::info(op + " " + snap_name + (base ? " on base " + base->name : std::string()) + ": " +
+            std::to_string(header->data_blocks) + " blocks, " + clock.summary());
   return result;
 }
 

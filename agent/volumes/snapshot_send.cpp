@@ -17,8 +17,10 @@
 #include <cstring>
 #include <memory>
 
+#include "agent/volumes/phase_clock.h"
 #include "agent/volumes/send_stream.h"
 #include "agent/volumes/volumes.h"
+#include "common/log.h"
 #include "common/unique_fd.h"
 #include "dm/thin_mappings.h"
 
@@ -81,6 +83,7 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
                                           const std::optional<std::string>& base_name, int out,
                                           const std::string& node) {
   const std::string op = "send snapshot";
+  PhaseClock clock;
   auto snap = origin_for(name, true, op);
   if (!snap) return tl::unexpected(snap.error());
   std::optional<DeviceRecord> base;
@@ -104,9 +107,11 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
   std::uint64_t block_bytes = 0;
   {
     std::lock_guard lock(kernel_mutex_);
+    clock.mark("checks");
     auto h = pool_.hold_metadata_snapshot();
     if (!h) return tl::unexpected(h.error().context(op + " " + name));
     held.emplace(std::move(*h));
+    clock.mark("reserve metadata snapshot");
     auto meta = pool_.metadata_device_path();
     if (!meta) return tl::unexpected(meta.error().context(op));
     auto data = pool_.data_device_path();
@@ -115,13 +120,16 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
     block_bytes = pool_.block_bytes();
     auto target = dm::dump_thin_mappings(*meta, snap->thin_id);
     if (!target) return tl::unexpected(target.error().context(op + " " + name));
+    clock.mark("thin_dump snapshot");
     std::vector<dm::BlockMapping> from;
     if (base) {
       auto b = dm::dump_thin_mappings(*meta, base->thin_id);
       if (!b) return tl::unexpected(b.error().context(op + " base " + base->name));
       from = std::move(*b);
+      clock.mark("thin_dump base");
     }
     delta = dm::mapping_delta(*target, from);
+    clock.mark("diff");
   }
 
   StreamHeader header;
@@ -178,6 +186,11 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
     }
   }
   if (auto r = enc.end(); !r) return tl::unexpected(r.error().context(op + " " + name));
+  clock.mark("data");
+  held.reset();
+  clock.mark("release metadata snapshot");
+  log::info(op + " " + name + (base ? " on base " + base->name : std::string()) + ": " +
+            std::to_string(header.data_blocks) + " blocks, " + clock.summary());
   return SendResult{enc.bytes_written(), header.data_blocks, header.zero_blocks, block_bytes,
                     base.has_value()};
 }
