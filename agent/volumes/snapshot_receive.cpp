@@ -21,6 +21,7 @@
 
 #include "agent/volumes/phase_clock.h"
 #include "agent/volumes/send_stream.h"
+#include "agent/volumes/stream_fd.h"
 #include "agent/volumes/volumes.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -29,15 +30,6 @@ namespace stepsnap::agent {
 namespace {
 
 using json = nlohmann::json;
-
-Result<std::size_t> read_some(int fd, std::span<std::uint8_t> out) {
-  for (;;) {
-    ssize_t n = ::read(fd, out.data(), out.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("read send stream", "the input");
-    return static_cast<std::size_t>(n);
-  }
-}
 
 Status write_at(int fd, const std::uint8_t* p, std::size_t bytes, off_t at,
                 const std::string& path) {
@@ -81,7 +73,9 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
                                                 const Ownership& who) {
   const std::string op = "receive snapshot";
   PhaseClock clock;
-  StreamDecoder dec([in](std::span<std::uint8_t> b) { return read_some(in, b); });
+  widen_pipe(in);
+  StreamReader reader(in);
+  StreamDecoder dec([&reader](std::span<std::uint8_t> b) { return reader.read(b); });
   auto header = dec.header();
   if (!header) return tl::unexpected(header.error().context(op));
   clock.mark("header (waits for the sender)");
@@ -242,6 +236,11 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
           !r) {
         return failed(r.error());
       }
+      // Start writing these pages back now, while the next records arrive,
+      // rather than all at the flush after the last (a hint: errors show
+      // at that flush).
+      (void)::sync_file_range(dev.get(), static_cast<off_t>(at), static_cast<off_t>(bytes),
+                              SYNC_FILE_RANGE_WRITE);
     } else {
       std::uint64_t range[2] = {at, bytes};
       if (!discard_unmaps || ::ioctl(dev.get(), BLKDISCARD, range) != 0) {

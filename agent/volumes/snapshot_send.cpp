@@ -3,12 +3,11 @@
 // Where the data comes from: stepsnapd owns the pool, so it writes the
 // stream itself, to a descriptor the client passed over the socket. It
 // never activates the snapshot: with the pool's metadata snapshot held,
-// thin_dump names the data blocks each virtual block of the snapshot (and of
-// the base) maps to, and the data is read from the pool's data device at
-// those blocks. The held metadata snapshot keeps every block it maps
-// allocated, so nothing can reuse them before the stream ends, and it is
-// released on every path (a crash leaves it held; the agent releases a
-// left-over one at start).
+// its btrees, read in process (dm/metadata_mappings.h), name the data block
+// each virtual block of the snapshot (and of the base) maps to, and the
+// data is read from the pool's data device at those blocks. The held metadata snapshot keeps every
+// block it maps allocated, so nothing can reuse them before the stream ends, and it is released on
+// every path (a crash leaves it held; the agent releases a left-over one at start).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -19,26 +18,17 @@
 
 #include "agent/volumes/phase_clock.h"
 #include "agent/volumes/send_stream.h"
+#include "agent/volumes/stream_fd.h"
 #include "agent/volumes/volumes.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "dm/metadata_mappings.h"
 #include "dm/thin_mappings.h"
 
 namespace stepsnap::agent {
 namespace {
 
 using json = nlohmann::json;
-
-Status write_all(int fd, std::span<const std::uint8_t> bytes) {
-  std::size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("write send stream", "the output");
-    off += static_cast<std::size_t>(n);
-  }
-  return {};
-}
 
 // An O_DIRECT buffer (the data device is read past the page cache: the
 // kernel writes it through dm-thin, never through that cache).
@@ -118,15 +108,25 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
     if (!data) return tl::unexpected(data.error().context(op));
     data_path = *data;
     block_bytes = pool_.block_bytes();
-    auto target = dm::dump_thin_mappings(*meta, snap->thin_id);
+    // The kernel commits when it reserves, so the status names where the
+    // held copy of the superblock is and everything under it is on disk.
+    auto st = pool_.status();
+    if (!st) return tl::unexpected(st.error().context(op));
+    if (!st->held_metadata_root) {
+      return fail(op, name, EIO, "the pool reports no held metadata root after reserving one");
+    }
+    auto reader = dm::open_metadata_device(*meta);
+    if (!reader) return tl::unexpected(reader.error().context(op));
+    clock.mark("open metadata");
+    auto target = dm::thin_mappings_in_snapshot(*reader, *st->held_metadata_root, snap->thin_id);
     if (!target) return tl::unexpected(target.error().context(op + " " + name));
-    clock.mark("thin_dump snapshot");
+    clock.mark("read snapshot mappings");
     std::vector<dm::BlockMapping> from;
     if (base) {
-      auto b = dm::dump_thin_mappings(*meta, base->thin_id);
+      auto b = dm::thin_mappings_in_snapshot(*reader, *st->held_metadata_root, base->thin_id);
       if (!b) return tl::unexpected(b.error().context(op + " base " + base->name));
       from = std::move(*b);
-      clock.mark("thin_dump base");
+      clock.mark("read base mappings");
     }
     delta = dm::mapping_delta(*target, from);
     clock.mark("diff");
@@ -150,7 +150,9 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
   UniqueFd data_fd(::open(data_path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
   if (!data_fd) return fail_errno(op + ": open the pool's data device", data_path);
 
-  StreamEncoder enc([out](std::span<const std::uint8_t> b) { return write_all(out, b); });
+  widen_pipe(out);
+  StreamWriter writer(out);
+  StreamEncoder enc([&writer](std::span<const std::uint8_t> b) { return writer.write(b); });
   if (auto r = enc.header(header); !r) return tl::unexpected(r.error().context(op + " " + name));
   AlignedBuffer buf(kMaxRunBlocks * block_bytes);
   if (!buf.data) return fail(op, name, ENOMEM);
@@ -186,6 +188,7 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
     }
   }
   if (auto r = enc.end(); !r) return tl::unexpected(r.error().context(op + " " + name));
+  if (auto r = writer.flush(); !r) return tl::unexpected(r.error().context(op + " " + name));
   clock.mark("data");
   held.reset();
   clock.mark("release metadata snapshot");
