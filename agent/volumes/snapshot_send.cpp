@@ -156,25 +156,47 @@ Result<SendResult> Volumes::send_snapshot(const std::string& name,
   if (auto r = enc.header(header); !r) return tl::unexpected(r.error().context(op + " " + name));
   AlignedBuffer buf(kMaxRunBlocks * block_bytes);
   if (!buf.data) return fail(op, name, ENOMEM);
+  // The data records, none longer than kMaxRunBlocks.
+  std::vector<dm::BlockMapping> records;
   for (const auto& m : delta.changed) {
     for (std::uint64_t done = 0; done < m.length;) {
-      auto count =
-          static_cast<std::uint32_t>(std::min<std::uint64_t>(m.length - done, kMaxRunBlocks));
-      const std::size_t bytes = count * block_bytes;
-      const auto at = static_cast<off_t>((m.data + done) * block_bytes);
-      std::size_t got = 0;
-      while (got < bytes) {
-        ssize_t n =
-            ::pread(data_fd.get(), buf.data.get() + got, bytes - got, at + static_cast<off_t>(got));
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return fail_errno(op + ": read the pool's data device", data_path);
-        if (n == 0) return fail(op, data_path, EIO, "the data device ends before a mapped block");
-        got += static_cast<std::size_t>(n);
-      }
-      if (auto r = enc.data(m.virt + done, count, {buf.data.get(), bytes}); !r) {
+      const std::uint64_t count = std::min<std::uint64_t>(m.length - done, kMaxRunBlocks);
+      records.push_back({m.virt + done, m.data + done, count});
+      done += count;
+    }
+  }
+  // One read for consecutive records whose data blocks follow each other
+  // on the data device: blocks written one after another get consecutive
+  // data blocks whatever their virtual ones, so a change scattered over
+  // the volume costs a few reads, not one per block.
+  for (std::size_t i = 0; i < records.size();) {
+    std::size_t j = i + 1;
+    std::uint64_t blocks = records[i].length;
+    while (j < records.size() && records[j].data == records[j - 1].data + records[j - 1].length &&
+           blocks + records[j].length <= kMaxRunBlocks) {
+      blocks += records[j].length;
+      ++j;
+    }
+    const std::size_t bytes = blocks * block_bytes;
+    const auto at = static_cast<off_t>(records[i].data * block_bytes);
+    std::size_t got = 0;
+    while (got < bytes) {
+      ssize_t n =
+          ::pread(data_fd.get(), buf.data.get() + got, bytes - got, at + static_cast<off_t>(got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return fail_errno(op + ": read the pool's data device", data_path);
+      if (n == 0) return fail(op, data_path, EIO, "the data device ends before a mapped block");
+      got += static_cast<std::size_t>(n);
+    }
+    std::size_t off = 0;
+    for (; i < j; ++i) {
+      const std::size_t run_bytes = records[i].length * block_bytes;
+      if (auto r = enc.data(records[i].virt, static_cast<std::uint32_t>(records[i].length),
+                            {buf.data.get() + off, run_bytes});
+          !r) {
         return tl::unexpected(r.error().context(op + " " + name));
       }
-      done += count;
+      off += run_bytes;
     }
   }
   for (const auto& u : delta.unmapped) {
