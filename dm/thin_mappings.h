@@ -1,7 +1,9 @@
 // Which blocks of a thin device hold data, and where in the pool's data
-// device: read from a held metadata snapshot by Debian's thin_dump
-// (thin-provisioning-tools), and the difference between two devices of one
-// pool found from those mappings alone, never from their data.
+// device, and the difference between two devices of one pool found from
+// those mappings alone, never from their data. The send reads the mappings
+// in process (metadata_mappings.h); thin_dump (Debian's
+// thin-provisioning-tools) and its parser here are the reference the vm
+// test checks that reader against.
 //
 // dm-thin shares a block between a snapshot and its origin by pointing both
 // at the same data block; a write breaks the sharing by giving the writer a

@@ -116,9 +116,12 @@ Result<BtreeNode> parse_btree_node(std::span<const std::uint8_t> block, std::uin
   }
   node.keys.reserve(nr);
   for (std::uint32_t i = 0; i < nr; ++i) node.keys.push_back(le64(block, kNodeHeaderBytes + 8 * i));
+  const std::size_t values = kNodeHeaderBytes + 8 * std::size_t{max};
   if (!node.leaf) {
-    std::size_t values = kNodeHeaderBytes + 8 * std::size_t{max};
     for (std::uint32_t i = 0; i < nr; ++i) node.children.push_back(le64(block, values + 8 * i));
+  } else if (node.value_size == 8) {
+    node.values.reserve(nr);
+    for (std::uint32_t i = 0; i < nr; ++i) node.values.push_back(le64(block, values + 8 * i));
   }
   return node;
 }

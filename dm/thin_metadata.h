@@ -53,9 +53,12 @@ struct BtreeNode {
   bool leaf = false;
   std::uint32_t value_size = 0;
   std::vector<std::uint64_t> keys;
-  // Internal nodes: the child block of each key. Leaves: empty (values are
-  // not needed to list keys).
+  // Internal nodes: the child block of each key. Leaves: empty.
   std::vector<std::uint64_t> children;
+  // Leaves whose values are 8 bytes (the data mapping trees: a device's
+  // subtree root, or a mapped block's data block and time): the value of
+  // each key. Empty otherwise (device details are not needed).
+  std::vector<std::uint64_t> values;
 };
 
 Result<BtreeNode> parse_btree_node(std::span<const std::uint8_t> block, std::uint64_t blocknr);

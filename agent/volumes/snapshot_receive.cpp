@@ -19,7 +19,9 @@
 #include <cstring>
 #include <memory>
 
+#include "agent/volumes/phase_clock.h"
 #include "agent/volumes/send_stream.h"
+#include "agent/volumes/stream_fd.h"
 #include "agent/volumes/volumes.h"
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -28,15 +30,6 @@ namespace stepsnap::agent {
 namespace {
 
 using json = nlohmann::json;
-
-Result<std::size_t> read_some(int fd, std::span<std::uint8_t> out) {
-  for (;;) {
-    ssize_t n = ::read(fd, out.data(), out.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return fail_errno("read send stream", "the input");
-    return static_cast<std::size_t>(n);
-  }
-}
 
 Status write_at(int fd, const std::uint8_t* p, std::size_t bytes, off_t at,
                 const std::string& path) {
@@ -79,9 +72,13 @@ Labels labels_from(const json& j) {
 Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std::string>& name,
                                                 const Ownership& who) {
   const std::string op = "receive snapshot";
-  StreamDecoder dec([in](std::span<std::uint8_t> b) { return read_some(in, b); });
+  PhaseClock clock;
+  widen_pipe(in);
+  StreamReader reader(in);
+  StreamDecoder dec([&reader](std::span<std::uint8_t> b) { return reader.read(b); });
   auto header = dec.header();
   if (!header) return tl::unexpected(header.error().context(op));
+  clock.mark("header (waits for the sender)");
   const json& meta = header->snapshot;
   const std::string uuid = meta["uuid"].get<std::string>();
   const std::string snap_name = name.value_or(meta["name"].get<std::string>());
@@ -117,6 +114,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
   const std::uint64_t need_bytes = header->data_blocks * header->block_bytes;
   {
     std::lock_guard lock(kernel_mutex_);
+    clock.mark("checks");
     auto st = pool_.status();
     if (!st) return tl::unexpected(st.error().context(op));
     const std::uint64_t free_bytes = st->free_data_blocks() * pool_.block_bytes();
@@ -131,6 +129,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       e.kind = "out_of_data_space";
       return tl::unexpected(e);
     }
+    clock.mark("pool status");
   }
 
   json from = {{"node", header->source.value("node", "")},
@@ -204,12 +203,14 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       return tl::unexpected(id.error().context(op + " " + snap_name));
     }
     thin_id = *id;
+    clock.mark(base ? "snapshot of the base" : "create thin");
     auto active = pool_.activate(thin_id, dm_name, header->volume_bytes);
     if (!active) {
       rollback.why = active.error();
       return tl::unexpected(active.error().context(op + " " + snap_name));
     }
     device = *active;
+    clock.mark("activate");
   }
 
   auto failed = [&](Error e) -> tl::unexpected<Error> {
@@ -235,6 +236,11 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
           !r) {
         return failed(r.error());
       }
+      // Start writing these pages back now, while the next records arrive,
+      // rather than all at the flush after the last (a hint: errors show
+      // at that flush).
+      (void)::sync_file_range(dev.get(), static_cast<off_t>(at), static_cast<off_t>(bytes),
+                              SYNC_FILE_RANGE_WRITE);
     } else {
       std::uint64_t range[2] = {at, bytes};
       if (!discard_unmaps || ::ioctl(dev.get(), BLKDISCARD, range) != 0) {
@@ -244,8 +250,10 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
       }
     }
   }
+  clock.mark("records");
   if (::fsync(dev.get()) != 0) return failed(fail_errno("flush", path).value());
   dev.reset();
+  clock.mark("flush");
 
   ReceiveResult result;
   result.bytes = dec.bytes_read();
@@ -254,6 +262,7 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
   {
     std::lock_guard lock(kernel_mutex_);
     if (auto r = pool_.deactivate(dm_name); !r) return failed(r.error());
+    clock.mark("deactivate");
     auto st = in_transaction(catalog_.db(), [&]() -> Status {
       if (auto r = catalog_.finish_create(*intent, "", header->incremental() ? 0 : need_bytes); !r)
         return r;
@@ -270,8 +279,12 @@ Result<ReceiveResult> Volumes::receive_snapshot(int in, const std::optional<std:
     });
     if (!st) return failed(st.error());
     rollback.armed = false;
+    clock.mark("catalog");
   }
   check_space();
+  clock.mark("space check");
+  log::info(op + " " + snap_name + (base ? " on base " + base->name : std::string()) + ": " +
+            std::to_string(header->data_blocks) + " blocks, " + clock.summary());
   return result;
 }
 
