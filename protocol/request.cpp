@@ -743,4 +743,16 @@ std::string event_response(const json& id, const json& event) {
   return dump(json{{"v", kApiVersion}, {"id", id}, {"event", event}});
 }
 
+std::string event_line_response(const json& id, std::string_view event_json) {
+  std::string id_text = dump(id);
+  std::string out;
+  out.reserve(event_json.size() + id_text.size() + 24);
+  out += "{\"event\":";
+  out += event_json;
+  out += ",\"id\":";
+  out += id_text;
+  out += ",\"v\":" + std::to_string(kApiVersion) + "}";
+  return out;
+}
+
 }  // namespace stepsnap::protocol

@@ -320,5 +320,10 @@ inline std::string error_response(const RequestError& e) {
 }
 // One event of an events.subscribe stream: {"v":1,"id":..,"event":{...}}.
 std::string event_response(const nlohmann::json& id, const nlohmann::json& event);
+// The same line from the event's JSON text as it stands (the event log's
+// stored line), spliced in without parsing it: equal to
+// event_response(id, json::parse(event_json)) for any text nlohmann's dump()
+// wrote, since the response's keys sort "event" < "id" < "v".
+std::string event_line_response(const nlohmann::json& id, std::string_view event_json);
 
 }  // namespace stepsnap::protocol

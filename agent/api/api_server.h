@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tl/expected.hpp>
 #include <vector>
@@ -65,7 +66,12 @@ class EventStream {
   virtual ~EventStream() = default;
   // Sends the subscription's ok response (once; send() does it implicitly).
   virtual bool accept(const nlohmann::json& result) = 0;
-  virtual bool send(const nlohmann::json& event) = 0;
+  // Sends a page of events in order, each given as its JSON text (one
+  // object: the line the event log stores), spliced into the response lines
+  // as it stands and written at once: neither parsed nor written again.
+  virtual bool send_events(const std::vector<std::string_view>& events) = 0;
+  // One event as a JSON value: send_events of its text.
+  bool send(const nlohmann::json& event);
   virtual bool stopping() const = 0;
 };
 

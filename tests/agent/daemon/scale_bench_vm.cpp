@@ -24,6 +24,7 @@
 #include <sstream>
 
 #include "agent/catalog/sqlite_db.h"
+#include "common/time.h"
 #include "protocol/api_client.h"
 #include "tests/support/bench_stats.h"
 #include "tests/support/stepsnapd_fixture.h"
@@ -132,17 +133,20 @@ class ScaleBench : public StepsnapdFixture {
     std::int64_t seq = max_of("SELECT last FROM event_seq");
     auto ev = d.prepare("INSERT INTO events (seq, type, time_ns, body) VALUES (?, ?, ?, ?)");
     ASSERT_TRUE(ev);
+    const std::string time = format_rfc3339_ns(t0);
     for (std::size_t i = 0; i < events; ++i) {
       ++seq;
-      // Formatted by hand: a json object per row costs minutes in the
-      // emulated guest at a million rows.
+      // Formatted by hand (a json object per row costs minutes in the
+      // emulated guest at a million rows), exactly as the agent writes a
+      // line: nlohmann's sorted keys, the row's own seq and time. The
+      // agent serves such a line as it is stored (EventLine).
       char body[320];
       std::snprintf(body, sizeof body,
-                    "{\"version\":1,\"seq\":%lld,\"type\":\"snapshot.created\","
-                    "\"time\":\"2026-12-02T07:00:00.000000000Z\",\"data\":{\"name\":"
-                    "\"bench-r%06zu-post\",\"volume\":\"ws\",\"pause_ns\":115000000,"
-                    "\"step\":{\"pipeline\":\"bench\",\"run\":\"r%06zu\",\"step\":\"s\"}}}",
-                    static_cast<long long>(seq), i / 20, i / 20);
+                    "{\"data\":{\"name\":\"bench-r%06zu-post\",\"pause_ns\":115000000,"
+                    "\"step\":{\"pipeline\":\"bench\",\"run\":\"r%06zu\",\"step\":\"s\"},"
+                    "\"volume\":\"ws\"},\"seq\":%lld,\"time\":\"%s\",\"type\":\"snapshot.created\","
+                    "\"version\":1}",
+                    i / 20, i / 20, static_cast<long long>(seq), time.c_str());
       ev->bind(1, seq).bind(2, "snapshot.created").bind(3, t0).bind(4, std::string(body));
       {
         auto r = ev->run();
