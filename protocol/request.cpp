@@ -732,6 +732,14 @@ std::string ok_response(const json& id, const json& result) {
   return dump(json{{"v", kApiVersion}, {"id", id}, {"ok", true}, {"result", result}});
 }
 
+std::string ok_text_response(const json& id, std::string_view result_json) {
+  // nlohmann's key order: "id" < "ok" < "result" < "v".
+  std::string out = "{\"id\":" + dump(id) + ",\"ok\":true,\"result\":";
+  out += result_json;
+  out += ",\"v\":" + std::to_string(kApiVersion) + "}";
+  return out;
+}
+
 std::string error_response(const json& id, std::string_view code, std::string_view message,
                            const json& details) {
   json error{{"code", std::string(code)}, {"message", std::string(message)}};

@@ -312,6 +312,9 @@ tl::expected<Request, RequestError> parse_request(std::string_view line);
 // Response lines, without the trailing newline. Never throw: strings that are
 // not valid UTF-8 are replaced, not rejected.
 std::string ok_response(const nlohmann::json& id, const nlohmann::json& result);
+// The same line with the result given as its JSON text (written by dump(),
+// or byte for byte as dump() would), spliced in as it stands.
+std::string ok_text_response(const nlohmann::json& id, std::string_view result_json);
 std::string error_response(const nlohmann::json& id, std::string_view code,
                            std::string_view message,
                            const nlohmann::json& details = nlohmann::json());

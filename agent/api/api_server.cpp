@@ -417,7 +417,7 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
       continue;
     }
     // A handler bug must cost one request, never the daemon.
-    tl::expected<json, ApiError> result;
+    tl::expected<Answer, ApiError> result;
     try {
       result = handler_.handle(*request, peer);
     } catch (const std::exception& e) {
@@ -427,9 +427,11 @@ void ApiServer::serve(Connection& c, PeerCred peer) {
           ApiError{"internal", std::string(to_string(request->op)) + " failed: " + e.what()});
     }
     count(to_string(request->op), result ? "ok" : result.error().code);
-    open = send_line(fd, result ? ok_response(request->id, *result)
-                                : error_response(request->id, result.error().code,
-                                                 result.error().message, result.error().details));
+    open = send_line(
+        fd, result ? (result->json_text ? ok_text_response(request->id, *result->json_text)
+                                        : ok_response(request->id, result->value))
+                   : error_response(request->id, result.error().code, result.error().message,
+                                    result.error().details));
   }
   ::shutdown(fd, SHUT_RDWR);
   // Not at stop: what was leased to a connection must outlive the daemon
