@@ -33,6 +33,7 @@ class ApiClient {
   UniqueFd fd_;
   std::string path_;
   std::string buffer_;
+  std::size_t read_pos_ = 0;  // where the next line in buffer_ starts
   std::uint64_t next_id_ = 1;
 };
 

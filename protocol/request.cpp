@@ -732,6 +732,14 @@ std::string ok_response(const json& id, const json& result) {
   return dump(json{{"v", kApiVersion}, {"id", id}, {"ok", true}, {"result", result}});
 }
 
+std::string ok_text_response(const json& id, std::string_view result_json) {
+  // nlohmann's key order: "id" < "ok" < "result" < "v".
+  std::string out = "{\"id\":" + dump(id) + ",\"ok\":true,\"result\":";
+  out += result_json;
+  out += ",\"v\":" + std::to_string(kApiVersion) + "}";
+  return out;
+}
+
 std::string error_response(const json& id, std::string_view code, std::string_view message,
                            const json& details) {
   json error{{"code", std::string(code)}, {"message", std::string(message)}};
@@ -741,6 +749,18 @@ std::string error_response(const json& id, std::string_view code, std::string_vi
 
 std::string event_response(const json& id, const json& event) {
   return dump(json{{"v", kApiVersion}, {"id", id}, {"event", event}});
+}
+
+std::string event_line_response(const json& id, std::string_view event_json) {
+  std::string id_text = dump(id);
+  std::string out;
+  out.reserve(event_json.size() + id_text.size() + 24);
+  out += "{\"event\":";
+  out += event_json;
+  out += ",\"id\":";
+  out += id_text;
+  out += ",\"v\":" + std::to_string(kApiVersion) + "}";
+  return out;
 }
 
 }  // namespace stepsnap::protocol

@@ -312,6 +312,9 @@ tl::expected<Request, RequestError> parse_request(std::string_view line);
 // Response lines, without the trailing newline. Never throw: strings that are
 // not valid UTF-8 are replaced, not rejected.
 std::string ok_response(const nlohmann::json& id, const nlohmann::json& result);
+// The same line with the result given as its JSON text (written by dump(),
+// or byte for byte as dump() would), spliced in as it stands.
+std::string ok_text_response(const nlohmann::json& id, std::string_view result_json);
 std::string error_response(const nlohmann::json& id, std::string_view code,
                            std::string_view message,
                            const nlohmann::json& details = nlohmann::json());
@@ -320,5 +323,10 @@ inline std::string error_response(const RequestError& e) {
 }
 // One event of an events.subscribe stream: {"v":1,"id":..,"event":{...}}.
 std::string event_response(const nlohmann::json& id, const nlohmann::json& event);
+// The same line from the event's JSON text as it stands (the event log's
+// stored line), spliced in without parsing it: equal to
+// event_response(id, json::parse(event_json)) for any text nlohmann's dump()
+// wrote, since the response's keys sort "event" < "id" < "v".
+std::string event_line_response(const nlohmann::json& id, std::string_view event_json);
 
 }  // namespace stepsnap::protocol

@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tl/expected.hpp>
 #include <vector>
@@ -58,6 +59,21 @@ struct ApiError {
   nlohmann::json details = nullptr;
 };
 
+// An op's result: a JSON value, or its JSON text already written (a page of
+// a list, written straight from the catalog's rows: agent/volumes
+// device_text.h), which the response takes as it is.
+struct Answer {
+  Answer() = default;
+  Answer(nlohmann::json v) : value(std::move(v)) {}  // NOLINT: a value is an answer
+  static Answer text(std::string json_text) {
+    Answer a(nullptr);
+    a.json_text = std::move(json_text);
+    return a;
+  }
+  nlohmann::json value;
+  std::optional<std::string> json_text;
+};
+
 // Where a subscription writes. Both calls return false once the client is
 // gone or the server is stopping: the handler must then return.
 class EventStream {
@@ -65,7 +81,12 @@ class EventStream {
   virtual ~EventStream() = default;
   // Sends the subscription's ok response (once; send() does it implicitly).
   virtual bool accept(const nlohmann::json& result) = 0;
-  virtual bool send(const nlohmann::json& event) = 0;
+  // Sends a page of events in order, each given as its JSON text (one
+  // object: the line the event log stores), spliced into the response lines
+  // as it stands and written at once: neither parsed nor written again.
+  virtual bool send_events(const std::vector<std::string_view>& events) = 0;
+  // One event as a JSON value: send_events of its text.
+  bool send(const nlohmann::json& event);
   virtual bool stopping() const = 0;
 };
 
@@ -74,8 +95,7 @@ class Handler {
   virtual ~Handler() = default;
   // Every op except events.subscribe. Called concurrently from connection
   // threads.
-  virtual tl::expected<nlohmann::json, ApiError> handle(const Request& request,
-                                                        const PeerCred& peer) = 0;
+  virtual tl::expected<Answer, ApiError> handle(const Request& request, const PeerCred& peer) = 0;
   // events.subscribe: stream events until done (follow=false), the client
   // leaves, or stream.stopping(). An error returned before anything was sent
   // (events.truncated, say) becomes the error response.

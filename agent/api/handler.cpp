@@ -4,6 +4,7 @@
 
 #include "agent/api/authz.h"
 #include "agent/api/event_subscription.h"
+#include "agent/volumes/device_text.h"
 #include "agent/volumes/mkfs.h"
 #include "common/log.h"
 #include "dm/dm_error.h"
@@ -41,14 +42,6 @@ tl::expected<json, ApiError> answer(const Result<T>& r) {
   }
 }
 
-tl::expected<json, ApiError> devices_answer(const Result<std::vector<DeviceRecord>>& r,
-                                            const char* key) {
-  if (!r) return api_error(r.error());
-  json list = json::array();
-  for (const auto& d : *r) list.push_back(device_json(d));
-  return json{{key, list}};
-}
-
 tl::unexpected<ApiError> no_stream_fd(const std::string& op, const std::string& what) {
   return tl::unexpected(ApiError{std::string(protocol::code::bad_request),
                                  op + " needs a file descriptor to " + what +
@@ -81,14 +74,17 @@ Result<DeviceFilter> paged(DeviceFilter f, const Page& page, Volumes& volumes) {
   return f;
 }
 
-tl::expected<json, ApiError> page_answer(Result<std::vector<DeviceRecord>> r, const Page& page,
-                                         const char* key) {
+// The page as its text, written from the rows (device_text.h): the same
+// bytes as the JSON value dumped, without building it.
+tl::expected<Answer, ApiError> page_answer(Result<std::vector<DeviceRecord>> r, const Page& page,
+                                           const char* key, const json* pool = nullptr) {
   if (!r) return api_error(r.error());
-  bool more = r->size() > page.limit;
-  if (more) r->resize(page.limit);
-  auto out = devices_answer(r, key);
-  if (out && more) (*out)["next_after"] = r->back().name;
-  return out;
+  std::optional<std::string> next_after;
+  if (r->size() > page.limit) {
+    r->resize(page.limit);
+    next_after = r->back().name;
+  }
+  return Answer::text(device_page_text(*r, key, next_after, pool));
 }
 
 Status check_pool(const std::optional<std::string>& asked, const PoolRecord& pool) {
@@ -174,7 +170,7 @@ void DaemonHandler::count_step(const PeerCred& peer, const StepSpec& spec) {
   live_steps_[peer.uid].push_back({spec.pipeline, spec.run, spec.step});
 }
 
-tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const PeerCred& peer) {
+tl::expected<Answer, ApiError> DaemonHandler::handle(const Request& request, const PeerCred& peer) {
   const PoolRecord& pool = volumes_.pool_record();
   const Ownership mine{.uid = peer.uid};
   auto owner_only = [&](const std::string& name) -> std::optional<ApiError> {
@@ -206,11 +202,9 @@ tl::expected<json, ApiError> DaemonHandler::handle(const Request& request, const
         if (auto r = pool_ok(a.pool); !r) return api_error(r.error());
         auto f = paged({.kinds = {DeviceKind::volume, DeviceKind::clone}}, a.page, volumes_);
         if (!f) return api_error(f.error());
-        auto result = page_answer(volumes_.list(*f), a.page, "volumes");
-        if (result) {
-          if (auto p = volumes_.pool_json()) (*result)["pool"] = *p;
-        }
-        return result;
+        auto pool_state = volumes_.pool_json();
+        return page_answer(volumes_.list(*f), a.page, "volumes",
+                           pool_state ? &*pool_state : nullptr);
       }
       case Op::volume_delete: {
         const auto& a = std::get<VolumeDeleteArgs>(request.args);

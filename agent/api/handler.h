@@ -48,8 +48,7 @@ class DaemonHandler final : public Handler {
         limits_(limits),
         retention_(retention) {}
 
-  tl::expected<nlohmann::json, ApiError> handle(const Request& request,
-                                                const PeerCred& peer) override;
+  tl::expected<Answer, ApiError> handle(const Request& request, const PeerCred& peer) override;
   tl::expected<void, ApiError> subscribe(const Request& request, const EventsSubscribeArgs& args,
                                          const PeerCred& peer, EventStream& stream) override;
   // Registrations leased to that connection whose cgroup is still empty

@@ -59,6 +59,15 @@ nlohmann::json Event::to_json() const {
                         {"data", data}};
 }
 
+bool is_canonical_line(std::string_view body, std::uint64_t seq, EventType type,
+                       std::int64_t time_ns) {
+  constexpr std::string_view head = "{\"data\":";
+  std::string tail = ",\"seq\":" + std::to_string(seq) + ",\"time\":\"" +
+                     format_rfc3339_ns(time_ns) + "\",\"type\":\"" + std::string(to_string(type)) +
+                     "\",\"version\":" + std::to_string(kEventSchemaVersion) + "}";
+  return body.size() > head.size() + tail.size() && body.starts_with(head) && body.ends_with(tail);
+}
+
 Result<std::unique_ptr<EventLog>> EventLog::open(std::shared_ptr<Database> db,
                                                  EventLogOptions options) {
   if (options.retain == 0) {
@@ -148,26 +157,45 @@ void EventLog::published(std::uint64_t seq, EventType type, const std::string& l
 
 namespace {
 
-// The events after `since` up to batch.last_seq (which the caller read), at
-// most `max`; truncated when pruning went past `since`. db's mutex is held.
+// One row of a `SELECT seq, type, time_ns, body FROM events ...`, parsed.
+Event event_row(const Statement& st) {
+  Event e;
+  e.seq = static_cast<std::uint64_t>(st.int64(0));
+  e.type = parse_event_type(st.text(1)).value_or(EventType::error);
+  e.time_ns = st.int64(2);
+  auto body = nlohmann::json::parse(st.text(3), nullptr, /*allow_exceptions=*/false);
+  if (body.is_object() && body.contains("data")) e.data = body["data"];
+  return e;
+}
+
+// The same row as its line: the stored text itself when it is what
+// event_row(...).line() would give, else exactly that, rebuilt.
+EventLine line_row(const Statement& st) {
+  EventLine l;
+  l.seq = static_cast<std::uint64_t>(st.int64(0));
+  l.type = parse_event_type(st.text(1)).value_or(EventType::error);
+  l.text = st.text(3);
+  if (!is_canonical_line(l.text, l.seq, l.type, st.int64(2))) l.text = event_row(st).line();
+  return l;
+}
+
 // Every row of a `SELECT seq, type, time_ns, body FROM events ...`.
-Result<std::vector<Event>> read_rows(Statement& st) {
-  std::vector<Event> out;
+template <typename E, typename Row>
+Result<std::vector<E>> read_rows(Statement& st, Row row) {
+  std::vector<E> out;
   for (;;) {
     auto r = st.step();
     if (!r) return tl::unexpected(r.error());
     if (!*r) return out;
-    Event e;
-    e.seq = static_cast<std::uint64_t>(st.int64(0));
-    e.type = parse_event_type(st.text(1)).value_or(EventType::error);
-    e.time_ns = st.int64(2);
-    auto body = nlohmann::json::parse(st.text(3), nullptr, /*allow_exceptions=*/false);
-    if (body.is_object() && body.contains("data")) e.data = body["data"];
-    out.push_back(std::move(e));
+    out.push_back(row(st));
   }
 }
 
-Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max, EventBatch batch) {
+// The events after `since` up to batch.last_seq (which the caller read), at
+// most `max`; truncated when pruning went past `since`. db's mutex is held.
+template <typename E, typename Row>
+Result<EventPage<E>> read_upto(Database& db, std::uint64_t since, std::size_t max,
+                               EventPage<E> batch, Row row) {
   if (since > batch.last_seq) {
     return fail("read events", "since " + std::to_string(since), EINVAL,
                 "the newest event is " + std::to_string(batch.last_seq) +
@@ -175,8 +203,8 @@ Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max,
   }
   auto oldest = db.prepare("SELECT MIN(seq) FROM events");
   if (!oldest) return tl::unexpected(oldest.error());
-  auto row = oldest->step();
-  if (!row) return tl::unexpected(row.error());
+  auto first = oldest->step();
+  if (!first) return tl::unexpected(first.error());
   batch.oldest_available =
       oldest->is_null(0) ? batch.last_seq + 1 : static_cast<std::uint64_t>(oldest->int64(0));
   if (since + 1 < batch.oldest_available) {
@@ -190,7 +218,7 @@ Result<EventBatch> read_upto(Database& db, std::uint64_t since, std::size_t max,
   st->bind(1, static_cast<std::int64_t>(since))
       .bind(2, static_cast<std::int64_t>(batch.last_seq))
       .bind(3, static_cast<std::int64_t>(max));
-  auto rows = read_rows(*st);
+  auto rows = read_rows<E>(*st, row);
   if (!rows) return tl::unexpected(rows.error());
   batch.events = std::move(*rows);
   return batch;
@@ -202,7 +230,14 @@ Result<EventBatch> EventLog::read_since(std::uint64_t since, std::size_t max) {
   EventBatch batch;
   batch.last_seq = last_seq();
   std::lock_guard lock(db_->mutex());
-  return read_upto(*db_, since, max, std::move(batch));
+  return read_upto(*db_, since, max, std::move(batch), event_row);
+}
+
+Result<EventLineBatch> EventLog::read_lines_since(std::uint64_t since, std::size_t max) {
+  EventLineBatch batch;
+  batch.last_seq = last_seq();
+  std::lock_guard lock(db_->mutex());
+  return read_upto(*db_, since, max, std::move(batch), line_row);
 }
 
 Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std::size_t max) {
@@ -220,7 +255,7 @@ Result<EventBatch> read_committed_events(Database& db, std::uint64_t since, std:
   if (!row) return tl::unexpected(row.error());
   EventBatch batch;
   batch.last_seq = *row ? static_cast<std::uint64_t>(last->int64(0)) : 0;
-  return read_upto(db, since, max, std::move(batch));
+  return read_upto(db, since, max, std::move(batch), event_row);
 }
 
 Result<std::vector<Event>> read_latest_events(Database& db, const std::vector<EventType>& types,
@@ -236,7 +271,7 @@ Result<std::vector<Event>> read_latest_events(Database& db, const std::vector<Ev
   int k = 1;
   for (EventType t : types) st->bind(k++, std::string(to_string(t)));
   st->bind(k, static_cast<std::int64_t>(max));
-  auto rows = read_rows(*st);
+  auto rows = read_rows<Event>(*st, event_row);
   if (rows) std::reverse(rows->begin(), rows->end());
   return rows;
 }

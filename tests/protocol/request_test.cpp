@@ -446,6 +446,17 @@ TEST(Response, Shapes) {
   EXPECT_NO_THROW(error_response(1, "bad", std::string("\xff\xfe")));
 }
 
+// The spliced responses (a result or an event given as its text) are the
+// bytes of the ones built from values, for ids of both kinds.
+TEST(Response, SplicedTextIsTheSameLine) {
+  const json result = {{"snapshots", {{{"name", "ws-\"pre\""}, {"id", 1}}}}, {"next_after", "é"}};
+  const json event = {{"data", {{"a", "\n\u0001"}}}, {"seq", 4}, {"type", "error"}, {"version", 1}};
+  for (const json& id : {json(7), json("req-\"1\""), json(nullptr)}) {
+    EXPECT_EQ(ok_text_response(id, result.dump()), ok_response(id, result));
+    EXPECT_EQ(event_line_response(id, event.dump()), event_response(id, event));
+  }
+}
+
 TEST(Request, RetentionOpsAreChecked) {
   auto set = accepted(req("retention.set", {{"pipeline", "nightly"},
                                             {"keep_runs", 3},

@@ -28,7 +28,7 @@ using namespace std::chrono_literals;
 // on subscribe, then (follow) waits until the server stops.
 class FakeHandler : public Handler {
  public:
-  tl::expected<json, ApiError> handle(const Request& r, const PeerCred& peer) override {
+  tl::expected<Answer, ApiError> handle(const Request& r, const PeerCred& peer) override {
     if (r.op == Op::volume_delete) {
       return tl::unexpected(ApiError{"not_found", "volume " +
                                                       std::get<VolumeDeleteArgs>(r.args).name +

@@ -20,14 +20,18 @@ class RecordingStream : public EventStream {
     accepted = result;
     return true;
   }
-  bool send(const json& event) override {
-    seqs.push_back(event["seq"].get<std::uint64_t>());
-    if (on_send) on_send();
+  bool send_events(const std::vector<std::string_view>& events) override {
+    for (std::string_view text : events) {
+      lines.emplace_back(text);
+      seqs.push_back(json::parse(text)["seq"].get<std::uint64_t>());
+      if (on_send) on_send();
+    }
     return true;
   }
   bool stopping() const override { return stop; }
 
   json accepted;
+  std::vector<std::string> lines;  // each event's text as sent
   std::vector<std::uint64_t> seqs;
   std::function<void()> on_send;
   bool stop = false;
@@ -78,6 +82,71 @@ TEST_F(EventSubscription, ResumingBeforeTheOldestKeptIsTruncatedUpFront) {
   EXPECT_EQ(r.error().code, "events.truncated");
   EXPECT_EQ(r.error().details["oldest_seq"], 8);
   EXPECT_TRUE(stream.accepted.is_null()) << "nothing was accepted before the error";
+}
+
+// The spliced page against the path it replaced (each stored line parsed,
+// its event rebuilt, each response line written by event_response): the
+// same bytes, escaping included.
+TEST(EventSubscriptionLines, TheResponseLinesAreTheBytesTheParsedPathWrote) {
+  testing::TempDir dir;
+  auto db = testing::open_db(dir.file("catalog.db"));
+  ASSERT_TRUE(Catalog::open(db));
+  auto events = EventLog::open(db).value();
+  json data = {{"quote", "say \"hi\"\\ back\\slash"},
+               {"control", std::string("tab\tnl\n") + '\0' + "\x01\x1f"},
+               {"unicode", "caf\u00e9 \u65e5\u672c \U0001F600 \u2028"},
+               {"numbers", {0, -1, 18446744073709551615ULL, 0.1, -2.5e-300}},
+               {"nested", {{"a", {{"b", nullptr}}}, {"t", true}}}};
+  ASSERT_TRUE(events->append(EventType::snapshot_created, data));
+  ASSERT_TRUE(events->append(EventType::step_finished, {{"exit_status", 0}}));
+  RecordingStream stream;
+  ASSERT_TRUE(stream_events(*events, {.since = 0, .follow = false}, stream));
+  auto parsed = events->read_since(0).value();
+  ASSERT_EQ(stream.lines.size(), 2u);
+  for (std::size_t i = 0; i < 2; ++i) {
+    const json event = parsed.events[i].to_json();
+    for (const json& id : {json(7), json("req-\"\u00e9\"")}) {
+      EXPECT_EQ(protocol::event_line_response(id, stream.lines[i]),
+                protocol::event_response(id, event))
+          << "event " << i << " id " << id.dump();
+    }
+  }
+}
+
+// since and limit keep their meaning across the log's pages of 1000: each
+// event once, in order, exactly the ones asked for.
+TEST(EventSubscriptionLines, SinceAndLimitAcrossPages) {
+  testing::TempDir dir;
+  auto db = testing::open_db(dir.file("catalog.db"));
+  ASSERT_TRUE(Catalog::open(db));
+  auto events = EventLog::open(db).value();
+  {
+    auto sp = Savepoint::begin(*db);  // one commit for all of them
+    ASSERT_TRUE(sp);
+    for (int i = 0; i < 2500; ++i) ASSERT_TRUE(events->append(EventType::error, {{"i", i}}));
+    ASSERT_TRUE(sp->commit());
+  }
+  auto range = [](std::uint64_t from, std::uint64_t to) {
+    std::vector<std::uint64_t> v;
+    for (auto s = from; s <= to; ++s) v.push_back(s);
+    return v;
+  };
+  {
+    RecordingStream stream;
+    ASSERT_TRUE(stream_events(*events, {.since = 5, .follow = false, .limit = 1100}, stream));
+    EXPECT_EQ(stream.seqs, range(6, 1105));
+    EXPECT_EQ(stream.accepted["last_seq"], 2500);
+  }
+  {
+    RecordingStream stream;
+    ASSERT_TRUE(stream_events(*events, {.since = 0, .follow = false}, stream));
+    EXPECT_EQ(stream.seqs, range(1, 2500));
+  }
+  {
+    RecordingStream stream;
+    ASSERT_TRUE(stream_events(*events, {.since = 2499, .follow = false, .limit = 5}, stream));
+    EXPECT_EQ(stream.seqs, range(2500, 2500));
+  }
 }
 
 TEST_F(EventSubscription, AReaderThatKeepsUpGetsEveryEventInOrder) {

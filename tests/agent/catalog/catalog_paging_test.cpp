@@ -62,6 +62,58 @@ class CatalogPagingTest : public ::testing::Test {
   PoolRecord pool_;
 };
 
+// A list fills its rows' labels and step records a chunk of ids at a time
+// (fill_all); each row must come out as the device read alone (get_device,
+// one row's labels and step each) does, across chunk boundaries, rows with
+// none, and labels set after the fact.
+TEST_F(CatalogPagingTest, AListsBatchedFillIsEachDeviceReadAlone) {
+  auto vol = make("ws", DeviceKind::volume, std::nullopt);
+  {
+    auto sp = Savepoint::begin(catalog_->db());  // one commit for them all
+    ASSERT_TRUE(sp);
+    for (int i = 0; i < 1203; ++i) {
+      std::optional<StepInfo> step;
+      if (i % 3 != 0)
+        step = StepInfo{"p",
+                        "r" + std::to_string(i / 20),
+                        "s" + std::to_string(i % 7),
+                        i % 2 ? Phase::post : Phase::pre,
+                        "cmd " + std::to_string(i),
+                        i % 2 ? std::optional<int>(i % 5 - 2) : std::nullopt};
+      auto d = make("snap-" + std::to_string(i), DeviceKind::snapshot, vol.id, step);
+      Labels labels;
+      for (int k = 0; k < i % 4; ++k) labels["k" + std::to_string(k)] = "v" + std::to_string(i);
+      if (!labels.empty()) {
+        ASSERT_TRUE(catalog_->set_labels(d.id, labels));
+      }
+    }
+    ASSERT_TRUE(sp->commit());
+  }
+  auto listed = catalog_->list_devices({.pool_id = pool_.id});
+  ASSERT_TRUE(listed) << listed.error().message();
+  ASSERT_EQ(listed->size(), 1204u);
+  std::size_t with_labels = 0, with_steps = 0;
+  for (const auto& d : *listed) {
+    auto alone = catalog_->get_device(d.id);
+    ASSERT_TRUE(alone) << alone.error().message();
+    EXPECT_EQ(d.name, alone->name);
+    EXPECT_EQ(d.labels, alone->labels) << d.name;
+    ASSERT_EQ(d.step.has_value(), alone->step.has_value()) << d.name;
+    if (d.step) {
+      EXPECT_EQ(d.step->pipeline, alone->step->pipeline);
+      EXPECT_EQ(d.step->run, alone->step->run) << d.name;
+      EXPECT_EQ(d.step->step, alone->step->step) << d.name;
+      EXPECT_EQ(d.step->phase, alone->step->phase) << d.name;
+      EXPECT_EQ(d.step->command, alone->step->command) << d.name;
+      EXPECT_EQ(d.step->exit_status, alone->step->exit_status) << d.name;
+    }
+    with_labels += !d.labels.empty();
+    with_steps += d.step.has_value();
+  }
+  EXPECT_EQ(with_labels, 902u) << "3 of every 4 snapshots have labels";
+  EXPECT_EQ(with_steps, 802u) << "2 of every 3 snapshots are step snapshots";
+}
+
 TEST_F(CatalogPagingTest, ARunsSnapshotsComeInExactPagesAmongOtherRuns) {
   auto ws = make("ws", DeviceKind::volume, {});
   auto data = make("data", DeviceKind::volume, {});

@@ -14,6 +14,9 @@
 // snapshot.create of the volume is timed before and after too. Nothing is
 // asserted on times: it reports (STEPSNAP_BENCH_OUT gets the table).
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -24,6 +27,7 @@
 #include <sstream>
 
 #include "agent/catalog/sqlite_db.h"
+#include "common/time.h"
 #include "protocol/api_client.h"
 #include "tests/support/bench_stats.h"
 #include "tests/support/stepsnapd_fixture.h"
@@ -45,6 +49,56 @@ long status_kib(pid_t pid, const std::string& key) {
 }
 
 constexpr int kStepsPerRun = 10;  // each with a pre and a post snapshot
+
+// A client that sends one request line and reads `lines` answer lines
+// without parsing them: the agent's part of a read, apart from the
+// client's JSON parse (which stepsnapctl and ApiClient add). Returns the
+// last line read ("" when the connection failed).
+class RawClient {
+ public:
+  explicit RawClient(const std::string& path) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      ::close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~RawClient() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::string call(const std::string& op, const json& args, std::size_t lines) {
+    std::string req = json{{"v", 1}, {"id", ++id_}, {"op", op}, {"args", args}}.dump() + "\n";
+    if (fd_ < 0 || ::write(fd_, req.data(), req.size()) != static_cast<ssize_t>(req.size()))
+      return "";
+    std::string last;
+    std::size_t pos = 0;  // lines taken from pos on; the buffer compacted per read, not per line
+    for (std::size_t got = 0; got < lines;) {
+      auto nl = buffer_.find('\n', pos);
+      if (nl != std::string::npos) {
+        if (got + 1 == lines) last = buffer_.substr(pos, nl - pos);
+        pos = nl + 1;
+        ++got;
+        continue;
+      }
+      buffer_.erase(0, pos);
+      pos = 0;
+      char chunk[65536];
+      ssize_t n = ::read(fd_, chunk, sizeof chunk);
+      if (n <= 0) return "";
+      buffer_.append(chunk, static_cast<std::size_t>(n));
+    }
+    buffer_.erase(0, pos);
+    return last;
+  }
+
+ private:
+  int fd_ = -1;
+  std::uint64_t id_ = 0;
+  std::string buffer_;
+};
 
 class ScaleBench : public StepsnapdFixture {
  protected:
@@ -132,17 +186,20 @@ class ScaleBench : public StepsnapdFixture {
     std::int64_t seq = max_of("SELECT last FROM event_seq");
     auto ev = d.prepare("INSERT INTO events (seq, type, time_ns, body) VALUES (?, ?, ?, ?)");
     ASSERT_TRUE(ev);
+    const std::string time = format_rfc3339_ns(t0);
     for (std::size_t i = 0; i < events; ++i) {
       ++seq;
-      // Formatted by hand: a json object per row costs minutes in the
-      // emulated guest at a million rows.
+      // Formatted by hand (a json object per row costs minutes in the
+      // emulated guest at a million rows), exactly as the agent writes a
+      // line: nlohmann's sorted keys, the row's own seq and time. The
+      // agent serves such a line as it is stored (EventLine).
       char body[320];
       std::snprintf(body, sizeof body,
-                    "{\"version\":1,\"seq\":%lld,\"type\":\"snapshot.created\","
-                    "\"time\":\"2026-12-02T07:00:00.000000000Z\",\"data\":{\"name\":"
-                    "\"bench-r%06zu-post\",\"volume\":\"ws\",\"pause_ns\":115000000,"
-                    "\"step\":{\"pipeline\":\"bench\",\"run\":\"r%06zu\",\"step\":\"s\"}}}",
-                    static_cast<long long>(seq), i / 20, i / 20);
+                    "{\"data\":{\"name\":\"bench-r%06zu-post\",\"pause_ns\":115000000,"
+                    "\"step\":{\"pipeline\":\"bench\",\"run\":\"r%06zu\",\"step\":\"s\"},"
+                    "\"volume\":\"ws\"},\"seq\":%lld,\"time\":\"%s\",\"type\":\"snapshot.created\","
+                    "\"version\":1}",
+                    i / 20, i / 20, static_cast<long long>(seq), time.c_str());
       ev->bind(1, seq).bind(2, "snapshot.created").bind(3, t0).bind(4, std::string(body));
       {
         auto r = ev->run();
@@ -202,10 +259,37 @@ TEST_F(ScaleBench, ReadsAndMemoryAtOneHundredThousandSnapshots) {
     };
     timed("snapshot.list --run", "snapshot.list", {{"pipeline", "bench"}, {"run", run}}, false);
     timed("snapshot.list (first page)", "snapshot.list", json::object(), false);
+    timed("snapshot.list --limit 50 (stepsnapctl's page)", "snapshot.list", {{"limit", 50}}, false);
     timed("snapshot.show", "snapshot.show", {{"name", snap}}, false);
     timed("run.show", "run.show", {{"pipeline", "bench"}, {"run", run}}, false);
     timed("events --since N --limit 1000", "events.subscribe",
           {{"since", since}, {"follow", false}, {"limit", 1000}}, true);
+    // The same two largest reads with the answer read unparsed, and each
+    // checked by its last line.
+    RawClient raw(socket_);
+    auto timed_raw = [&](const std::string& name, const std::string& op, const json& args,
+                         std::size_t lines, const std::string& expect) {
+      for (std::size_t i = 0; i < rounds; ++i) {
+        auto t0 = Clock::now();
+        std::string last = raw.call(op, args, lines);
+        ms[tag + " " + name].push_back(
+            std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        ASSERT_NE(last.find(expect), std::string::npos) << name << ": " << last.substr(0, 300);
+      }
+    };
+    timed_raw("snapshot.list (first page), unparsed", "snapshot.list", json::object(), 1,
+              "\"ok\":true");
+    // The log's last seq, from a subscription's answer (limit 1: one line to drain).
+    auto head = api->call("events.subscribe", {{"since", since}, {"follow", false}, {"limit", 1}});
+    ASSERT_TRUE(head && (*head).value("ok", false));
+    const std::uint64_t last_seq = (*head)["result"].value("last_seq", std::uint64_t{0});
+    if (last_seq > since) {
+      ASSERT_TRUE(api->read());
+    }
+    const std::uint64_t n = std::min<std::uint64_t>(1000, last_seq - since);
+    timed_raw("events --since N --limit 1000, unparsed", "events.subscribe",
+              {{"since", since}, {"follow", false}, {"limit", 1000}}, 1 + n,
+              "\"seq\":" + std::to_string(since + n) + ",");
   };
   auto snap_create = [&](const std::string& tag) {
     for (std::size_t i = 0; i < 5; ++i) {
@@ -248,8 +332,11 @@ TEST_F(ScaleBench, ReadsAndMemoryAtOneHundredThousandSnapshots) {
                 snapshots, events_n, bulk_s, start_s);
   report << line;
   report << "| op | small catalog ms | at scale ms | ratio |\n|---|---|---|---|\n";
-  for (const char* op : {"snapshot.list --run", "snapshot.list (first page)", "snapshot.show",
-                         "run.show", "events --since N --limit 1000", "snapshot.create (real)"}) {
+  for (const char* op :
+       {"snapshot.list --run", "snapshot.list (first page)", "snapshot.list (first page), unparsed",
+        "snapshot.list --limit 50 (stepsnapctl's page)", "snapshot.show", "run.show",
+        "events --since N --limit 1000", "events --since N --limit 1000, unparsed",
+        "snapshot.create (real)"}) {
     double a = median(ms[std::string("small ") + op]), b = median(ms[std::string("big ") + op]);
     std::snprintf(line, sizeof line, "| %s | %.2f | %.2f | %.2f |\n", op, a, b, a > 0 ? b / a : 0);
     report << line;

@@ -57,6 +57,89 @@ TEST(EventFormat, LineHasVersionSeqTypeTimeData) {
   EXPECT_EQ(e.line().find('\n'), std::string::npos);
 }
 
+// The data a line must carry through untouched: quotes, backslashes,
+// control characters, non-ASCII text, numbers of every kind, nesting.
+nlohmann::json awkward_data() {
+  return {{"quote", "say \"hi\"\\ back\\slash"},
+          {"control", std::string("tab\tnl\ncr\rnul") + '\0' + "\x01\x1f end"},
+          {"unicode", "caf\u00e9 \u65e5\u672c \U0001F600 \u2028"},
+          {"numbers", {0, -1, 9007199254740993LL, 18446744073709551615ULL, 0.1, -2.5e-300, 1e300}},
+          {"nested", {{"a", {{"b", nullptr}}}, {"t", true}, {"empty", nlohmann::json::object()}}},
+          {"slash", "a/b</script>"}};
+}
+
+TEST_F(EventLogTest, StoredLinesAreReadBackAsTheParsedReadWritesThem) {
+  auto log = open();
+  ASSERT_TRUE(log->append(EventType::snapshot_created, awkward_data()));
+  ASSERT_TRUE(log->append(EventType::step_started, {{"step", "a"}, {"held_ns", 123}}));
+  ASSERT_TRUE(log->append(EventType::error, nlohmann::json::object()));
+  ASSERT_TRUE(log->append(EventType::pool_usage, {{"data_percent", 12.345678901234567}}));
+  auto parsed = log->read_since(0);
+  auto lines = log->read_lines_since(0);
+  ASSERT_TRUE(parsed && lines);
+  ASSERT_EQ(lines->events.size(), 4u);
+  ASSERT_EQ(parsed->events.size(), 4u);
+  EXPECT_EQ(lines->last_seq, parsed->last_seq);
+  for (std::size_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(lines->events[i].seq, parsed->events[i].seq);
+    EXPECT_EQ(lines->events[i].type, parsed->events[i].type);
+    EXPECT_EQ(lines->events[i].text, parsed->events[i].line()) << "event " << i;
+  }
+  // And every line append() wrote is taken as it is, not rebuilt: its frame
+  // matches its row.
+  auto st = db_->prepare("SELECT seq, type, time_ns, body FROM events ORDER BY seq");
+  ASSERT_TRUE(st);
+  int rows = 0;
+  while (*st->step()) {
+    ++rows;
+    auto type = parse_event_type(st->text(1));
+    ASSERT_TRUE(type);
+    EXPECT_TRUE(is_canonical_line(st->text(3), static_cast<std::uint64_t>(st->int64(0)), *type,
+                                  st->int64(2)))
+        << st->text(3);
+  }
+  EXPECT_EQ(rows, 4);
+}
+
+TEST_F(EventLogTest, LinesNotWrittenByAppendAreRebuiltAsTheParsedReadDoes) {
+  auto log = open();
+  ASSERT_TRUE(log->append(EventType::step_started, {{"step", "a"}}));
+  // Rows another writer could have left: keys in another order, a time that
+  // is not the row's, a body that does not parse, a type this build does not
+  // know, data that is not an object.
+  const char* bodies[][2] = {
+      {"snapshot.created",
+       R"({"version":1,"seq":2,"type":"snapshot.created","time":"1970-01-01T00:00:00.000000000Z","data":{"b":1,"a":"x"}})"},
+      {"snapshot.created",
+       R"({"data":{"a":1},"seq":3,"time":"2000-01-01T00:00:00.000000000Z","type":"snapshot.created","version":1})"},
+      {"error", "not json at all"},
+      {"future.type",
+       R"({"data":{"a":1},"seq":5,"time":"1970-01-01T00:00:00.000000042Z","type":"future.type","version":1})"},
+      {"error",
+       R"({"data":[1,2],"seq":6,"time":"1970-01-01T00:00:00.000000042Z","type":"error","version":1})"},
+  };
+  std::int64_t seq = 1;
+  for (const auto& [type, body] : bodies) {
+    auto ins = db_->prepare("INSERT INTO events (seq, type, time_ns, body) VALUES (?, ?, 42, ?)");
+    ASSERT_TRUE(ins);
+    ASSERT_TRUE(ins->bind(1, ++seq).bind(2, type).bind(3, body).run());
+  }
+  ASSERT_TRUE(db_->prepare("UPDATE event_seq SET last = ?")->bind(1, seq).run());
+  log = EventLog::open(db_).value();  // sees the new last seq
+  auto parsed = log->read_since(0);
+  auto lines = log->read_lines_since(0);
+  ASSERT_TRUE(parsed && lines);
+  ASSERT_EQ(lines->events.size(), 6u);
+  for (std::size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(lines->events[i].text, parsed->events[i].line()) << "event " << i;
+    EXPECT_EQ(lines->events[i].type, parsed->events[i].type);
+  }
+  // The last one's data was an array and is kept as the parsed read keeps it.
+  EXPECT_EQ(
+      lines->events[5].text,
+      R"({"data":[1,2],"seq":6,"time":"1970-01-01T00:00:00.000000042Z","type":"error","version":1})");
+}
+
 TEST_F(EventLogTest, SeqStrictlyIncreasesAcrossRestarts) {
   {
     auto log = open();
