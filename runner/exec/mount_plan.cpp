@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <ctime>
 #include <filesystem>
 #include <map>
 
@@ -197,6 +198,23 @@ Status detach(const std::string& path) {
   return {};
 }
 
+// A snapshot of a clone that a step running beside this one shares
+// freezes the clone for its frozen window, and the kernel refuses to mount
+// a frozen block device (EBUSY, "Can't mount, blockdev is frozen" in
+// get_tree_bdev). The freeze ends with the snapshot's resume: wait it out,
+// bounded, rather than fail the step. Other EBUSY causes fail after the
+// bound with the same errno.
+int mount_waiting_out_a_freeze(const char* source, const char* target, const char* fstype,
+                               const char* data) {
+  constexpr int kAttempts = 1500;  // 30 s of 20 ms waits
+  for (int attempt = 1;; ++attempt) {
+    if (::mount(source, target, fstype, MS_NODEV | MS_NOSUID, data) == 0) return 0;
+    if (errno != EBUSY || attempt == kAttempts) return -1;
+    const struct timespec wait { 0, 20'000'000 };
+    ::nanosleep(&wait, nullptr);
+  }
+}
+
 // Where the interpreter is: before new_root, paths are the host's; from
 // new_root to pivot, the step's paths under the staged root; after pivot,
 // the step's own.
@@ -228,7 +246,7 @@ Status run_one(const MountOp& op, std::size_t index, PlanState& state) {
       // A clone carries its origin's XFS UUID; XFS refuses a second mount of
       // one UUID unless told the copy is deliberate.
       const char* data = op.fstype == "xfs" ? "nouuid" : nullptr;
-      if (::mount(op.source.c_str(), target, op.fstype.c_str(), MS_NODEV | MS_NOSUID, data) != 0)
+      if (mount_waiting_out_a_freeze(op.source.c_str(), target, op.fstype.c_str(), data) != 0)
         return fail_errno("mount " + op.fstype + " on " + op.source + " at", op.target);
       return {};
     }
