@@ -203,7 +203,9 @@ Status detach(const std::string& path) {
 // a frozen block device (EBUSY, "Can't mount, blockdev is frozen" in
 // get_tree_bdev). The freeze ends with the snapshot's resume: wait it out,
 // bounded, rather than fail the step. Other EBUSY causes fail after the
-// bound with the same errno.
+// bound with the same errno. (Seen once, in a --parallel 4 diamond run:
+// "mount ext4 ... Device or resource busy" while the other middle step's
+// pre-snapshot ran; not reproduced in a test.)
 int mount_waiting_out_a_freeze(const char* source, const char* target, const char* fstype,
                                const char* data) {
   constexpr int kAttempts = 1500;  // 30 s of 20 ms waits

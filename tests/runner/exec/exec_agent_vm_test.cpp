@@ -83,11 +83,14 @@ TEST_F(RunnerAgentVm, WritesLandInTheRunsCloneAndTheNextStepSeesThem) {
   EXPECT_TRUE(call("volume.delete", {{"name", "p.r1.ws"}}).value("ok", false));
 }
 
-// Parallel steps of a run share its clone, and one's snapshot freezes it
-// while the other may be mounting it: the kernel refuses to mount a frozen
-// block device (EBUSY). Here the freeze is fsfreeze on a host mount of the
-// clone, thawed a second later; the step waits it out and runs.
-TEST_F(RunnerAgentVm, AStepWaitsOutAFreezeOfItsCloneRatherThanFailingItsMount) {
+// Parallel steps of a run share its clone, and one's snapshot suspends it
+// while the other may be starting on it. Here the clone is suspended with
+// `dmsetup suspend` and resumed four seconds later: the step runs once it
+// is resumed. (This passes with and without the mount's EBUSY retry in
+// runner/exec/mount_plan.cpp: on this kernel the mount waits for the
+// resume instead; the retry is for the frozen-device refusal a parallel
+// pipeline run met once.)
+TEST_F(RunnerAgentVm, AStepWhoseCloneIsSuspendedRunsOnceItIsResumed) {
   make_volume("ws", {{"seed", "v1\n"}});
   ASSERT_EQ(exec("r1", "s1", "echo s1 > /workspace/s1").rc, 0);
   json clone = ok("volume.list", json::object());
@@ -95,15 +98,14 @@ TEST_F(RunnerAgentVm, AStepWaitsOutAFreezeOfItsCloneRatherThanFailingItsMount) {
   for (const auto& v : clone["volumes"])
     if (v["name"] == "p.r1.ws") device = v.value("path", "");
   ASSERT_FALSE(device.empty()) << clone.dump();
-  std::string frozen = dir_ + "/mnt/frozen";
-  ASSERT_NO_FATAL_FAILURE(mount(device, frozen));
-  ASSERT_EQ(sh("fsfreeze -f " + frozen).rc, 0);
-  ASSERT_EQ(sh("(sleep 1; fsfreeze -u " + frozen + ") >/dev/null 2>&1 &").rc, 0);
+  std::string dm_name = device.substr(device.rfind('/') + 1);
+  ASSERT_EQ(sh("dmsetup suspend " + dm_name).rc, 0);
+  ASSERT_EQ(sh("(sleep 4; dmsetup resume " + dm_name + ") >/dev/null 2>&1 &").rc, 0);
 
   auto s2 = exec("r1", "s2", "cat /workspace/s1");
   EXPECT_EQ(s2.rc, 0) << s2.err;
   EXPECT_EQ(s2.out, "s1\n");
-  EXPECT_EQ(sh("umount " + frozen).rc, 0);
+  EXPECT_EQ(sh("dmsetup info -c --noheadings -o suspended " + dm_name).out, "Active\n");
 }
 
 TEST_F(RunnerAgentVm, ANewRunStartsFromTheVolumesNewestSnapshot) {
