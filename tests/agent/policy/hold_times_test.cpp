@@ -10,15 +10,19 @@ namespace {
 
 using std::chrono::nanoseconds;
 
+// An exec-held step's stamps: held 8,900 ns, of which pause 5,000.
+HoldStamps exec_held_stamps() {
+  return {.exec = 1'000,
+          .seen = 1'300,
+          .snapshot_start = 1'500,
+          .snapshot_end = 9'500,
+          .release = 9'900,
+          .flush = nanoseconds(2'000),
+          .pause = nanoseconds(5'000)};
+}
+
 TEST(HoldTimes, PartsAddUpToTheHeldTime) {
-  HoldStamps s{.exec = 1'000,
-               .seen = 1'300,
-               .snapshot_start = 1'500,
-               .snapshot_end = 9'500,
-               .release = 9'900,
-               .flush = nanoseconds(2'000),
-               .pause = nanoseconds(5'000)};
-  HoldParts p = hold_parts(s);
+  HoldParts p = hold_parts(exec_held_stamps());
   EXPECT_EQ(p.held_ns, 8'900);
   EXPECT_EQ(p.wake_ns, 300);
   EXPECT_EQ(p.queue_ns, 200);
@@ -34,22 +38,16 @@ TEST(HoldTimes, PartsAddUpToTheHeldTime) {
 }
 
 TEST(HoldTimes, TheGroupCallsPartsAreReportedAsMeasured) {
-  HoldStamps s{.exec = 1'000,
-               .seen = 1'300,
-               .snapshot_start = 1'500,
-               .snapshot_end = 9'500,
-               .release = 9'900,
-               .flush = nanoseconds(2'000),
-               .pause = nanoseconds(5'000),
-               .group = GroupParts{.lock_wait_ns = 10,
-                                   .lookup_ns = 20,
-                                   .status_ns = 30,
-                                   .txn_ns = 40,
-                                   .intent_ns = 50,
-                                   .suspend_ns = 1'000,
-                                   .create_snap_ns = 3'000,
-                                   .resume_ns = 1'000,
-                                   .result_ns = 60}};
+  HoldStamps s = exec_held_stamps();
+  s.group = GroupParts{.lock_wait_ns = 10,
+                       .lookup_ns = 20,
+                       .status_ns = 30,
+                       .txn_ns = 40,
+                       .intent_ns = 50,
+                       .suspend_ns = 1'000,
+                       .create_snap_ns = 3'000,
+                       .resume_ns = 1'000,
+                       .result_ns = 60};
   auto j = to_json(hold_parts(s));
   ASSERT_TRUE(j.contains("group"));
   const auto& g = j["group"];
